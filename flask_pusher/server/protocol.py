@@ -1,0 +1,180 @@
+"""Pusher WebSocket frames: client frames in, server frames out (reference §5).
+
+Parsing is lenient and never raises: a frame that cannot be understood comes
+back as a :class:`FrameError` whose message is sent to the client in a
+``pusher:error`` frame. Encoders return the JSON text of one frame; a
+broadcast is encoded once and the same text is written to every subscriber.
+Server frames carry ``data`` as a JSON *string* (reference §5.2), except
+``pusher:error``, whose ``data`` is an object because pysher reads it so
+(servers doc §7).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+#: Channel names allowed by Pusher (reference §4.4), at most 200 characters.
+CHANNEL_NAME_RE = re.compile(r"\A[-a-zA-Z0-9_=@,.;]+\Z")
+#: The channel pusher-js joins after signin (reference §1.5).
+SERVER_TO_USER_PREFIX = "#server-to-user-"
+MAX_CHANNEL_NAME = 200
+MAX_EVENT_NAME = 200
+
+
+@dataclass(frozen=True, slots=True)
+class ClientFrame:
+    """A frame received from a client.
+
+    ``data`` is decoded for ``pusher:`` events: a JSON string holding an
+    object becomes that object (reference §5.2). For client events it is kept
+    as sent, to be relayed unchanged.
+    """
+
+    event: str
+    data: Any
+    channel: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FrameError:
+    """A frame that could not be parsed; ``message`` says why."""
+
+    message: str
+
+
+def parse(text: str | bytes) -> ClientFrame | FrameError:
+    """Parse one client frame. Never raises."""
+    try:
+        message = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        return FrameError("Invalid JSON: a frame must be a JSON object")
+    if not isinstance(message, dict):
+        return FrameError("Invalid frame: a frame must be a JSON object")
+    event = message.get("event")
+    if not isinstance(event, str) or not event:
+        return FrameError("Invalid frame: 'event' must be a non-empty string")
+    channel = message.get("channel")
+    if channel is not None and not isinstance(channel, str):
+        return FrameError("Invalid frame: 'channel' must be a string")
+    data = message.get("data")
+    if event.startswith("pusher:") and isinstance(data, str) and data[:1] == "{":
+        try:
+            decoded = json.loads(data)
+        except ValueError:
+            decoded = None
+        if isinstance(decoded, dict):
+            data = decoded
+    return ClientFrame(event=event, data=data, channel=channel)
+
+
+def encode(
+    event: str,
+    data: Any = None,
+    channel: str | None = None,
+    user_id: str | None = None,
+) -> str:
+    """Encode a server frame; ``data`` is placed as given (str or object)."""
+    frame: dict[str, Any] = {"event": event}
+    if channel is not None:
+        frame["channel"] = channel
+    if data is not None:
+        frame["data"] = data
+    if user_id is not None:
+        frame["user_id"] = user_id
+    return _dumps(frame)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text, used for the double-encoded ``data`` strings."""
+    return _dumps(value)
+
+
+def connection_established(socket_id: str, activity_timeout: int) -> str:
+    """``pusher:connection_established`` (reference §5.3); timeout in seconds."""
+    data = _dumps({"socket_id": socket_id, "activity_timeout": activity_timeout})
+    return encode("pusher:connection_established", data)
+
+
+def error(message: str, code: int | None = None) -> str:
+    """``pusher:error`` with object data ``{message, code}`` (reference §5.12)."""
+    return encode("pusher:error", {"message": message, "code": code})
+
+
+PONG = encode("pusher:pong", "{}")
+PING = encode("pusher:ping", "{}")
+
+
+def subscription_succeeded(channel: str, data: Mapping[str, Any] | None = None) -> str:
+    """``pusher_internal:subscription_succeeded`` (reference §5.5)."""
+    return encode("pusher_internal:subscription_succeeded", _dumps(data or {}), channel)
+
+
+def presence_data(members: Mapping[str, Any]) -> dict[str, Any]:
+    """The presence payload of ``subscription_succeeded``: ids, hash, count."""
+    ids = list(members)
+    return {"presence": {"ids": ids, "hash": dict(members), "count": len(ids)}}
+
+
+def subscription_error(
+    channel: str, message: str, status: int, type_: str = "AuthError"
+) -> str:
+    """soketi-style ``pusher:subscription_error`` a pusher-js listener sees."""
+    data = {"type": type_, "error": message, "status": status}
+    return encode("pusher:subscription_error", data, channel)
+
+
+def member_added(channel: str, user_id: str, user_info: Any) -> str:
+    """``pusher_internal:member_added`` (reference §5.6)."""
+    data = _dumps({"user_id": user_id, "user_info": user_info})
+    return encode("pusher_internal:member_added", data, channel)
+
+
+def member_removed(channel: str, user_id: str) -> str:
+    """``pusher_internal:member_removed`` (reference §5.6)."""
+    data = _dumps({"user_id": user_id})
+    return encode("pusher_internal:member_removed", data, channel)
+
+
+def subscription_count(channel: str, count: int) -> str:
+    """``pusher_internal:subscription_count`` (reference §5.11)."""
+    data = _dumps({"subscription_count": count})
+    return encode("pusher_internal:subscription_count", data, channel)
+
+
+def cache_miss(channel: str) -> str:
+    """``pusher:cache_miss`` (reference §5.10)."""
+    return encode("pusher:cache_miss", None, channel)
+
+
+def signin_success(user_data: str) -> str:
+    """``pusher:signin_success`` echoing the signed ``user_data`` (§1.5)."""
+    return encode("pusher:signin_success", _dumps({"user_data": user_data}))
+
+
+def watchlist_events(events: Iterable[tuple[str, list[str]]]) -> str:
+    """``pusher_internal:watchlist_events`` in pusher-js's format (§1.5)."""
+    data = {"events": [{"name": n, "user_ids": ids} for n, ids in events]}
+    return encode("pusher_internal:watchlist_events", _dumps(data))
+
+
+def channel_event(
+    event: str, channel: str, data: Any, user_id: str | None = None
+) -> str:
+    """A channel event, from the HTTP API or a client (reference §5.7, §5.8)."""
+    return encode(event, data, channel, user_id)
+
+
+def valid_channel_name(name: str) -> bool:
+    """Whether ``name`` is a valid channel name (reference §4.4)."""
+    if len(name) > MAX_CHANNEL_NAME:
+        return False
+    if name.startswith(SERVER_TO_USER_PREFIX):
+        name = name[len(SERVER_TO_USER_PREFIX) :]
+    return CHANNEL_NAME_RE.match(name) is not None

@@ -1,0 +1,231 @@
+"""Running the server: :class:`LocalServer` in a thread, :func:`run` in front."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import TracebackType
+
+from aiohttp import web
+
+from .app import Server
+from .app import start_site
+from .config import AppConfig
+
+log = logging.getLogger("flask_pusher.server")
+
+
+class LocalServer:
+    """A Pusher Channels server in a background thread with its own event loop.
+
+    ::
+
+        with LocalServer([AppConfig("1", "key", "secret")]) as server:
+            client = pusher.Pusher("1", "key", "secret", host=server.host,
+                                   port=server.port, ssl=False)
+
+    :param apps: the apps to serve (at least one; IDs and keys unique).
+    :param host: the interface to listen on. Default ``"127.0.0.1"``.
+    :param port: the TCP port; 0 (the default) picks a free port, read it back
+        from :attr:`port` after :meth:`start`.
+    :param webhook_delay: seconds ``channel_vacated`` and ``member_removed``
+        webhooks are held back (reference §3.1). Default 3.0; tests use less.
+    :param webhook_backoff: seconds before the first webhook retry, doubled
+        after each failure. Default 1.0.
+    :param webhook_retry_for: seconds after which a failing webhook is
+        dropped. Default 300.0 (reference §3.1).
+    :param tick_interval: seconds between heartbeat checks (pings, 4201
+        closes) and throttled subscription counts. Default 1.0.
+    :raises ValueError: if no app is given or IDs or keys repeat.
+    """
+
+    def __init__(
+        self,
+        apps: Sequence[AppConfig],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        webhook_delay: float = 3.0,
+        webhook_backoff: float = 1.0,
+        webhook_retry_for: float = 300.0,
+        tick_interval: float = 1.0,
+    ) -> None:
+        self.apps = tuple(apps)
+        self.host = host
+        self.port = port
+        self._options = {
+            "webhook_delay": webhook_delay,
+            "webhook_backoff": webhook_backoff,
+            "webhook_retry_for": webhook_retry_for,
+            "tick_interval": tick_interval,
+        }
+        if not self.apps:
+            raise ValueError("LocalServer needs at least one AppConfig.")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: Server | None = None
+        self._runner: web.AppRunner | None = None
+        self._stopped: concurrent.futures.Future[None] | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT``, the HTTP API base URL."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        """``ws://HOST:PORT``, the WebSocket base URL (clients add ``/app/KEY``)."""
+        return f"ws://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> LocalServer:
+        """Start listening; return once the port is bound.
+
+        :param timeout: seconds to wait for the server to listen.
+        :raises RuntimeError: if already started.
+        :raises OSError: if the address cannot be bound.
+        """
+        if self._thread is not None:
+            raise RuntimeError("LocalServer is already started; call stop() first.")
+        ready: concurrent.futures.Future[int] = concurrent.futures.Future()
+        self._stopped = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._run_thread,
+            args=(ready,),
+            name="flask-pusher-server",
+            daemon=True,
+        )
+        self._thread.start()
+        try:
+            self.port = ready.result(timeout)
+        except BaseException:
+            self._thread.join(timeout)
+            self._thread = None
+            raise
+        return self
+
+    def _run_thread(self, ready: concurrent.futures.Future[int]) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            self._server = Server(self.apps, **self._options)
+            self._runner, port = loop.run_until_complete(
+                start_site(self._server, self.host, self.port)
+            )
+        except BaseException as exc:
+            ready.set_exception(exc)
+            loop.close()
+            return
+        ready.set_result(port)
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Close connections with 4200, flush webhooks, stop the thread.
+
+        Does nothing if the server is not running.
+
+        :param timeout: seconds to wait for the shutdown.
+        """
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None or self._server is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
+        try:
+            future.result(timeout)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout)
+            self._thread = self._loop = self._server = self._runner = None
+
+    async def _shutdown(self) -> None:
+        assert self._server is not None and self._runner is not None
+        await self._server.shutdown()
+        await self._runner.cleanup()
+
+    def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self._thread is not None else "stopped"
+        return f"<LocalServer {self.url} {state} apps={[a.app_id for a in self.apps]}>"
+
+
+def describe(host: str, port: int, apps: Sequence[AppConfig]) -> str:
+    """The startup line: where the server listens and which apps it serves."""
+    served = ", ".join(f"app {a.app_id} (key {a.key})" for a in apps)
+    return f"Pusher Channels server listening on http://{host}:{port}, serving {served}"
+
+
+def run(
+    apps: Sequence[AppConfig],
+    host: str = "127.0.0.1",
+    port: int = 6001,
+    *,
+    debug: bool = False,
+    webhook_delay: float = 3.0,
+) -> None:
+    """Serve in the foreground until SIGINT or SIGTERM, then shut down cleanly.
+
+    Logs the startup line ("Pusher Channels server listening on
+    http://H:P, serving app ID (key KEY)") at INFO on the
+    ``flask_pusher.server`` logger, adding a stderr handler if logging is not
+    configured; ``debug=True`` also logs one line per connection event. On
+    shutdown connections are closed with 4200 and pending webhooks are sent.
+
+    :param apps: the apps to serve.
+    :param host: the interface. Default ``"127.0.0.1"`` (loopback only).
+    :param port: the TCP port. Default 6001; 0 picks a free port.
+    :param webhook_delay: seconds vacate/member_removed webhooks are held.
+    :raises OSError: if the address cannot be bound.
+    """
+    if not log.hasHandlers():
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+    if debug:
+        log.setLevel(logging.DEBUG)
+    elif log.level == logging.NOTSET:
+        log.setLevel(logging.INFO)
+    asyncio.run(_serve(apps, host, port, webhook_delay))
+
+
+async def _serve(
+    apps: Sequence[AppConfig], host: str, port: int, webhook_delay: float
+) -> None:
+    server = Server(apps, webhook_delay=webhook_delay)
+    runner, bound = await start_site(server, host, port)
+    log.info(describe(host, bound, apps))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = []
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
+                pass
+    try:
+        await stop.wait()
+    finally:
+        log.info("Shutting down: closing connections, sending pending webhooks")
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await server.shutdown()
+        await runner.cleanup()

@@ -1,0 +1,116 @@
+"""Signature checks: WebSocket ``auth`` strings (reference §1.3, §5.5) and
+HTTP API requests (reference §4.3)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from datetime import timezone
+from typing import Any
+
+import pusher.signature
+
+from .config import AppConfig
+
+#: Accepted skew of ``auth_timestamp``, in seconds (reference §4.3).
+TIMESTAMP_WINDOW = 600
+EMPTY_MD5 = hashlib.md5(b"").hexdigest()
+
+
+def check_auth(app: AppConfig, auth: Any, string_to_sign: str) -> str | None:
+    """Check ``auth == KEY:HMAC(string_to_sign)`` in constant time.
+
+    :returns: ``None`` when valid, else an error message.
+    """
+    if not isinstance(auth, str) or not auth:
+        return f"Missing auth: expected '{app.key}:<HMAC SHA256 of {string_to_sign!r}>'"
+    key, _, signature = auth.partition(":")
+    expected = pusher.signature.sign(app.secret, string_to_sign)
+    key_ok = hmac.compare_digest(key.encode(), app.key.encode())
+    if key_ok and hmac.compare_digest(signature.encode(), expected.encode()):
+        return None
+    return (
+        f"Invalid signature: expected HMAC SHA256 hex digest of {string_to_sign!r}, "
+        f"but got {auth!r}"
+    )
+
+
+class RequestAuthError(Exception):
+    """An HTTP API request failed its signature check; ``status`` is 400 or 401."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _iso(timestamp: float) -> str:
+    moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_request(
+    app: AppConfig,
+    method: str,
+    paths: tuple[str, ...],
+    query: Mapping[str, str],
+    body: bytes,
+    now: float | None = None,
+) -> None:
+    """Check an HTTP API request's signature (reference §4.3).
+
+    :param paths: the request path as candidates (decoded, then raw); the
+        signature may cover either.
+    :param query: the *decoded* query parameters.
+    :param body: the raw body bytes, hashed as received.
+    :param now: Unix time in seconds, for tests.
+    :raises RequestAuthError: 401 for a wrong key, timestamp, body hash or
+        signature; 400 for missing or malformed parameters.
+    """
+    now = time.time() if now is None else now
+    params = {k.lower(): v for k, v in query.items()}
+    for name in ("auth_key", "auth_timestamp", "auth_version", "auth_signature"):
+        if name not in params:
+            raise RequestAuthError(401, f"Missing {name} query parameter")
+    if not hmac.compare_digest(params["auth_key"].encode(), app.key.encode()):
+        raise RequestAuthError(401, "Unknown auth_key")
+    if params["auth_version"] != "1.0":
+        raise RequestAuthError(401, "auth_version must be 1.0")
+    try:
+        timestamp = int(params["auth_timestamp"])
+    except ValueError:
+        raise RequestAuthError(401, "auth_timestamp must be an integer") from None
+    if abs(now - timestamp) > TIMESTAMP_WINDOW:
+        raise RequestAuthError(
+            401,
+            f"Timestamp expired: Given timestamp ({_iso(timestamp)}) not within "
+            f"{TIMESTAMP_WINDOW}s of server time ({_iso(now)})",
+        )
+    body_md5 = params.get("body_md5")
+    if body:
+        if body_md5 is None:
+            raise RequestAuthError(
+                401, "body_md5 is required for a request with a body"
+            )
+        if body_md5 != hashlib.md5(body).hexdigest():
+            raise RequestAuthError(401, "body_md5 does not match the MD5 of the body")
+    elif body_md5 is not None and body_md5 != EMPTY_MD5:
+        raise RequestAuthError(401, "body_md5 does not match the MD5 of the empty body")
+    signed = "&".join(
+        f"{k}={params[k]}" for k in sorted(params) if k != "auth_signature"
+    )
+    given = params["auth_signature"]
+    for path in dict.fromkeys(paths):
+        string_to_sign = f"{method.upper()}\n{path}\n{signed}"
+        expected = pusher.signature.sign(app.secret, string_to_sign)
+        if hmac.compare_digest(given.encode(), expected.encode()):
+            return
+    string_to_sign = f"{method.upper()}\n{paths[0]}\n{signed}"
+    raise RequestAuthError(
+        401,
+        f'Invalid signature: you should have sent HmacSHA256Hex("{string_to_sign}", '
+        f'your_secret_key), but you sent "{given}"',
+    )

@@ -1,0 +1,123 @@
+"""Signed-in users: ``pusher:signin``, ``#server-to-user-<id>`` and watchlists.
+
+Reference §1.5 and §5.12 (4302). Functions take the connection and the
+:class:`~flask_pusher.server.core.Effects` to fill, like the rest of the core.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from typing import TYPE_CHECKING
+
+from . import protocol
+from .signing import check_auth
+
+if TYPE_CHECKING:
+    from .core import Connection
+    from .core import Effects
+
+log = logging.getLogger("flask_pusher.server")
+
+
+def signin(conn: Connection, data: Any, effects: Effects) -> None:
+    """Handle ``pusher:signin``: verify, register, answer, notify watchers."""
+    app = conn.app
+    config = app.config
+    if not config.enable_user_authentication:
+        effects.send(
+            conn, protocol.error("User authentication is not enabled for this app")
+        )
+        return
+    if not isinstance(data, dict) or not isinstance(data.get("user_data"), str):
+        effects.send(
+            conn, protocol.error("pusher:signin needs auth and user_data strings")
+        )
+        return
+    user_data: str = data["user_data"]
+    error = check_auth(config, data.get("auth"), f"{conn.socket_id}::user::{user_data}")
+    parsed: Any = None
+    if error is None:
+        try:
+            parsed = json.loads(user_data)
+        except ValueError:
+            error = "user_data must be a JSON string"
+    if error is None and (
+        not isinstance(parsed, dict)
+        or not isinstance(parsed.get("id"), str)
+        or not parsed["id"]
+    ):
+        error = "user_data must hold a non-empty string id"
+    if error is not None:
+        effects.send(conn, protocol.error(f"Signin failed: {error}"))
+        log.debug("signin refused for %s: %s", conn.socket_id, error)
+        return
+    assert isinstance(parsed, dict)
+    user_id: str = parsed["id"]
+    if conn.user_id is not None:
+        signout(conn, effects)
+    watchlist_raw = parsed.get("watchlist") or []
+    if not isinstance(watchlist_raw, list):
+        watchlist_raw = []
+    watchlist = [str(w) for w in watchlist_raw if isinstance(w, (str, int))]
+    conn.user_id = user_id
+    conn.user_info = parsed.get("user_info")
+    first = user_id not in app.users
+    app.users.setdefault(user_id, set()).add(conn)
+    effects.send(conn, protocol.signin_success(user_data))
+    log.debug("signed in %s as %s", conn.socket_id, user_id)
+    if len(watchlist) > config.max_watchlist:
+        watchlist = watchlist[: config.max_watchlist]
+        message = f"Watchlist limit exceeded ({config.max_watchlist} user ids at most)"
+        effects.send(conn, protocol.error(message, 4302))
+    conn.watchlist = tuple(dict.fromkeys(watchlist))
+    if first:
+        watchers = [c for c in app.watchers.get(user_id, ()) if c is not conn]
+        effects.broadcast(watchers, protocol.watchlist_events([("online", [user_id])]))
+    for watched in conn.watchlist:
+        app.watchers.setdefault(watched, set()).add(conn)
+    if conn.watchlist:
+        online = [w for w in conn.watchlist if w in app.users]
+        offline = [w for w in conn.watchlist if w not in app.users]
+        events = [
+            (n, ids) for n, ids in (("online", online), ("offline", offline)) if ids
+        ]
+        effects.send(conn, protocol.watchlist_events(events))
+
+
+def signout(conn: Connection, effects: Effects) -> None:
+    """Forget the user of ``conn``; the last connection of a user goes offline."""
+    user_id = conn.user_id
+    if user_id is None:
+        return
+    app = conn.app
+    for watched in conn.watchlist:
+        watchers = app.watchers.get(watched)
+        if watchers is not None:
+            watchers.discard(conn)
+            if not watchers:
+                del app.watchers[watched]
+    conn.channels.discard(protocol.SERVER_TO_USER_PREFIX + user_id)
+    conn.user_id = None
+    conn.user_info = None
+    conn.watchlist = ()
+    conns = app.users.get(user_id)
+    if conns is None:
+        return
+    conns.discard(conn)
+    if not conns:
+        del app.users[user_id]
+        targets = list(app.watchers.get(user_id, ()))
+        effects.broadcast(targets, protocol.watchlist_events([("offline", [user_id])]))
+
+
+def subscribe_server_to_user(conn: Connection, name: str, effects: Effects) -> None:
+    """Allow ``#server-to-user-<id>`` only to connections signed in as ``id``."""
+    user_id = name[len(protocol.SERVER_TO_USER_PREFIX) :]
+    if conn.user_id != user_id:
+        message = f"Only a connection signed in as {user_id!r} may subscribe to {name}"
+        effects.send(conn, protocol.subscription_error(name, message, 403))
+        return
+    conn.channels.add(name)
+    effects.send(conn, protocol.subscription_succeeded(name))
