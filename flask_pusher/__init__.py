@@ -1,0 +1,28 @@
+"""Pusher Channels for Flask: the client, channel authorization, user authentication,
+webhooks, and a local Pusher-compatible server."""
+
+from .errors import ChannelAuthorizationDenied
+from .errors import ConfigurationError
+from .errors import InvalidRequest
+from .errors import InvalidWebhook
+from .errors import PusherHTTPError
+from .errors import UserAuthenticationDenied
+from .errors import WebhookHandlerError
+from .errors import WebhookVerificationError
+from .extension import Pusher
+from .settings import PusherSettings
+from .webhooks import Webhooks
+
+__all__ = [
+    "ChannelAuthorizationDenied",
+    "ConfigurationError",
+    "InvalidRequest",
+    "InvalidWebhook",
+    "Pusher",
+    "PusherHTTPError",
+    "PusherSettings",
+    "UserAuthenticationDenied",
+    "WebhookHandlerError",
+    "WebhookVerificationError",
+    "Webhooks",
+]

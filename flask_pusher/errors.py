@@ -1,0 +1,103 @@
+"""Errors raised by Flask-Pusher.
+
+Two kinds, as in the Pallets extensions:
+
+- Request failures are :class:`werkzeug.exceptions.HTTPException` subclasses whose
+  body is JSON, ``{"error": "<description>"}``. Handle them in your app with
+  ``@app.errorhandler(ChannelAuthorizationDenied)`` and so on.
+- Setup mistakes raise :class:`ConfigurationError` (a :class:`ValueError`),
+  :class:`TypeError` or :class:`RuntimeError` at ``init_app`` with a message that says
+  what to do.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import Forbidden
+from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import InternalServerError
+from werkzeug.exceptions import MethodNotAllowed
+from werkzeug.exceptions import Unauthorized
+
+
+class PusherHTTPError(HTTPException):
+    """Base class of the request failures answered by the extension's routes.
+
+    The response body is ``{"error": description}`` with the content type
+    ``application/json``; never an HTML error page.
+    """
+
+    def get_body(self, environ: Any = None, scope: Any = None) -> str:
+        return json.dumps({"error": self.description})
+
+    def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
+        return [("Content-Type", "application/json")]
+
+    @classmethod
+    def wrap_exception(cls, error: HTTPException) -> PusherHTTPError:
+        """Return ``error`` as a JSON error with the same status code and description.
+
+        Used for werkzeug's own errors (a malformed form body, a body over
+        ``MAX_CONTENT_LENGTH``) raised inside the extension's routes.
+        """
+        if isinstance(error, PusherHTTPError):
+            return error
+        wrapped = cls(description=error.description)
+        wrapped.code = error.code
+        return wrapped
+
+
+class InvalidRequest(PusherHTTPError, BadRequest):
+    """400: the request to an auth or webhook route is malformed.
+
+    For example a missing or malformed ``socket_id`` (``digits.digits``, reference
+    §5.3), an invalid channel name, a public channel sent for authorization, or a
+    batch of more than ``PUSHER_AUTH_BATCH_LIMIT`` channels.
+    """
+
+
+class ChannelAuthorizationDenied(PusherHTTPError, Forbidden):
+    """403: channel authorization was refused.
+
+    Raised when no ``@pusher.auth`` callback is registered, when it returns a
+    false value, or for an encrypted channel when no encryption master key is
+    configured. pusher-js emits ``pusher:subscription_error`` with ``status: 403``
+    (reference §1.2).
+    """
+
+
+class UserAuthenticationDenied(PusherHTTPError, Forbidden):
+    """403: user authentication (signin) was refused.
+
+    Raised when no ``@pusher.user_data`` callback is registered or it returned
+    ``None``. pusher-js emits ``pusher:signin_error`` (reference §1.2).
+    """
+
+
+class WebhookVerificationError(PusherHTTPError, Unauthorized):
+    """401: a webhook's ``X-Pusher-Key``, ``X-Pusher-Signature`` or ``time_ms`` is
+    missing or wrong (reference §3.1, §3.3)."""
+
+
+class InvalidWebhook(PusherHTTPError, BadRequest):
+    """400: a verified webhook body is not ``{"time_ms": int, "events": [{...}]}``."""
+
+
+class WebhookHandlerError(PusherHTTPError, InternalServerError):
+    """500: a webhook handler raised. The error is logged, and Pusher retries the
+    webhook with backoff for up to 5 minutes (reference §3.1)."""
+
+
+class JSONMethodNotAllowed(PusherHTTPError, MethodNotAllowed):
+    """405 with a JSON body, for a ``GET`` on the auth route when JSONP is off."""
+
+
+class ConfigurationError(ValueError):
+    """A ``PUSHER_*`` setting or keyword option is missing or malformed.
+
+    Raised by :meth:`flask_pusher.Pusher.init_app`; the message names the config key
+    and the keyword argument, and says what value is expected.
+    """

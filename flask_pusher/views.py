@@ -1,0 +1,338 @@
+"""The ``pusher`` blueprint: channel authorization, user authentication, webhooks.
+
+Defined at import; :meth:`flask_pusher.Pusher.init_app` registers it on each app
+with that app's settings, which give the paths of the routes:
+
+- ``POST {PUSHER_URL_PREFIX}{PUSHER_AUTH}``: channel authorization, single or batch
+  (endpoint ``pusher.auth``; reference §1.2, §1.3, §2).
+- ``POST {PUSHER_URL_PREFIX}{PUSHER_USER_AUTH}``: user authentication (endpoint
+  ``pusher.user_auth``; reference §1.3, §1.5).
+- ``POST {PUSHER_URL_PREFIX}{PUSHER_WEBHOOKS}[/<group>]``: webhooks (endpoints
+  ``pusher.webhooks`` and ``pusher.webhooks_group``; reference §3).
+
+Every error these routes answer is JSON: ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+from typing import TYPE_CHECKING
+
+from flask import Blueprint
+from flask import current_app
+from flask import jsonify
+from flask import request
+from flask import Response
+from flask import url_for
+from flask.blueprints import BlueprintSetupState
+from jinja2.utils import htmlsafe_json_dumps
+from markupsafe import Markup
+from werkzeug.exceptions import HTTPException
+
+from .errors import ChannelAuthorizationDenied
+from .errors import InvalidRequest
+from .errors import JSONMethodNotAllowed
+from .errors import PusherHTTPError
+from .errors import UserAuthenticationDenied
+from .settings import PusherSettings
+from .webhooks import GROUPS
+from .webhooks import verify
+
+if TYPE_CHECKING:
+    from .extension import Pusher
+
+blueprint = Blueprint("pusher", __name__)
+
+#: ``digits.digits`` in ASCII (reference §5.3).
+SOCKET_ID_RE = re.compile(r"[0-9]{1,20}\.[0-9]{1,20}")
+#: Channel and user id characters (reference §1.3, §4.4).
+NAME_RE = re.compile(r"[-a-zA-Z0-9_=@,.;]{1,200}")
+#: pusher-js-auth's batch keys, ``channel_name[0]``, ``channel_name[1]``... (reference §2).
+BATCH_KEY_RE = re.compile(r"channel_name\[([0-9]{1,6})\]")
+#: A JavaScript callee such as ``Pusher.auth_callbacks['1']`` (reference §1.2).
+JSONP_CALLBACK_RE = re.compile(
+    r"[A-Za-z_$][\w$]{0,63}(?:\.[A-Za-z_$][\w$]{0,63}|\[(?:'[\w$]{1,64}'|\"[\w$]{1,64}\"|[0-9]{1,9})\]){0,8}"
+)
+AUTH_CHANNEL_PREFIXES = ("private-", "presence-")
+ENCRYPTED_PREFIX = "private-encrypted-"
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+@blueprint.record
+def _add_url_rules(state: BlueprintSetupState) -> None:
+    settings: PusherSettings = state.options["pusher_settings"]
+    state.add_url_rule(settings.auth_path, "auth", auth_view, methods=ALL_METHODS)
+    state.add_url_rule(settings.user_auth_path, "user_auth", user_auth_view, methods=ALL_METHODS)
+    state.add_url_rule(settings.webhooks_path, "webhooks", webhook_view, methods=ALL_METHODS)
+    groups = ", ".join(GROUPS)
+    state.add_url_rule(
+        f"{settings.webhooks_path}/<any({groups}):group>",
+        "webhooks_group",
+        webhook_view,
+        methods=ALL_METHODS,
+    )
+
+
+@blueprint.errorhandler(HTTPException)
+def _json_error(error: HTTPException) -> PusherHTTPError:
+    # werkzeug's own errors (malformed bodies, MAX_CONTENT_LENGTH) as JSON too.
+    return PusherHTTPError.wrap_exception(error)
+
+
+WEBHOOK_ENDPOINTS = frozenset({"pusher.webhooks", "pusher.webhooks_group"})
+
+
+def exempt_webhooks_from_csrf() -> None:
+    """Exempt the webhook routes from Flask-WTF's ``CSRFProtect``.
+
+    Pusher's servers send no CSRF token. ``init_app`` puts this first among the
+    app's ``before_request`` functions, so it works whether ``CSRFProtect`` is
+    initialised before or after the extension.
+    """
+    if request.endpoint in WEBHOOK_ENDPOINTS:
+        csrf = current_app.extensions.get("csrf")
+        if csrf is not None:
+            csrf.exempt(f"{webhook_view.__module__}.{webhook_view.__name__}")
+
+
+def _extension() -> tuple[Pusher, PusherSettings]:
+    ext: Pusher = current_app.extensions["pusher"]
+    return ext, ext.settings
+
+
+def _only(*methods: str) -> None:
+    if request.method not in methods:
+        raise JSONMethodNotAllowed(valid_methods=list(methods))
+
+
+def _params() -> Mapping[str, Any]:
+    """The request's parameters: a form body (pusher-js) or a JSON object."""
+    if request.is_json:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise InvalidRequest("The JSON body must be an object.")
+        return body
+    return request.form
+
+
+def _text_param(params: Mapping[str, Any], name: str) -> str:
+    value = params.get(name)
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest(f"The {name} parameter is missing.")
+    return value
+
+
+def _socket_id(params: Mapping[str, Any]) -> str:
+    socket_id = _text_param(params, "socket_id")
+    if not SOCKET_ID_RE.fullmatch(socket_id):
+        raise InvalidRequest("The socket_id must be of the form 'digits.digits'.")
+    return socket_id
+
+
+def _batch_channels(params: Mapping[str, Any]) -> list[Any] | None:
+    """The channel names of a pusher-js-auth batch in index order, or ``None``."""
+    indexed = []
+    for key in params:
+        match = BATCH_KEY_RE.fullmatch(key)
+        if match:
+            indexed.append((int(match.group(1)), params[key]))
+    if not indexed:
+        return None
+    return [name for _, name in sorted(indexed, key=lambda item: item[0])]
+
+
+def _authorize(
+    ext: Pusher, settings: PusherSettings, channel: Any, socket_id: str
+) -> dict[str, str]:
+    """Authorize one channel subscription: the JSON body pusher-js expects (reference §1.3).
+
+    :raises InvalidRequest: an invalid or public channel name.
+    :raises ChannelAuthorizationDenied: refused by ``@pusher.auth``, none registered,
+        or an encrypted channel without an encryption master key.
+    """
+    if not isinstance(channel, str) or not NAME_RE.fullmatch(channel):
+        raise InvalidRequest(
+            "The channel_name must be 1 to 200 of the characters A-Z a-z 0-9 _ - = @ , . ;"
+        )
+    if not channel.startswith(AUTH_CHANNEL_PREFIXES):
+        raise InvalidRequest("Only private- and presence- channels need channel authorization.")
+    if channel.startswith(ENCRYPTED_PREFIX) and not settings.encryption_enabled:
+        current_app.logger.warning(
+            "Refused %s: set PUSHER_ENCRYPTION_MASTER_KEY_BASE64 to use encrypted channels.",
+            channel,
+        )
+        raise ChannelAuthorizationDenied("Encrypted channels are not enabled on this server.")
+    if ext._auth is None:
+        raise ChannelAuthorizationDenied(
+            "No channel authorization callback is registered (@pusher.auth)."
+        )
+    if not current_app.ensure_sync(ext._auth)(channel, socket_id):
+        raise ChannelAuthorizationDenied(f"Subscription to {channel} is not authorized.")
+    channel_data: dict[str, Any] | None = None
+    if channel.startswith("presence-"):
+        channel_data = {"user_id": socket_id}
+        if ext._channel_data is not None:
+            member = current_app.ensure_sync(ext._channel_data)(channel, socket_id)
+            if not isinstance(member, Mapping):
+                raise TypeError(
+                    f"@pusher.channel_data must return a dict, not {type(member).__name__}."
+                )
+            channel_data.update(member)
+        if not _is_member_id(channel_data["user_id"]):
+            raise TypeError("A presence member's user_id must be a non-empty string or an int.")
+    return ext.client.authenticate(channel, socket_id, channel_data)
+
+
+def _is_member_id(value: Any) -> bool:
+    if isinstance(value, str):
+        return value != ""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def auth_view() -> Response:
+    """Channel authorization, single or batch (reference §1.2, §1.3, §2).
+
+    Single: ``socket_id`` and ``channel_name``; answers ``{"auth": "KEY:sig"}`` plus
+    ``channel_data`` (presence) or ``shared_secret`` (encrypted). Batch:
+    ``channel_name[0]``, ``channel_name[1]``...; answers 200 with
+    ``{channel: {"status": 200, "data": {...}}}``, each channel judged on its own
+    (a failed one gets its 4xx ``status`` and an ``error``), a repeated name
+    answered once, at most ``PUSHER_AUTH_BATCH_LIMIT`` channels. ``GET`` with a
+    ``callback`` answers JSONP when ``PUSHER_AUTH_JSONP`` is on.
+    """
+    ext, settings = _extension()
+    callback = None
+    if request.method == "GET" and settings.auth_jsonp:
+        callback = request.args.get("callback", "")
+        if not JSONP_CALLBACK_RE.fullmatch(callback):
+            raise InvalidRequest("The JSONP callback parameter is missing or not a valid name.")
+        params: Mapping[str, Any] = request.args
+    else:
+        _only("POST")
+        params = _params()
+    socket_id = _socket_id(params)
+    names = _batch_channels(params)
+    body: dict[str, Any]
+    if names is None:
+        body = _authorize(ext, settings, params.get("channel_name"), socket_id)
+    else:
+        if len(set(map(str, names))) > settings.auth_batch_limit:
+            raise InvalidRequest(
+                f"A batch may hold at most {settings.auth_batch_limit} channels"
+                " (PUSHER_AUTH_BATCH_LIMIT)."
+            )
+        body = {}
+        for name in names:
+            key = str(name)
+            if key in body:
+                continue
+            try:
+                body[key] = {
+                    "status": 200,
+                    "data": _authorize(ext, settings, name, socket_id),
+                }
+            except PusherHTTPError as e:
+                body[key] = {"status": e.code, "error": e.description}
+    if callback is not None:
+        script = f"{callback}({htmlsafe_json_dumps(body)});"
+        return Response(script, mimetype="text/javascript")
+    return jsonify(body)
+
+
+def user_auth_view() -> Response:
+    """User authentication for ``pusher.signin()`` (reference §1.3, §1.5).
+
+    Takes ``socket_id``; answers ``{"auth": "KEY:sig", "user_data": "<JSON>"}`` with
+    the dict that ``@pusher.user_data`` returned, or 403 when it returns ``None``
+    or none is registered.
+    """
+    _only("POST")
+    ext, _ = _extension()
+    socket_id = _socket_id(_params())
+    if ext._user_data is None:
+        raise UserAuthenticationDenied(
+            "No user authentication callback is registered (@pusher.user_data)."
+        )
+    user = current_app.ensure_sync(ext._user_data)(socket_id)
+    if user is None:
+        raise UserAuthenticationDenied("User authentication was refused.")
+    if not isinstance(user, Mapping):
+        raise TypeError(f"@pusher.user_data must return a dict or None, not {type(user).__name__}.")
+    user = dict(user)
+    if isinstance(user.get("id"), int) and not isinstance(user["id"], bool):
+        user["id"] = str(user["id"])
+    if not isinstance(user.get("id"), str) or not NAME_RE.fullmatch(user["id"]):
+        raise ValueError(
+            "@pusher.user_data must return a dict whose 'id' is 1 to 200 of the"
+            f" characters A-Z a-z 0-9 _ - = @ , . ; (got {user.get('id')!r})."
+        )
+    return jsonify(ext.authenticate_user(socket_id, user))
+
+
+def webhook_view(group: str | None = None) -> Response:
+    """Receive a webhook (reference §3): verify it, run the handlers, answer 200.
+
+    401 for a missing or wrong key or signature or a stale ``time_ms``, 400 for a
+    malformed body, 500 when a handler raises (so Pusher retries).
+    """
+    _only("POST")
+    ext, settings = _extension()
+    payload = verify(
+        settings,
+        request.headers.get("X-Pusher-Key"),
+        request.headers.get("X-Pusher-Signature"),
+        request.get_data(),
+    )
+    ext.webhooks.dispatch(payload)
+    return jsonify({})
+
+
+@blueprint.app_context_processor
+def _template_context() -> dict[str, Any]:
+    settings: PusherSettings = current_app.extensions["pusher"].settings
+    return {"PUSHER_KEY": settings.key, "pusher_options": pusher_options}
+
+
+HOSTED_SUFFIXES = (".pusher.com", ".pusherapp.com")
+
+
+def pusher_options(**overrides: Any) -> Markup:
+    """The options for ``new Pusher(key, {...})`` in pusher-js 8, as HTML-safe JSON.
+
+    In a template::
+
+        <script>const pusher = new Pusher({{ PUSHER_KEY|tojson }}, {{ pusher_options() }});</script>
+
+    Holds ``cluster`` (``"mt1"`` when unset: pusher-js requires one), ``forceTLS``,
+    ``wsHost``/``wsPort``/``wssPort``/``enabledTransports`` when ``PUSHER_HOST`` is
+    not one of Pusher's own hosts (a local server), and the
+    ``channelAuthorization`` and ``userAuthentication`` endpoints under the prefix
+    (reference §1.1, §5.1). With Flask-WTF's ``CSRFProtect`` installed, both
+    endpoints also send the ``X-CSRFToken`` header. ``overrides`` are merged over
+    the top level.
+    """
+    settings: PusherSettings = current_app.extensions["pusher"].settings
+    options: dict[str, Any] = {
+        "cluster": settings.cluster or "mt1",
+        "forceTLS": settings.ssl,
+    }
+    if settings.host and not settings.host.endswith(HOSTED_SUFFIXES):
+        port = settings.port or (443 if settings.ssl else 80)
+        options.update(wsHost=settings.host, wsPort=port, wssPort=port)
+        options["enabledTransports"] = ["wss"] if settings.ssl else ["ws"]
+    headers = {}
+    if "csrf" in current_app.extensions:
+        from flask_wtf.csrf import generate_csrf
+
+        headers["X-CSRFToken"] = generate_csrf()
+    for option, endpoint in (
+        ("channelAuthorization", "pusher.auth"),
+        ("userAuthentication", "pusher.user_auth"),
+    ):
+        options[option] = {"endpoint": url_for(endpoint), "transport": "ajax"}
+        if headers:
+            options[option]["headers"] = headers
+    options.update(overrides)
+    return htmlsafe_json_dumps(options)
