@@ -104,9 +104,7 @@ class Server:
                 if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
                     if not conn.closing:
                         conn.closing = True
-                        self._spawn(
-                            self._close(conn, 4100, "Too slow: write buffer full")
-                        )
+                        self._spawn(self._close(conn, 4100, "Too slow: write buffer full"))
                     continue
                 transport.write(data)
         for conn, code, reason in effects.closes:
@@ -140,9 +138,7 @@ class Server:
             refusal = (4001, f"App key {key[:60]} does not exist")
         else:
             version = request.query.get("protocol")
-            if version is not None and version not in {
-                str(v) for v in SUPPORTED_PROTOCOLS
-            }:
+            if version is not None and version not in {str(v) for v in SUPPORTED_PROTOCOLS}:
                 refusal = (4007, f"Unsupported protocol version {version[:20]}")
         transport = request.transport
         if refusal is not None or app is None or transport is None:

@@ -171,9 +171,7 @@ class Core:
 
     # -- connections ------------------------------------------------------
 
-    def connect(
-        self, app: AppState, transport: Any = None
-    ) -> tuple[Connection, Effects]:
+    def connect(self, app: AppState, transport: Any = None) -> tuple[Connection, Effects]:
         """Register a connection and greet it (reference §5.3)."""
         socket_id = f"{next(self._ids)}.{random.randrange(10**9)}"
         conn = Connection(socket_id, app, self.clock(), transport)
@@ -234,17 +232,13 @@ class Core:
 
     # -- subscriptions ----------------------------------------------------
 
-    def subscribe(
-        self, conn: Connection, data: dict[str, Any], effects: Effects
-    ) -> None:
+    def subscribe(self, conn: Connection, data: dict[str, Any], effects: Effects) -> None:
         """Handle ``pusher:subscribe`` (reference §5.5)."""
         name = data.get("channel")
         if not isinstance(name, str) or not protocol.valid_channel_name(name):
             shown = name if isinstance(name, str) else ""
             message = f"Invalid channel name {shown[:210]!r}"
-            effects.send(
-                conn, protocol.subscription_error(shown, message, 400, "InvalidChannel")
-            )
+            effects.send(conn, protocol.subscription_error(shown, message, 400, "InvalidChannel"))
             return
         if name.startswith(protocol.SERVER_TO_USER_PREFIX):
             users.subscribe_server_to_user(conn, name, effects)
@@ -289,9 +283,7 @@ class Core:
             if member is None:
                 member = channel.members[user_id] = Member(user_info)
                 others = [c for c in channel.subscribers if c is not conn]
-                effects.broadcast(
-                    others, protocol.member_added(name, user_id, user_info)
-                )
+                effects.broadcast(others, protocol.member_added(name, user_id, user_info))
                 hook = {"name": "member_added", "channel": name, "user_id": user_id}
                 effects.hook(app, hook)
             member.connections.add(conn)
@@ -311,9 +303,7 @@ class Core:
         if not is_presence(channel.name):
             return protocol.subscription_succeeded(channel.name)
         members = {uid: m.user_info for uid, m in channel.members.items()}
-        return protocol.subscription_succeeded(
-            channel.name, protocol.presence_data(members)
-        )
+        return protocol.subscription_succeeded(channel.name, protocol.presence_data(members))
 
     def unsubscribe(self, conn: Connection, name: str) -> Effects:
         """Handle ``pusher:unsubscribe``; there is no reply (reference §5.5)."""
@@ -365,9 +355,7 @@ class Core:
             return
         self._send_count(app, channel, now, effects)
 
-    def _send_count(
-        self, app: AppState, channel: Channel, now: float, effects: Effects
-    ) -> None:
+    def _send_count(self, app: AppState, channel: Channel, now: float, effects: Effects) -> None:
         channel.count_sent_at = now
         app.dirty_counts.discard(channel.name)
         count = len(channel.subscribers)
@@ -395,14 +383,10 @@ class Core:
         app = conn.app
         config = app.config
         if not config.enable_client_events:
-            effects.send(
-                conn, protocol.error("Client events are not enabled for this app")
-            )
+            effects.send(conn, protocol.error("Client events are not enabled for this app"))
             return
         if name is None or name not in conn.channels or not is_private(name):
-            message = (
-                "Client events need a private or presence channel you are subscribed to"
-            )
+            message = "Client events need a private or presence channel you are subscribed to"
             effects.send(conn, protocol.error(message))
             return
         if name.startswith("private-encrypted-"):
@@ -412,9 +396,7 @@ class Core:
             )
             return
         if len(event) > protocol.MAX_EVENT_NAME:
-            effects.send(
-                conn, protocol.error("Event name too long (200 characters at most)")
-            )
+            effects.send(conn, protocol.error("Event name too long (200 characters at most)"))
             return
         now = self.clock()
         window = conn.client_events
@@ -522,9 +504,7 @@ class Core:
         return effects
 
 
-def _presence_user(
-    conn: Connection, channel_data: Any
-) -> tuple[str | None, Any, str | None]:
+def _presence_user(conn: Connection, channel_data: Any) -> tuple[str | None, Any, str | None]:
     """``(user_id, user_info, error)`` of a presence subscription (§1.3)."""
     if channel_data is None:
         if conn.user_id is None:

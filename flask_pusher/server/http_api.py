@@ -68,9 +68,7 @@ class HTTPApi:
         app.router.add_get("/apps/{app_id}/channels/{channel}", wrap(self.channel))
         app.router.add_get("/apps/{app_id}/channels/{channel}/users", wrap(self.users))
         terminate = wrap(self.terminate)
-        app.router.add_post(
-            "/apps/{app_id}/users/{user_id}/terminate_connections", terminate
-        )
+        app.router.add_post("/apps/{app_id}/users/{user_id}/terminate_connections", terminate)
         app.router.add_post("/users/{user_id}/terminate_connections", terminate)
 
     def _authenticated(
@@ -108,9 +106,7 @@ class HTTPApi:
 
     # -- events -----------------------------------------------------------
 
-    async def events(
-        self, request: web.Request, app: AppState, body: bytes
-    ) -> web.Response:
+    async def events(self, request: web.Request, app: AppState, body: bytes) -> web.Response:
         """``POST /apps/{app_id}/events`` (reference §4.2)."""
         payload = _json_body(body)
         channels = payload.get("channels")
@@ -119,17 +115,13 @@ class HTTPApi:
         if not isinstance(channels, list) or not channels:
             raise HTTPError(400, "channels must be a non-empty list of channel names")
         if len(channels) > MAX_CHANNELS_PER_TRIGGER:
-            raise HTTPError(
-                400, f"At most {MAX_CHANNELS_PER_TRIGGER} channels per event"
-            )
+            raise HTTPError(400, f"At most {MAX_CHANNELS_PER_TRIGGER} channels per event")
         info = self._trigger(app, payload, channels)
         if info is None:
             return _json({})
         return _json({"channels": info})
 
-    async def batch_events(
-        self, request: web.Request, app: AppState, body: bytes
-    ) -> web.Response:
+    async def batch_events(self, request: web.Request, app: AppState, body: bytes) -> web.Response:
         """``POST /apps/{app_id}/batch_events`` (reference §4.2)."""
         payload = _json_body(body)
         batch = payload.get("batch")
@@ -158,9 +150,7 @@ class HTTPApi:
     ) -> dict[str, dict[str, int]] | None:
         _validate_event(app, item, channels)
         socket_id = item.get("socket_id")
-        self.apply(
-            self.core.trigger(app, channels, item["name"], item["data"], socket_id)
-        )
+        self.apply(self.core.trigger(app, channels, item["name"], item["data"], socket_id))
         info = item.get("info")
         if not info:
             return None
@@ -178,21 +168,15 @@ class HTTPApi:
 
     # -- channels ---------------------------------------------------------
 
-    async def channels(
-        self, request: web.Request, app: AppState, body: bytes
-    ) -> web.Response:
+    async def channels(self, request: web.Request, app: AppState, body: bytes) -> web.Response:
         """``GET /apps/{app_id}/channels`` (reference §4.2)."""
         prefix = request.query.get("filter_by_prefix", "")
         attributes = _attributes(request.query.get("info", ""))
         unknown = attributes - {"user_count", "subscription_count"}
         if unknown:
-            raise HTTPError(
-                400, f"Unsupported info attributes: {', '.join(sorted(unknown))}"
-            )
+            raise HTTPError(400, f"Unsupported info attributes: {', '.join(sorted(unknown))}")
         if "user_count" in attributes and not prefix.startswith("presence-"):
-            raise HTTPError(
-                400, "info=user_count needs filter_by_prefix starting with 'presence-'"
-            )
+            raise HTTPError(400, "info=user_count needs filter_by_prefix starting with 'presence-'")
         result: dict[str, dict[str, int]] = {}
         for name, channel in app.channels.items():
             if not name.startswith(prefix):
@@ -205,25 +189,17 @@ class HTTPApi:
             result[name] = entry
         return _json({"channels": result})
 
-    async def channel(
-        self, request: web.Request, app: AppState, body: bytes
-    ) -> web.Response:
+    async def channel(self, request: web.Request, app: AppState, body: bytes) -> web.Response:
         """``GET /apps/{app_id}/channels/{channel}`` (reference §4.2)."""
         name = _channel_name(request)
         attributes = _attributes(request.query.get("info", ""))
         unknown = attributes - {"user_count", "subscription_count", "cache"}
         if unknown:
-            raise HTTPError(
-                400, f"Unsupported info attributes: {', '.join(sorted(unknown))}"
-            )
+            raise HTTPError(400, f"Unsupported info attributes: {', '.join(sorted(unknown))}")
         if "user_count" in attributes and not is_presence(name):
-            raise HTTPError(
-                400, "info=user_count is only available for presence channels"
-            )
+            raise HTTPError(400, "info=user_count is only available for presence channels")
         if "subscription_count" in attributes and is_presence(name):
-            raise HTTPError(
-                400, "info=subscription_count is not available for presence channels"
-            )
+            raise HTTPError(400, "info=subscription_count is not available for presence channels")
         if "cache" in attributes and not is_cache(name):
             raise HTTPError(400, "info=cache is only available for cache channels")
         channel = app.channels.get(name)
@@ -240,9 +216,7 @@ class HTTPApi:
                 result["cache"] = {"data": cached[1], "ttl": ttl}
         return _json(result)
 
-    async def users(
-        self, request: web.Request, app: AppState, body: bytes
-    ) -> web.Response:
+    async def users(self, request: web.Request, app: AppState, body: bytes) -> web.Response:
         """``GET /apps/{app_id}/channels/{channel}/users`` (reference §4.2)."""
         name = _channel_name(request)
         if not is_presence(name):
@@ -251,9 +225,7 @@ class HTTPApi:
         members = channel.members if channel is not None else {}
         return _json({"users": [{"id": uid} for uid in members]})
 
-    async def terminate(
-        self, request: web.Request, app: AppState, body: bytes
-    ) -> web.Response:
+    async def terminate(self, request: web.Request, app: AppState, body: bytes) -> web.Response:
         """``POST .../users/{user_id}/terminate_connections`` (§4.2, §4.6)."""
         self.apply(self.core.terminate(app, request.match_info["user_id"]))
         return _json({})
@@ -274,9 +246,7 @@ def _validate_event(app: AppState, item: dict[str, Any], channels: list[Any]) ->
     if not isinstance(name, str) or not name:
         raise HTTPError(400, "name must be a non-empty string")
     if len(name) > protocol.MAX_EVENT_NAME:
-        raise HTTPError(
-            400, f"Event name too long ({protocol.MAX_EVENT_NAME} characters at most)"
-        )
+        raise HTTPError(400, f"Event name too long ({protocol.MAX_EVENT_NAME} characters at most)")
     data = item.get("data")
     if not isinstance(data, str):
         raise HTTPError(400, "data must be a string")
@@ -290,9 +260,7 @@ def _validate_event(app: AppState, item: dict[str, Any], channels: list[Any]) ->
         if not isinstance(channel, str) or not protocol.valid_channel_name(channel):
             raise HTTPError(400, f"Invalid channel name {channel!r}")
     if len(channels) > 1 and any(c.startswith("private-encrypted-") for c in channels):
-        raise HTTPError(
-            400, "An event to an encrypted channel must have only that channel"
-        )
+        raise HTTPError(400, "An event to an encrypted channel must have only that channel")
     socket_id = item.get("socket_id")
     if socket_id is not None and (
         not isinstance(socket_id, str) or not _SOCKET_ID.match(socket_id)

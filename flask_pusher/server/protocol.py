@@ -122,9 +122,7 @@ def presence_data(members: Mapping[str, Any]) -> dict[str, Any]:
     return {"presence": {"ids": ids, "hash": dict(members), "count": len(ids)}}
 
 
-def subscription_error(
-    channel: str, message: str, status: int, type_: str = "AuthError"
-) -> str:
+def subscription_error(channel: str, message: str, status: int, type_: str = "AuthError") -> str:
     """soketi-style ``pusher:subscription_error`` a pusher-js listener sees."""
     data = {"type": type_, "error": message, "status": status}
     return encode("pusher:subscription_error", data, channel)
@@ -164,9 +162,7 @@ def watchlist_events(events: Iterable[tuple[str, list[str]]]) -> str:
     return encode("pusher_internal:watchlist_events", _dumps(data))
 
 
-def channel_event(
-    event: str, channel: str, data: Any, user_id: str | None = None
-) -> str:
+def channel_event(event: str, channel: str, data: Any, user_id: str | None = None) -> str:
     """A channel event, from the HTTP API or a client (reference §5.7, §5.8)."""
     return encode(event, data, channel, user_id)
 

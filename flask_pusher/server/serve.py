@@ -205,9 +205,7 @@ def run(
     asyncio.run(_serve(apps, host, port, webhook_delay))
 
 
-async def _serve(
-    apps: Sequence[AppConfig], host: str, port: int, webhook_delay: float
-) -> None:
+async def _serve(apps: Sequence[AppConfig], host: str, port: int, webhook_delay: float) -> None:
     server = Server(apps, webhook_delay=webhook_delay)
     runner, bound = await start_site(server, host, port)
     log.info(describe(host, bound, apps))

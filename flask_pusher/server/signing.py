@@ -92,16 +92,12 @@ def check_request(
     body_md5 = params.get("body_md5")
     if body:
         if body_md5 is None:
-            raise RequestAuthError(
-                401, "body_md5 is required for a request with a body"
-            )
+            raise RequestAuthError(401, "body_md5 is required for a request with a body")
         if body_md5 != hashlib.md5(body).hexdigest():
             raise RequestAuthError(401, "body_md5 does not match the MD5 of the body")
     elif body_md5 is not None and body_md5 != EMPTY_MD5:
         raise RequestAuthError(401, "body_md5 does not match the MD5 of the empty body")
-    signed = "&".join(
-        f"{k}={params[k]}" for k in sorted(params) if k != "auth_signature"
-    )
+    signed = "&".join(f"{k}={params[k]}" for k in sorted(params) if k != "auth_signature")
     given = params["auth_signature"]
     for path in dict.fromkeys(paths):
         string_to_sign = f"{method.upper()}\n{path}\n{signed}"

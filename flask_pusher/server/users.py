@@ -26,14 +26,10 @@ def signin(conn: Connection, data: Any, effects: Effects) -> None:
     app = conn.app
     config = app.config
     if not config.enable_user_authentication:
-        effects.send(
-            conn, protocol.error("User authentication is not enabled for this app")
-        )
+        effects.send(conn, protocol.error("User authentication is not enabled for this app"))
         return
     if not isinstance(data, dict) or not isinstance(data.get("user_data"), str):
-        effects.send(
-            conn, protocol.error("pusher:signin needs auth and user_data strings")
-        )
+        effects.send(conn, protocol.error("pusher:signin needs auth and user_data strings"))
         return
     user_data: str = data["user_data"]
     error = check_auth(config, data.get("auth"), f"{conn.socket_id}::user::{user_data}")
@@ -44,9 +40,7 @@ def signin(conn: Connection, data: Any, effects: Effects) -> None:
         except ValueError:
             error = "user_data must be a JSON string"
     if error is None and (
-        not isinstance(parsed, dict)
-        or not isinstance(parsed.get("id"), str)
-        or not parsed["id"]
+        not isinstance(parsed, dict) or not isinstance(parsed.get("id"), str) or not parsed["id"]
     ):
         error = "user_data must hold a non-empty string id"
     if error is not None:
@@ -80,9 +74,7 @@ def signin(conn: Connection, data: Any, effects: Effects) -> None:
     if conn.watchlist:
         online = [w for w in conn.watchlist if w in app.users]
         offline = [w for w in conn.watchlist if w not in app.users]
-        events = [
-            (n, ids) for n, ids in (("online", online), ("offline", offline)) if ids
-        ]
+        events = [(n, ids) for n, ids in (("online", online), ("offline", offline)) if ids]
         effects.send(conn, protocol.watchlist_events(events))
 
 

@@ -61,9 +61,7 @@ class WebhookSender:
         self.retry_for = retry_for
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
-        self._held: dict[
-            _Key, tuple[AppConfig, dict[str, Any], asyncio.TimerHandle]
-        ] = {}
+        self._held: dict[_Key, tuple[AppConfig, dict[str, Any], asyncio.TimerHandle]] = {}
         self._batches: dict[str, tuple[AppConfig, list[dict[str, Any]]]] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -124,16 +122,12 @@ class WebhookSender:
         }
         data = body.encode()
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout)
-            )
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
         started = time.monotonic()
         wait = self.backoff
         while True:
             try:
-                async with self._session.post(
-                    hook.url, data=data, headers=headers
-                ) as resp:
+                async with self._session.post(hook.url, data=data, headers=headers) as resp:
                     await resp.read()
                     if 200 <= resp.status < 300:
                         log.debug("webhook sent to %s: %s", hook.url, body)
@@ -143,13 +137,9 @@ class WebhookSender:
                 problem = repr(exc)
             elapsed = time.monotonic() - started
             if self._closing or elapsed + wait > self.retry_for:
-                log.warning(
-                    "webhook to %s dropped after %s: %s", hook.url, problem, body
-                )
+                log.warning("webhook to %s dropped after %s: %s", hook.url, problem, body)
                 return
-            log.info(
-                "webhook to %s failed (%s), retrying in %.1f s", hook.url, problem, wait
-            )
+            log.info("webhook to %s failed (%s), retrying in %.1f s", hook.url, problem, wait)
             await asyncio.sleep(wait)
             wait *= 2
 

@@ -1,0 +1,270 @@
+"""WebSocket frames over real sockets with an aiohttp client (reference §5)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+from flask_pusher.server import AppConfig
+from flask_pusher.server import LocalServer
+
+from .helpers import APP_ID
+from .helpers import data_of
+from .helpers import KEY
+from .helpers import pusher_client
+from .helpers import run_scenario
+from .helpers import SECRET
+from .helpers import WS
+
+Session = aiohttp.ClientSession
+
+
+def test_handshake(server: LocalServer) -> None:
+    async def scenario(session: Session) -> None:
+        ws = await session.ws_connect(f"{server.ws_url}/app/{KEY}?protocol=7&client=js")
+        frame = json.loads((await ws.receive(5)).data)
+        assert frame["event"] == "pusher:connection_established"
+        data = data_of(frame)  # a JSON string, as pysher needs
+        assert data["activity_timeout"] == 120
+        left, _, right = data["socket_id"].partition(".")
+        assert left.isdigit() and right.isdigit()
+        await ws.close()
+
+    run_scenario(scenario)
+
+
+@pytest.mark.parametrize("query", ["protocol=5", "protocol=6", "", "client=Pysher&version=1.0.7"])
+def test_protocols_5_to_7_and_missing_are_accepted(server: LocalServer, query: str) -> None:
+    async def scenario(session: Session) -> None:
+        ws = await WS.connect(session, server.ws_url, query=query)
+        await ws.close()
+
+    run_scenario(scenario)
+
+
+@pytest.mark.parametrize(
+    ("key", "query", "code"),
+    [("wrongkey", "protocol=7", 4001), (KEY, "protocol=4", 4007), (KEY, "protocol=x", 4007)],
+)
+def test_refusals_send_error_then_close_code(
+    server: LocalServer, key: str, query: str, code: int
+) -> None:
+    async def scenario(session: Session) -> None:
+        ws = await session.ws_connect(f"{server.ws_url}/app/{key}?{query}")
+        frame = json.loads((await ws.receive(5)).data)
+        assert frame["event"] == "pusher:error"
+        assert frame["data"]["code"] == code
+        msg = await ws.receive(5)
+        assert msg.type == aiohttp.WSMsgType.CLOSE
+        assert msg.data == code
+
+    run_scenario(scenario)
+
+
+def test_ping_pong_including_pysher_early_ping(server: LocalServer) -> None:
+    async def scenario(session: Session) -> None:
+        ws = await session.ws_connect(f"{server.ws_url}/app/{KEY}?protocol=6")
+        await ws.send_str('{"event":"pusher:ping","data":""}')  # may precede the greeting
+        first = json.loads((await ws.receive(5)).data)
+        assert first["event"] == "pusher:connection_established"
+        assert json.loads((await ws.receive(5)).data)["event"] == "pusher:pong"
+        client = WS(ws)
+        await client.send("pusher:ping", {})
+        await client.expect("pusher:pong")
+        await ws.close()
+
+    run_scenario(scenario)
+
+
+def test_server_pings_idle_client_then_closes_4201() -> None:
+    app = AppConfig(APP_ID, KEY, SECRET, activity_timeout=1, pong_timeout=0.5)
+    with LocalServer([app], tick_interval=0.05) as server:
+
+        async def scenario(session: Session) -> None:
+            answering = await WS.connect(session, server.ws_url)
+            silent = await WS.connect(session, server.ws_url)
+            await answering.expect("pusher:ping", timeout=5)
+            await answering.send("pusher:pong", {})
+            await silent.expect("pusher:ping", timeout=5)
+            error = await silent.expect("pusher:error", timeout=5)
+            assert error["data"]["code"] == 4201
+            msg = await silent.ws.receive(5)
+            assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, 4201)
+            assert not answering.ws.closed
+            await answering.close()
+
+        run_scenario(scenario)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["nonsense", "[]", "{}", '{"event": 1}', '{"event":"pusher:subscribe","data":5}', "\x00"],
+)
+def test_malformed_frames_are_answered_not_fatal(server: LocalServer, text: str) -> None:
+    async def scenario(session: Session) -> None:
+        ws = await WS.connect(session, server.ws_url)
+        await ws.ws.send_str(text)
+        error = await ws.expect("pusher:error")
+        assert error["data"]["message"]
+        await ws.ws.send_bytes(b"\x01\x02")
+        await ws.expect("pusher:error")
+        await ws.send("pusher:ping")
+        await ws.expect("pusher:pong")  # still alive
+        await ws.close()
+
+    run_scenario(scenario)
+
+
+def test_public_private_presence_subscriptions(server: LocalServer) -> None:
+    async def scenario(session: Session) -> None:
+        ann = await WS.connect(session, server.ws_url)
+        bob = await WS.connect(session, server.ws_url)
+        # pysher omits auth on public channels; pusher-js sends "".
+        await ann.send("pusher:subscribe", {"channel": "public"})
+        ok = await ann.expect("pusher_internal:subscription_succeeded")
+        assert ok["data"] == "{}"
+        await ann.subscribe("private-room")
+        frame = await ann.subscribe("presence-room", {"user_id": "ann", "user_info": {"n": "A"}})
+        assert frame is not None
+        assert data_of(frame)["presence"]["hash"] == {"ann": {"n": "A"}}
+        await bob.subscribe("presence-room", {"user_id": "bob"})
+        added = await ann.expect("pusher_internal:member_added")
+        assert data_of(added) == {"user_id": "bob", "user_info": None}
+        await bob.send("pusher:unsubscribe", {"channel": "presence-room"})
+        removed = await ann.expect("pusher_internal:member_removed")
+        assert data_of(removed) == {"user_id": "bob"}
+        await ann.close()
+        await bob.close()
+
+    run_scenario(scenario)
+
+
+def test_refused_subscription_is_a_subscription_error(server: LocalServer) -> None:
+    async def scenario(session: Session) -> None:
+        ws = await WS.connect(session, server.ws_url)
+        await ws.send("pusher:subscribe", {"channel": "private-x", "auth": f"{KEY}:bad"})
+        frame = await ws.expect("pusher:subscription_error")
+        assert frame["channel"] == "private-x"
+        assert frame["data"]["type"] == "AuthError" and frame["data"]["status"] == 401
+        await ws.close()
+
+    run_scenario(scenario)
+
+
+def test_client_events_relay_and_rate_limit(server: LocalServer) -> None:
+    async def scenario(session: Session) -> None:
+        ann = await WS.connect(session, server.ws_url)
+        bob = await WS.connect(session, server.ws_url)
+        await ann.subscribe("presence-chat", {"user_id": "ann"})
+        await bob.subscribe("presence-chat", {"user_id": "bob"})
+        await ann.expect("pusher_internal:member_added")
+        for i in range(10):
+            await ann.send("client-msg", {"i": i}, channel="presence-chat")
+        for i in range(10):
+            frame = await bob.expect("client-msg")
+            assert frame["data"] == {"i": i} and frame["user_id"] == "ann"
+        await ann.send("client-msg", {"i": 10}, channel="presence-chat")
+        error = await ann.expect("pusher:error")  # the 11th within a second
+        assert error["data"]["code"] == 4301
+        await bob.send("client-public", "x", channel="public")
+        assert (await bob.expect("pusher:error"))["data"]["code"] is None
+        await ann.silent()  # nothing echoed back to the sender
+        await ann.close()
+        await bob.close()
+
+    run_scenario(scenario)
+
+
+def test_signin_server_to_user_and_watchlist(server: LocalServer) -> None:
+    client = pusher_client(server.port)
+
+    async def scenario(session: Session) -> None:
+        loop = asyncio.get_running_loop()
+        watcher = await WS.connect(session, server.ws_url)
+        await watcher.signin({"id": "w", "watchlist": ["u1"]})
+        initial = await watcher.expect("pusher_internal:watchlist_events")
+        assert data_of(initial) == {"events": [{"name": "offline", "user_ids": ["u1"]}]}
+        u1 = await WS.connect(session, server.ws_url)
+        success = await u1.signin({"id": "u1", "user_info": {"name": "Ann"}})
+        assert data_of(success) == {
+            "user_data": json.dumps({"id": "u1", "user_info": {"name": "Ann"}})
+        }
+        online = await watcher.expect("pusher_internal:watchlist_events")
+        assert data_of(online) == {"events": [{"name": "online", "user_ids": ["u1"]}]}
+        # pusher-js joins #server-to-user-<id> with auth "" after signin.
+        await u1.subscribe("#server-to-user-u1")
+        await watcher.subscribe("#server-to-user-u1", expect="pusher:subscription_error")
+        await loop.run_in_executor(None, client.send_to_user, "u1", "hello", {"x": 1})
+        frame = await u1.expect("hello")
+        assert frame["channel"] == "#server-to-user-u1" and json.loads(frame["data"]) == {"x": 1}
+        await watcher.silent()
+        await u1.close()
+        offline = await watcher.expect("pusher_internal:watchlist_events")
+        assert data_of(offline) == {"events": [{"name": "offline", "user_ids": ["u1"]}]}
+        await watcher.close()
+
+    run_scenario(scenario)
+
+
+def test_cache_channel_miss_then_replay(server: LocalServer) -> None:
+    client = pusher_client(server.port)
+
+    async def scenario(session: Session) -> None:
+        loop = asyncio.get_running_loop()
+        first = await WS.connect(session, server.ws_url)
+        await first.subscribe("cache-prices")
+        miss = await first.expect("pusher:cache_miss")
+        assert miss["channel"] == "cache-prices" and "data" not in miss
+        await loop.run_in_executor(None, client.trigger, "cache-prices", "price", {"eur": 1})
+        await first.expect("price")
+        late = await WS.connect(session, server.ws_url)
+        await late.subscribe("cache-prices")
+        replay = await late.expect("price")
+        assert json.loads(replay["data"]) == {"eur": 1}
+        await first.close()
+        await late.close()
+
+    run_scenario(scenario)
+
+
+def test_subscription_count_frames(server: LocalServer) -> None:
+    async def scenario(session: Session) -> None:
+        a = await WS.connect(session, server.ws_url)
+        b = await WS.connect(session, server.ws_url)
+
+        async def count(ws: WS) -> int:
+            frame: dict[str, Any] = await ws.recv()
+            assert frame["event"] == "pusher_internal:subscription_count", frame
+            value: int = data_of(frame)["subscription_count"]
+            return value
+
+        await a.send("pusher:subscribe", {"channel": "room", "auth": ""})
+        await a.expect("pusher_internal:subscription_succeeded")
+        assert await count(a) == 1
+        await b.send("pusher:subscribe", {"channel": "room", "auth": ""})
+        await b.expect("pusher_internal:subscription_succeeded")
+        assert await count(a) == 2 and await count(b) == 2
+        await b.close()
+        assert await count(a) == 1
+        await a.close()
+
+    run_scenario(scenario)
+
+
+def test_stop_closes_connections_with_4200(app_config: AppConfig) -> None:
+    server = LocalServer([app_config]).start()
+
+    async def scenario(session: Session) -> None:
+        loop = asyncio.get_running_loop()
+        ws = await WS.connect(session, server.ws_url)
+        stopping = loop.run_in_executor(None, server.stop)
+        error = await ws.expect("pusher:error")
+        assert error["data"]["code"] == 4200
+        msg = await ws.ws.receive(5)
+        assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, 4200)
+        await stopping
+
+    run_scenario(scenario)
