@@ -27,6 +27,7 @@ setup(
         ],
         "test": [
             "pytest>=8",
+            "asgiref>=3.2",
             "pytest-timeout>=2.3",
             "hypothesis>=6.100",
             "responses>=0.25",

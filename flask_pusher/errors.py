@@ -34,7 +34,8 @@ class PusherHTTPError(HTTPException):
         return json.dumps({"error": self.description})
 
     def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
-        return [("Content-Type", "application/json")]
+        headers = [h for h in super().get_headers(environ, scope) if h[0] != "Content-Type"]
+        return [("Content-Type", "application/json"), *headers]
 
     @classmethod
     def wrap_exception(cls, error: HTTPException) -> PusherHTTPError:

@@ -149,7 +149,7 @@ def _path(value: Any) -> str:
 def _prefix(value: Any) -> str:
     if value in ("", "/", None):
         return ""
-    return _path(value).rstrip("/")
+    return _path(value.rstrip("/") if isinstance(value, str) else value)
 
 
 def _import(value: Any) -> Any:

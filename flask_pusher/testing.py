@@ -1,0 +1,188 @@
+"""Helpers for testing apps that use Flask-Pusher.
+
+- :func:`auth_body`, :func:`batch_auth_body` and :func:`user_auth_body` build the
+  exact request bodies that pusher-js 8 and pusher-js-auth 4 send (reference §1.2, §2).
+- :func:`webhook_request` builds a signed webhook, as Pusher sends it (reference §3.1).
+- :func:`record_events` records what an app triggers instead of sending it, like
+  Flask-Mail's ``record_messages()``.
+
+Example::
+
+    from flask_pusher.testing import AUTH_CONTENT_TYPE, auth_body, record_events
+
+    def test_subscribe(client):
+        r = client.post("/pusher/auth", data=auth_body("1.2", "private-room"),
+                        content_type=AUTH_CONTENT_TYPE)
+        assert r.status_code == 200
+
+    def test_message(app, client):
+        with record_events(app) as events:
+            client.post("/messages", data={"text": "hi"})
+        assert events[0].name == "message" and events[0].json == {"text": "hi"}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Iterable
+from collections.abc import Iterator
+from collections.abc import Mapping
+from contextlib import contextmanager
+from typing import Any
+from typing import NamedTuple
+from urllib.parse import quote
+
+from flask import current_app
+from flask import Flask
+from pusher.signature import sign
+
+#: The ``Content-Type`` pusher-js sends to the auth endpoints.
+AUTH_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+
+def _uri_component(value: object) -> str:
+    # JavaScript's encodeURIComponent: a space is %20, never +.
+    return quote(str(value), safe="-_.!~*'()")
+
+
+def _params(params: Mapping[str, object] | None) -> str:
+    return "".join(f"&{_uri_component(k)}={_uri_component(v)}" for k, v in (params or {}).items())
+
+
+def auth_body(socket_id: str, channel_name: str, params: Mapping[str, object] | None = None) -> str:
+    """The form body pusher-js 8 POSTs for channel authorization (reference §1.2).
+
+    :param socket_id: the connection's ``socket_id``, ``digits.digits``.
+    :param channel_name: the channel to authorize.
+    :param params: the ``channelAuthorization.params`` entries, appended in order.
+    """
+    return (
+        f"socket_id={_uri_component(socket_id)}"
+        f"&channel_name={_uri_component(channel_name)}{_params(params)}"
+    )
+
+
+def batch_auth_body(
+    socket_id: str, channel_names: Iterable[str], params: Mapping[str, object] | None = None
+) -> str:
+    """The form body pusher-js-auth 4.0.1 POSTs for a batch (reference §2).
+
+    It starts with ``&``, and the brackets of ``channel_name[N]`` are not encoded.
+    """
+    channels = "".join(
+        f"&channel_name[{i}]={_uri_component(name)}" for i, name in enumerate(channel_names)
+    )
+    return f"&socket_id={_uri_component(socket_id)}{channels}{_params(params)}"
+
+
+def user_auth_body(socket_id: str, params: Mapping[str, object] | None = None) -> str:
+    """The form body pusher-js 8 POSTs for user authentication (reference §1.2)."""
+    return f"socket_id={_uri_component(socket_id)}{_params(params)}"
+
+
+class WebhookRequest(NamedTuple):
+    """A signed webhook: post ``body`` with ``headers``.
+
+    ``client.post("/pusher/events", data=req.body, headers=req.headers)``
+    """
+
+    body: bytes
+    headers: dict[str, str]
+
+
+def webhook_request(
+    events: Iterable[Mapping[str, Any]],
+    *,
+    key: str | None = None,
+    secret: str | None = None,
+    time_ms: int | None = None,
+) -> WebhookRequest:
+    """Build a webhook as Pusher sends it (reference §3.1).
+
+    :param events: event dicts, such as ``{"name": "channel_occupied", "channel": "c"}``.
+    :param key: the app key for ``X-Pusher-Key``; default: the current app's.
+    :param secret: the secret that signs the body; default: the current app's.
+    :param time_ms: the creation time in milliseconds since the epoch; default: now.
+    :raises RuntimeError: when ``key`` or ``secret`` is left out and no app with the
+        extension is current.
+    """
+    if key is None or secret is None:
+        settings = current_app.extensions["pusher"].settings
+        key = settings.key if key is None else key
+        secret = settings.secret if secret is None else secret
+    if time_ms is None:
+        time_ms = int(time.time() * 1000)
+    text = json.dumps({"time_ms": time_ms, "events": [dict(e) for e in events]})
+    headers = {
+        "Content-Type": "application/json",
+        "X-Pusher-Key": key,
+        "X-Pusher-Signature": sign(secret, text),
+    }
+    return WebhookRequest(text.encode(), headers)
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordedEvent:
+    """One event an app triggered while :func:`record_events` was active.
+
+    :param channels: the channels it was sent to.
+    :param name: the event name.
+    :param data: the ``data`` string exactly as Pusher would receive it (for an
+        encrypted channel, the ``{"nonce", "ciphertext"}`` JSON).
+    :param socket_id: the excluded connection, or ``None``.
+    """
+
+    channels: tuple[str, ...]
+    name: str
+    data: str
+    socket_id: str | None = None
+
+    @property
+    def json(self) -> Any:
+        """``data`` decoded from JSON."""
+        return json.loads(self.data)
+
+
+class _RecordingBackend:
+    """Stands in for the client's HTTP backend: records event requests, answers ``{}``."""
+
+    def __init__(self, backend: Any, events: list[RecordedEvent]) -> None:
+        self._backend = backend
+        self._events = events
+
+    def send_request(self, request: Any) -> Any:
+        path = request.path
+        if request.method != "POST" or not path.endswith(("/events", "/batch_events")):
+            return self._backend.send_request(request)
+        body = json.loads(request.body)
+        for event in body.get("batch", [body]):
+            channels = event.get("channels") or [event["channel"]]
+            self._events.append(
+                RecordedEvent(tuple(channels), event["name"], event["data"], event.get("socket_id"))
+            )
+        return {}
+
+
+@contextmanager
+def record_events(app: Flask | None = None) -> Iterator[list[RecordedEvent]]:
+    """Record the events an app triggers instead of sending them.
+
+    Within the block, ``trigger``, ``trigger_batch`` and ``send_to_user`` reach no
+    server: each event is appended to the yielded list as a :class:`RecordedEvent`,
+    encoded as Pusher would receive it. Other HTTP API calls (``channels_info``...)
+    still go to the configured host.
+
+    :param app: the app; default: the current app.
+    """
+    app = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
+    with app.app_context():
+        http_client = current_app.extensions["pusher"].client._pusher_client
+    events: list[RecordedEvent] = []
+    backend = http_client.http
+    http_client.http = _RecordingBackend(backend, events)
+    try:
+        yield events
+    finally:
+        http_client.http = backend

@@ -1,0 +1,42 @@
+"""Fixtures for the extension's tests: an app with the Pusher docs' test credentials
+(reference §1.3), the extension, and a test client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from flask_pusher import Pusher
+
+#: The credentials of the Pusher docs' worked examples (reference §1.3).
+APP_ID = "3"
+KEY = "278d425bdf160c739803"
+SECRET = "7ad3773142a6692b25b8"
+#: 32 bytes, base64: an encryption master key for encrypted channels.
+MASTER_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+SOCKET_ID = "1234.1234"
+
+
+@pytest.fixture
+def app() -> Iterator[Flask]:
+    app = Flask(__name__)
+    app.config.update(
+        TESTING=True,
+        PUSHER_APP_ID=APP_ID,
+        PUSHER_KEY=KEY,
+        PUSHER_SECRET=SECRET,
+        PUSHER_ENCRYPTION_MASTER_KEY_BASE64=MASTER_KEY,
+    )
+    yield app
+
+
+@pytest.fixture
+def pusher(app: Flask) -> Pusher:
+    return Pusher(app)
+
+
+@pytest.fixture
+def client(app: Flask, pusher: Pusher) -> FlaskClient:
+    return app.test_client()

@@ -1,0 +1,138 @@
+"""No request a client can send gets a 5xx or a non-JSON answer from our routes."""
+
+from __future__ import annotations
+
+import json
+import string
+import time
+
+from flask import Flask
+from flask_pusher import Pusher
+from hypothesis import given
+from hypothesis import HealthCheck
+from hypothesis import settings
+from hypothesis import strategies as st
+from pusher.signature import sign
+
+from .conftest import APP_ID
+from .conftest import KEY
+from .conftest import MASTER_KEY
+from .conftest import SECRET
+
+
+def make_app() -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        PUSHER_APP_ID=APP_ID,
+        PUSHER_KEY=KEY,
+        PUSHER_SECRET=SECRET,
+        PUSHER_ENCRYPTION_MASTER_KEY_BASE64=MASTER_KEY,
+        PUSHER_AUTH_JSONP=True,
+        MAX_CONTENT_LENGTH=64 * 1024,
+    )
+    pusher = Pusher(app)
+    pusher.auth(lambda channel_name, socket_id: not channel_name.endswith("x"))
+    pusher.channel_data(lambda channel_name, socket_id: {"user_info": {"c": channel_name}})
+    pusher.user_data(lambda socket_id: {"id": "u" + socket_id.replace(".", "-")})
+    pusher.webhooks.on("channel_occupied")(lambda event: None)
+    return app
+
+
+APP = make_app()
+PATHS = [
+    "/pusher/auth",
+    "/pusher/user-auth",
+    "/pusher/events",
+    "/pusher/events/presence",
+    "/pusher/events/client",
+]
+socket_ids = st.one_of(
+    st.text(max_size=30),
+    st.from_regex(r"\A[0-9]{1,25}\.[0-9]{1,25}\Z"),
+    st.just("1234.1234"),
+)
+names = st.one_of(
+    st.text(max_size=210),
+    st.text(alphabet=string.ascii_letters + "-_=@,.;", min_size=1, max_size=210).map(
+        lambda s: "private-" + s
+    ),
+    st.sampled_from(
+        ["presence-room", "private-encrypted-r", "private-cache-x", "#server-to-user-1"]
+    ),
+)
+fields = st.dictionaries(
+    st.one_of(st.sampled_from(["socket_id", "channel_name", "callback"]), st.text(max_size=20)),
+    st.one_of(socket_ids, names),
+    max_size=6,
+)
+batch_fields = st.lists(names, max_size=5).map(
+    lambda ns: {f"channel_name[{i}]": n for i, n in enumerate(ns)}
+)
+content_types = st.sampled_from(
+    [
+        "application/x-www-form-urlencoded",
+        "application/json",
+        "multipart/form-data",
+        "multipart/form-data; boundary=x",
+        "text/plain",
+        "",
+    ]
+)
+
+
+def check(response) -> None:  # type: ignore[no-untyped-def]
+    assert response.status_code < 500, response.get_data()
+    if response.status_code != 200 or response.mimetype != "text/javascript":
+        assert response.is_json, response.get_data()
+        assert isinstance(response.json, dict)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    path=st.sampled_from(PATHS),
+    method=st.sampled_from(["POST", "POST", "POST", "GET", "PUT", "DELETE"]),
+    form=st.one_of(fields, st.tuples(fields, batch_fields).map(lambda t: {**t[0], **t[1]})),
+    raw=st.one_of(st.none(), st.binary(max_size=300), st.text(max_size=300)),
+    content_type=content_types,
+    headers=st.dictionaries(
+        st.sampled_from(["X-Pusher-Key", "X-Pusher-Signature", "Content-Encoding"]),
+        st.text(alphabet=string.printable.strip(), max_size=70),
+        max_size=3,
+    ),
+)
+def test_arbitrary_requests_never_get_a_5xx(path, method, form, raw, content_type, headers) -> None:  # type: ignore[no-untyped-def]
+    client = APP.test_client()
+    if method == "GET":
+        response = client.get(path, query_string=form, headers=headers)
+    elif raw is None:
+        response = client.open(path, method=method, data=form, headers=headers)
+    else:
+        response = client.open(
+            path, method=method, data=raw, content_type=content_type, headers=headers
+        )
+    check(response)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    body=st.recursive(
+        st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20)),
+        lambda children: st.one_of(
+            st.lists(children, max_size=4),
+            st.dictionaries(st.text(max_size=12), children, max_size=4),
+        ),
+        max_leaves=20,
+    )
+)
+def test_arbitrary_json_never_gets_a_5xx(body) -> None:  # type: ignore[no-untyped-def]
+    client = APP.test_client()
+    for path in PATHS:
+        check(client.post(path, json=body))
+    # Signed, so that the body reaches the checks behind the signature.
+    text = json.dumps(body)
+    headers = {"X-Pusher-Key": KEY, "X-Pusher-Signature": sign(SECRET, text)}
+    check(client.post("/pusher/events", data=text, headers=headers))
+    if isinstance(body, dict):
+        text = json.dumps({**body, "time_ms": int(time.time() * 1000)})
+        headers = {"X-Pusher-Key": KEY, "X-Pusher-Signature": sign(SECRET, text)}
+        check(client.post("/pusher/events", data=text, headers=headers))
