@@ -97,9 +97,11 @@ def exempt_webhooks_from_csrf() -> None:
             csrf.exempt(f"{webhook_view.__module__}.{webhook_view.__name__}")
 
 
-def _extension() -> tuple[Pusher, PusherSettings]:
+def _extension() -> tuple[Pusher, PusherSettings, Any]:
+    """The extension, and the current app's settings and client."""
     ext: Pusher = current_app.extensions["pusher"]
-    return ext, ext.settings
+    state = ext._state()
+    return ext, state.settings, state.client
 
 
 def _only(*methods: str) -> None:
@@ -143,46 +145,55 @@ def _batch_channels(params: Mapping[str, Any]) -> list[Any] | None:
     return [name for _, name in sorted(indexed, key=lambda item: item[0])]
 
 
-def _authorize(
-    ext: Pusher, settings: PusherSettings, channel: Any, socket_id: str
-) -> dict[str, str]:
-    """Authorize one channel subscription: the JSON body pusher-js expects (reference §1.3).
+class _Authorizer:
+    """Authorizes the channels of one request; the client and callbacks are looked up once."""
 
-    :raises InvalidRequest: an invalid or public channel name.
-    :raises ChannelAuthorizationDenied: refused by ``@pusher.auth``, none registered,
-        or an encrypted channel without an encryption master key.
-    """
-    if not isinstance(channel, str) or not NAME_RE.fullmatch(channel):
-        raise InvalidRequest(
-            "The channel_name must be 1 to 200 of the characters A-Z a-z 0-9 _ - = @ , . ;"
-        )
-    if not channel.startswith(AUTH_CHANNEL_PREFIXES):
-        raise InvalidRequest("Only private- and presence- channels need channel authorization.")
-    if channel.startswith(ENCRYPTED_PREFIX) and not settings.encryption_enabled:
-        current_app.logger.warning(
-            "Refused %s: set PUSHER_ENCRYPTION_MASTER_KEY_BASE64 to use encrypted channels.",
-            channel,
-        )
-        raise ChannelAuthorizationDenied("Encrypted channels are not enabled on this server.")
-    if ext._auth is None:
-        raise ChannelAuthorizationDenied(
-            "No channel authorization callback is registered (@pusher.auth)."
-        )
-    if not current_app.ensure_sync(ext._auth)(channel, socket_id):
-        raise ChannelAuthorizationDenied(f"Subscription to {channel} is not authorized.")
-    channel_data: dict[str, Any] | None = None
-    if channel.startswith("presence-"):
-        channel_data = {"user_id": socket_id}
-        if ext._channel_data is not None:
-            member = current_app.ensure_sync(ext._channel_data)(channel, socket_id)
-            if not isinstance(member, Mapping):
-                raise TypeError(
-                    f"@pusher.channel_data must return a dict, not {type(member).__name__}."
-                )
-            channel_data.update(member)
-        if not _is_member_id(channel_data["user_id"]):
-            raise TypeError("A presence member's user_id must be a non-empty string or an int.")
-    return ext.client.authenticate(channel, socket_id, channel_data)
+    def __init__(self, ext: Pusher, settings: PusherSettings, client: Any, socket_id: str) -> None:
+        self.settings = settings
+        self.client = client
+        self.socket_id = socket_id
+        self.can_subscribe = current_app.ensure_sync(ext._auth) if ext._auth else None
+        self.member = current_app.ensure_sync(ext._channel_data) if ext._channel_data else None
+
+    def __call__(self, channel: Any) -> dict[str, str]:
+        """Authorize one channel subscription: the JSON body pusher-js expects (reference §1.3).
+
+        :raises InvalidRequest: an invalid or public channel name.
+        :raises ChannelAuthorizationDenied: refused by ``@pusher.auth``, none registered,
+            or an encrypted channel without an encryption master key.
+        """
+        if not isinstance(channel, str) or not NAME_RE.fullmatch(channel):
+            raise InvalidRequest(
+                "The channel_name must be 1 to 200 of the characters A-Z a-z 0-9 _ - = @ , . ;"
+            )
+        if not channel.startswith(AUTH_CHANNEL_PREFIXES):
+            raise InvalidRequest("Only private- and presence- channels need channel authorization.")
+        if channel.startswith(ENCRYPTED_PREFIX) and not self.settings.encryption_enabled:
+            current_app.logger.warning(
+                "Refused %s: set PUSHER_ENCRYPTION_MASTER_KEY_BASE64 to use encrypted channels.",
+                channel,
+            )
+            raise ChannelAuthorizationDenied("Encrypted channels are not enabled on this server.")
+        if self.can_subscribe is None:
+            raise ChannelAuthorizationDenied(
+                "No channel authorization callback is registered (@pusher.auth)."
+            )
+        if not self.can_subscribe(channel, self.socket_id):
+            raise ChannelAuthorizationDenied(f"Subscription to {channel} is not authorized.")
+        channel_data: dict[str, Any] | None = None
+        if channel.startswith("presence-"):
+            channel_data = {"user_id": self.socket_id}
+            if self.member is not None:
+                member = self.member(channel, self.socket_id)
+                if not isinstance(member, Mapping):
+                    raise TypeError(
+                        f"@pusher.channel_data must return a dict, not {type(member).__name__}."
+                    )
+                channel_data.update(member)
+            if not _is_member_id(channel_data["user_id"]):
+                raise TypeError("A presence member's user_id must be a non-empty string or an int.")
+        result: dict[str, str] = self.client.authenticate(channel, self.socket_id, channel_data)
+        return result
 
 
 def _is_member_id(value: Any) -> bool:
@@ -202,7 +213,7 @@ def auth_view() -> Response:
     answered once, at most ``PUSHER_AUTH_BATCH_LIMIT`` channels. ``GET`` with a
     ``callback`` answers JSONP when ``PUSHER_AUTH_JSONP`` is on.
     """
-    ext, settings = _extension()
+    ext, settings, client = _extension()
     callback = None
     if request.method == "GET" and settings.auth_jsonp:
         callback = request.args.get("callback", "")
@@ -212,11 +223,11 @@ def auth_view() -> Response:
     else:
         _only("POST")
         params = _params()
-    socket_id = _socket_id(params)
+    authorize = _Authorizer(ext, settings, client, _socket_id(params))
     names = _batch_channels(params)
     body: dict[str, Any]
     if names is None:
-        body = _authorize(ext, settings, params.get("channel_name"), socket_id)
+        body = authorize(params.get("channel_name"))
     else:
         if len(set(map(str, names))) > settings.auth_batch_limit:
             raise InvalidRequest(
@@ -231,7 +242,7 @@ def auth_view() -> Response:
             try:
                 body[key] = {
                     "status": 200,
-                    "data": _authorize(ext, settings, name, socket_id),
+                    "data": authorize(name),
                 }
             except PusherHTTPError as e:
                 body[key] = {"status": e.code, "error": e.description}
@@ -249,7 +260,7 @@ def user_auth_view() -> Response:
     or none is registered.
     """
     _only("POST")
-    ext, _ = _extension()
+    ext, _, client = _extension()
     socket_id = _socket_id(_params())
     if ext._user_data is None:
         raise UserAuthenticationDenied(
@@ -268,7 +279,7 @@ def user_auth_view() -> Response:
             "@pusher.user_data must return a dict whose 'id' is 1 to 200 of the"
             f" characters A-Z a-z 0-9 _ - = @ , . ; (got {user.get('id')!r})."
         )
-    return jsonify(ext.authenticate_user(socket_id, user))
+    return jsonify(client.authenticate_user(socket_id, user))
 
 
 def webhook_view(group: str | None = None) -> Response:
@@ -278,7 +289,7 @@ def webhook_view(group: str | None = None) -> Response:
     malformed body, 500 when a handler raises (so Pusher retries).
     """
     _only("POST")
-    ext, settings = _extension()
+    ext, settings, _ = _extension()
     payload = verify(
         settings,
         request.headers.get("X-Pusher-Key"),
