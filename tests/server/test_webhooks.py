@@ -1,0 +1,223 @@
+"""Outgoing webhooks (reference §3), received by a local HTTP server and
+verified with the official library's ``validate_webhook``."""
+
+from __future__ import annotations
+
+import http.server
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pusher
+import pytest
+from flask_pusher.server import AppConfig
+from flask_pusher.server import LocalServer
+from flask_pusher.server import WebhookConfig
+
+from .helpers import APP_ID
+from .helpers import KEY
+from .helpers import run_scenario
+from .helpers import SECRET
+from .helpers import WS
+
+Session = aiohttp.ClientSession
+
+
+class Receiver:
+    """A webhook endpoint that records every POST and can fail on demand."""
+
+    def __init__(self) -> None:
+        self.requests: queue.Queue[tuple[dict[str, str], bytes]] = queue.Queue()
+        self.failures = 0  # answer 500 to this many requests first
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                failing = receiver.failures > 0
+                receiver.failures -= 1
+                receiver.requests.put((dict(self.headers), body))
+                self.send_response(500 if failing else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/pusher/events"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def next(self, timeout: float = 10) -> tuple[dict[str, str], bytes]:
+        return self.requests.get(timeout=timeout)
+
+    def events(self, timeout: float = 10) -> list[dict[str, Any]]:
+        """The events of the next request, after checking it like an app would."""
+        headers, body = self.next(timeout)
+        assert headers["Content-Type"] == "application/json"
+        checker = pusher.Pusher(APP_ID, KEY, SECRET)
+        payload = checker.validate_webhook(
+            headers["X-Pusher-Key"], headers["X-Pusher-Signature"], body
+        )
+        assert payload is not None, "validate_webhook refused the webhook"
+        assert abs(payload["time_ms"] - time.time() * 1000) < 60_000  # milliseconds
+        events: list[dict[str, Any]] = payload["events"]
+        return events
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    running = Receiver()
+    yield running
+    running.close()
+
+
+def serve(receiver: Receiver, types: set[str] | None = None, **options: Any) -> LocalServer:
+    hook = WebhookConfig(receiver.url, frozenset(types) if types else None)
+    app = AppConfig(APP_ID, KEY, SECRET, webhooks=[hook])
+    options.setdefault("webhook_delay", 0.2)
+    options.setdefault("webhook_backoff", 0.05)
+    return LocalServer([app], **options)
+
+
+def test_occupied_then_vacated_after_the_delay(receiver: Receiver) -> None:
+    with serve(receiver, {"channel_occupied", "channel_vacated"}) as server:
+
+        async def scenario(session: Session) -> None:
+            ws = await WS.connect(session, server.ws_url)
+            await ws.subscribe("news")
+            assert receiver.events() == [{"name": "channel_occupied", "channel": "news"}]
+            left = time.monotonic()
+            await ws.close()
+            assert receiver.events() == [{"name": "channel_vacated", "channel": "news"}]
+            assert time.monotonic() - left >= 0.2
+
+        run_scenario(scenario)
+
+
+def test_vacate_cancelled_by_resubscribe_within_delay(receiver: Receiver) -> None:
+    types = {"channel_occupied", "channel_vacated", "member_added", "member_removed"}
+    with serve(receiver, types, webhook_delay=1.0) as server:
+
+        async def scenario(session: Session) -> None:
+            first = await WS.connect(session, server.ws_url)
+            await first.subscribe("presence-x", {"user_id": "u"})
+            assert sorted(e["name"] for e in receiver.events()) == [
+                "channel_occupied",
+                "member_added",
+            ]
+            await first.close()  # a page reload: the same user comes back
+            again = await WS.connect(session, server.ws_url)
+            await again.subscribe("presence-x", {"user_id": "u"})
+            await again.close()
+            # Only the final departure is reported, once.
+            assert sorted(e["name"] for e in receiver.events()) == [
+                "channel_vacated",
+                "member_removed",
+            ]
+            assert receiver.requests.empty()
+
+        run_scenario(scenario)
+
+
+def test_presence_client_event_cache_miss_and_count_events(receiver: Receiver) -> None:
+    with serve(receiver) as server:
+
+        async def scenario(session: Session) -> None:
+            ann = await WS.connect(session, server.ws_url)
+            bob = await WS.connect(session, server.ws_url)
+            await ann.subscribe("presence-chat", {"user_id": "ann"})
+            assert receiver.events() == [
+                {"name": "channel_occupied", "channel": "presence-chat"},
+                {"name": "member_added", "channel": "presence-chat", "user_id": "ann"},
+            ]
+            await bob.subscribe("presence-chat", {"user_id": "bob"})
+            assert receiver.events() == [
+                {"name": "member_added", "channel": "presence-chat", "user_id": "bob"}
+            ]
+            await ann.send("client-hi", {"x": 1}, channel="presence-chat")
+            assert receiver.events() == [
+                {
+                    "name": "client_event",
+                    "channel": "presence-chat",
+                    "event": "client-hi",
+                    "data": '{"x": 1}',
+                    "socket_id": ann.socket_id,
+                    "user_id": "ann",
+                }
+            ]
+            await bob.expect("client-hi")
+            await bob.subscribe("cache-y")
+            assert receiver.events() == [
+                {"name": "channel_occupied", "channel": "cache-y"},
+                {"name": "cache_miss", "channel": "cache-y"},
+                {"name": "subscription_count", "channel": "cache-y", "subscription_count": 1},
+            ]
+            await ann.close()
+            await bob.close()
+
+        run_scenario(scenario)
+
+
+def test_failed_delivery_is_retried_with_the_same_body(receiver: Receiver) -> None:
+    receiver.failures = 2
+    with serve(receiver, {"channel_occupied"}) as server:
+
+        async def scenario(session: Session) -> None:
+            ws = await WS.connect(session, server.ws_url)
+            await ws.subscribe("news")
+            bodies = [receiver.next()[1] for _ in range(2)]  # two 500s
+            assert receiver.events() == [{"name": "channel_occupied", "channel": "news"}]
+            assert bodies[0] == bodies[1]
+            await ws.close()
+
+        run_scenario(scenario)
+
+
+def test_retries_stop_after_retry_for(receiver: Receiver) -> None:
+    receiver.failures = 1000
+    with serve(receiver, {"channel_occupied"}, webhook_retry_for=0.3) as server:
+
+        async def scenario(session: Session) -> None:
+            ws = await WS.connect(session, server.ws_url)
+            await ws.subscribe("news")
+            started = time.monotonic()
+            seen = 0
+            while True:
+                try:
+                    receiver.next(timeout=1.0)
+                except queue.Empty:
+                    break
+                seen += 1
+            # 0.05 + 0.1 s of backoff fit in 0.3 s; the next 0.2 s would not.
+            assert seen == 3
+            assert time.monotonic() - started < 5
+            await ws.close()
+
+        run_scenario(scenario)
+
+
+def test_stop_flushes_held_webhooks(receiver: Receiver) -> None:
+    server = serve(receiver, {"channel_vacated"}, webhook_delay=60).start()
+
+    async def scenario(session: Session) -> None:
+        ws = await WS.connect(session, server.ws_url)
+        await ws.subscribe("news")
+        await ws.close()
+
+    run_scenario(scenario)
+    server.stop()
+    assert receiver.events(timeout=1) == [{"name": "channel_vacated", "channel": "news"}]
+
+
+def test_unknown_event_type_is_refused() -> None:
+    with pytest.raises(ValueError, match="Unknown webhook event types"):
+        WebhookConfig("http://x", frozenset({"channel_exploded"}))
