@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+
 from flask_pusher import Pusher
 
 #: The credentials of the Pusher docs' worked examples (reference §1.3).

@@ -10,12 +10,13 @@ import json
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from pusher.crypto import generate_shared_secret
+
 from flask_pusher import ChannelAuthorizationDenied
 from flask_pusher import Pusher
 from flask_pusher.testing import auth_body
 from flask_pusher.testing import AUTH_CONTENT_TYPE
 from flask_pusher.testing import batch_auth_body
-from pusher.crypto import generate_shared_secret
 
 from .conftest import KEY
 from .conftest import MASTER_KEY

@@ -15,9 +15,10 @@ import responses
 from flask import current_app
 from flask import Flask
 from flask import render_template_string
-from flask_pusher import Pusher
 from nacl.secret import SecretBox
 from pusher.crypto import generate_shared_secret
+
+from flask_pusher import Pusher
 
 from .conftest import APP_ID
 from .conftest import KEY

@@ -7,12 +7,13 @@ import string
 import time
 
 from flask import Flask
-from flask_pusher import Pusher
 from hypothesis import given
 from hypothesis import HealthCheck
 from hypothesis import settings
 from hypothesis import strategies as st
 from pusher.signature import sign
+
+from flask_pusher import Pusher
 
 from .conftest import APP_ID
 from .conftest import KEY

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from pusher.requests import RequestsBackend
+
 from flask_pusher import ConfigurationError
 from flask_pusher import Pusher
 from flask_pusher.settings import OPTIONS
 from flask_pusher.settings import resolve
-from pusher.requests import RequestsBackend
 
 REQUIRED = {"PUSHER_APP_ID": "1", "PUSHER_KEY": "k", "PUSHER_SECRET": "s"}
 

@@ -8,11 +8,12 @@ import json
 import pusher as pusher_http
 import pytest
 from flask import Flask
+from nacl.secret import SecretBox
+
 from flask_pusher import Pusher
 from flask_pusher.testing import record_events
 from flask_pusher.testing import RecordedEvent
 from flask_pusher.testing import webhook_request
-from nacl.secret import SecretBox
 
 from .conftest import APP_ID
 from .conftest import KEY

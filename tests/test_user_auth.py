@@ -6,6 +6,7 @@ import json
 
 import pytest
 from flask.testing import FlaskClient
+
 from flask_pusher import Pusher
 from flask_pusher.testing import AUTH_CONTENT_TYPE
 from flask_pusher.testing import user_auth_body

@@ -11,6 +11,7 @@ import pytest
 from flask import Flask
 from flask import request
 from flask.testing import FlaskClient
+
 from flask_pusher import Pusher
 from flask_pusher.testing import webhook_request
 from flask_pusher.webhooks import GROUPS

@@ -1,0 +1,75 @@
+"""The ``flask pusher`` command group.
+
+- ``flask pusher serve``: run the local Pusher Channels server for the app's own
+  ``PUSHER_APP_ID``, ``PUSHER_KEY`` and ``PUSHER_SECRET`` (extra ``flask-pusher[server]``).
+- ``flask pusher trigger CHANNEL EVENT [DATA]``: trigger an event through the app's client.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+pusher_cli = AppGroup("pusher", help="Pusher Channels: the local server and the client.")
+
+
+def _extension() -> Any:
+    ext = current_app.extensions.get("pusher")
+    if ext is None:
+        raise click.UsageError(
+            "This app has no Pusher extension: call Pusher(app) or pusher.init_app(app)."
+        )
+    return ext
+
+
+@pusher_cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=6001, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--webhook",
+    "webhooks",
+    multiple=True,
+    metavar="URL",
+    help="Send webhooks to URL (repeatable), e.g. http://127.0.0.1:5000/pusher/events.",
+)
+@click.option("--debug", is_flag=True, help="Log one line per connection event.")
+def serve(host: str, port: int, webhooks: tuple[str, ...], debug: bool) -> None:
+    """Run a local Pusher Channels server for this app's credentials.
+
+    Point the app at it with PUSHER_HOST=127.0.0.1, PUSHER_PORT=6001 and
+    PUSHER_SSL=false. Stops cleanly on Ctrl-C.
+    """
+    settings = _extension().settings
+    try:
+        from .server import AppConfig
+        from .server import run
+        from .server import WebhookConfig
+    except ImportError as e:
+        raise click.ClickException(
+            f'The local server needs its extra: pip install "flask-pusher[server]" ({e}).'
+        ) from None
+    app_config = AppConfig(
+        settings.app_id,
+        settings.key,
+        settings.secret,
+        webhooks=tuple(WebhookConfig(url) for url in webhooks),
+    )
+    run([app_config], host=host, port=port, debug=debug)
+
+
+@pusher_cli.command("trigger")
+@click.argument("channel")
+@click.argument("event")
+@click.argument("data", required=False, default="{}")
+def trigger(channel: str, event: str, data: str) -> None:
+    """Trigger EVENT on CHANNEL with DATA (JSON, or a plain string)."""
+    try:
+        payload: Any = json.loads(data)
+    except ValueError:
+        payload = data
+    result = _extension().trigger(channel, event, payload)
+    click.echo(json.dumps(result))
