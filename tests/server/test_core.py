@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+
 from flask_pusher.server import AppConfig
 from flask_pusher.server import WebhookConfig
 from flask_pusher.server.core import Connection

@@ -18,6 +18,7 @@ import aiohttp
 import pusher
 import pytest
 import requests
+
 from flask_pusher.server import AppConfig
 from flask_pusher.server import LocalServer
 

@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 import pysher
+
 from flask_pusher.server import LocalServer
 
 from .helpers import KEY

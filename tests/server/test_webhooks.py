@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pusher
 import pytest
+
 from flask_pusher.server import AppConfig
 from flask_pusher.server import LocalServer
 from flask_pusher.server import WebhookConfig

@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+
 from flask_pusher.server import AppConfig
 from flask_pusher.server import LocalServer
 
