@@ -12,6 +12,7 @@ from weakref import WeakKeyDictionary
 from flask import current_app
 from flask import Flask
 
+from . import local
 from . import views
 from .client import bridge_encoder
 from .client import PusherClient
@@ -98,6 +99,8 @@ class Pusher:
         )
         # Runs before Flask-WTF's CSRFProtect check, whichever is initialised first.
         app.before_request_funcs.setdefault(None, []).insert(0, views.exempt_webhooks_from_csrf)
+        if settings.local_server:
+            app.before_request(local.start_before_first_request)
 
     def _state(self) -> _AppState:
         try:
@@ -122,7 +125,10 @@ class Pusher:
 
         :raises RuntimeError: if no app registered with this extension is current.
         """
-        return self._state().client
+        state = self._state()
+        if state.settings.local_server:
+            local.ensure_started(state.settings)
+        return state.client
 
     @property
     def settings(self) -> PusherSettings:

@@ -60,6 +60,8 @@ class PusherSettings:
     webhook_tolerance: float = 300
     auth_batch_limit: int = 100
     auth_jsonp: bool = False
+    local_server: bool = False
+    local_server_port: int = 6001
 
     @property
     def encryption_enabled(self) -> bool:
@@ -222,7 +224,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("webhook_tolerance", "PUSHER_WEBHOOK_TOLERANCE", 300, _number(float, 0, 86400)),
     Option("auth_batch_limit", "PUSHER_AUTH_BATCH_LIMIT", 100, _number(int, 1, 10000)),
     Option("auth_jsonp", "PUSHER_AUTH_JSONP", False, _bool),
+    Option("local_server", "PUSHER_LOCAL_SERVER", False, _bool),
+    Option("local_server_port", "PUSHER_LOCAL_SERVER_PORT", 6001, _number(int, 1, 65535)),
 )
+
+#: The credentials an in-process local server uses when none are configured.
+LOCAL_DEFAULTS = {"app_id": "1", "key": "flask-pusher-local", "secret": "flask-pusher-local-secret"}
+#: What the in-process local server sets, whatever the config says.
+LOCAL_OVERRIDES = {"host": "127.0.0.1", "ssl": False}
 
 #: Keyword options that are not fields: ``url`` is split into its parts.
 EXTRA_OPTIONS = {"url": "PUSHER_URL"}
@@ -314,11 +323,15 @@ def resolve(
                 f"{_describe('url', 'PUSHER_URL')} must be {e}, got {url!r}."
             ) from None
 
+    local = lookup("local_server", "PUSHER_LOCAL_SERVER")
+    local = local is not _MISSING and _bool_or_error(local)
     values: dict[str, Any] = {}
     for option in OPTIONS:
         raw = lookup(option.name, option.config_key)
         if raw is _MISSING:
             raw = from_url.get(option.name, option.default)
+        if raw is _MISSING and local:
+            raw = LOCAL_DEFAULTS[option.name]
         if raw is _MISSING:
             raise ConfigurationError(
                 f"{option.config_key} is not set. Set app.config[{option.config_key!r}]"
@@ -332,12 +345,23 @@ def resolve(
             raise ConfigurationError(
                 f"{_describe(option.name, option.config_key)} must be {e}, got {raw!r}."
             ) from None
+    if values["local_server"]:
+        values.update(LOCAL_OVERRIDES, port=values["local_server_port"])
     if values["encryption_master_key"] and values["encryption_master_key_base64"]:
         raise ConfigurationError(
             "Set only PUSHER_ENCRYPTION_MASTER_KEY_BASE64; PUSHER_ENCRYPTION_MASTER_KEY"
             " is the deprecated raw form of the same key."
         )
     return PusherSettings(**values)
+
+
+def _bool_or_error(value: Any) -> bool:
+    try:
+        return _bool(value)
+    except ValueError as e:
+        raise ConfigurationError(
+            f"{_describe('local_server', 'PUSHER_LOCAL_SERVER')} must be {e}, got {value!r}."
+        ) from None
 
 
 def config_key_for(name: str) -> str:

@@ -1,0 +1,95 @@
+"""The in-process local server behind ``PUSHER_LOCAL_SERVER`` (development).
+
+With ``PUSHER_LOCAL_SERVER = True`` the app's client and template options point at
+``127.0.0.1:PUSHER_LOCAL_SERVER_PORT``, and this module starts a
+:class:`flask_pusher.server.LocalServer` there in a background thread, once per
+process and port: at the app's first request (so the reloader's watcher process,
+which serves none, starts nothing) or at the first use of the client outside a
+request (``flask shell``, CLI commands). Its webhooks go back to the app's own
+webhook route, at the address of that first request.
+
+Nothing here imports the server (or aiohttp) until a server is started.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from flask import current_app
+from flask import request
+from flask import url_for
+
+from .settings import PusherSettings
+
+if TYPE_CHECKING:
+    from .server import LocalServer
+
+log = logging.getLogger("flask_pusher")
+_lock = threading.Lock()
+_servers: dict[int, LocalServer] = {}
+
+
+def running(port: int) -> LocalServer | None:
+    """The in-process server on ``port``, if this process started one."""
+    return _servers.get(port)
+
+
+def ensure_started(settings: PusherSettings, webhook_url: str | None = None) -> LocalServer:
+    """Start the in-process server for ``settings`` unless it runs already.
+
+    :param settings: the app's settings; serves its app id, key and secret.
+    :param webhook_url: where the server sends webhooks, or ``None``.
+    :raises RuntimeError: the ``server`` extra is not installed, or the port is taken.
+    """
+    port = settings.local_server_port
+    server = _servers.get(port)
+    if server is not None:
+        return server
+    with _lock:
+        server = _servers.get(port)
+        if server is not None:
+            return server
+        try:
+            from .server import AppConfig
+            from .server import LocalServer
+            from .server import WebhookConfig
+        except ImportError as e:
+            raise RuntimeError(
+                "PUSHER_LOCAL_SERVER needs the server extra:"
+                f' pip install "flask-pusher[server]" ({e}).'
+            ) from None
+        webhooks = (WebhookConfig(webhook_url),) if webhook_url else ()
+        app = AppConfig(settings.app_id, settings.key, settings.secret, webhooks=webhooks)
+        try:
+            server = LocalServer([app], host="127.0.0.1", port=port).start()
+        except OSError as e:
+            raise RuntimeError(
+                f"The local Pusher server cannot listen on 127.0.0.1:{port} ({e}). Stop what"
+                " uses that port or set PUSHER_LOCAL_SERVER_PORT."
+            ) from None
+        atexit.register(server.stop)
+        _servers[port] = server
+        log.info("Started the local Pusher server at %s for app %s", server.url, settings.app_id)
+        return server
+
+
+def start_before_first_request() -> None:
+    """A ``before_request`` function: start the server, with webhooks to this app."""
+    settings: PusherSettings = current_app.extensions["pusher"].settings
+    if settings.local_server_port in _servers:
+        return
+    webhook_url = request.url_root.rstrip("/") + url_for("pusher.webhooks")
+    ensure_started(settings, webhook_url)
+
+
+def stop_all() -> None:
+    """Stop every in-process server (for tests)."""
+    with _lock:
+        servers = list(_servers.values())
+        _servers.clear()
+    for server in servers:
+        server.stop()
+        atexit.unregister(server.stop)
