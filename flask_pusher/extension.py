@@ -121,7 +121,10 @@ class Pusher:
 
     @property
     def client(self) -> PusherClient:
-        """The current app's client, a :class:`pusher.Pusher`.
+        """The current app's client: a :class:`~flask_pusher.client.PusherClient`,
+        the subclass of :class:`pusher.Pusher` that fixes what pusher-http-python
+        3.3.4 gets wrong. With ``PUSHER_LOCAL_SERVER`` on, the first use starts the
+        in-process local server.
 
         :raises RuntimeError: if no app registered with this extension is current.
         """

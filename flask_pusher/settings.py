@@ -36,7 +36,9 @@ class PusherSettings:
 
     Frozen: later changes to ``app.config`` are not seen. The ``repr`` hides the
     secret and the encryption master key. Each field's config key is
-    ``"PUSHER_" + name.upper()`` except where :data:`OPTIONS` says otherwise.
+    ``"PUSHER_" + name.upper()``, except ``auth_path``, ``user_auth_path`` and
+    ``webhooks_path`` (``PUSHER_AUTH``, ``PUSHER_USER_AUTH``, ``PUSHER_WEBHOOKS``);
+    see :doc:`/configuration`.
     """
 
     app_id: str

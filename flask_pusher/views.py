@@ -221,7 +221,7 @@ def auth_view() -> Response:
             raise InvalidRequest("The JSONP callback parameter is missing or not a valid name.")
         params: Mapping[str, Any] = request.args
     else:
-        _only("POST")
+        _only(*(("POST", "GET") if settings.auth_jsonp else ("POST",)))
         params = _params()
     authorize = _Authorizer(ext, settings, client, _socket_id(params))
     names = _batch_channels(params)
