@@ -1,0 +1,286 @@
+// Real pusher-js 8.6.0 (and pusher-js-auth 4.0.1) clients against the local
+// server and a Flask app using the extension's /pusher/auth and /pusher/user-auth.
+//
+//   node tests/e2e/scenarios.js <scenario> '<json config>'
+//
+// Prints one JSON object per line for what it observes and {"done": true} at
+// the end; exits 1 with {"error": ...} on failure or timeout. pytest asserts.
+'use strict';
+
+const Pusher = require('pusher-js');
+
+const [, , scenario, configJson] = process.argv;
+const cfg = JSON.parse(configJson);
+const clients = [];
+
+function out(obj) {
+  process.stdout.write(JSON.stringify(obj) + '\n');
+}
+
+function fail(message) {
+  out({ error: String(message && message.stack ? message.stack : message) });
+  process.exit(1);
+}
+
+const timer = setTimeout(() => fail(`scenario ${scenario} timed out`), cfg.timeout || 30000);
+
+function connect(user, options = {}) {
+  const params = { user: user || '' };
+  if (options.watchlist) params.watchlist = options.watchlist.join(',');
+  delete options.watchlist;
+  const pusher = new Pusher(cfg.key, {
+    cluster: 'local',
+    wsHost: '127.0.0.1',
+    wsPort: cfg.wsPort,
+    forceTLS: false,
+    enabledTransports: ['ws'],
+    channelAuthorization: { endpoint: `${cfg.flask}/pusher/auth`, transport: 'ajax', params },
+    userAuthentication: { endpoint: `${cfg.flask}/pusher/user-auth`, transport: 'ajax', params },
+    ...options,
+  });
+  clients.push(pusher);
+  return pusher;
+}
+
+// The next emission of `event` on `emitter` (a channel, pusher, pusher.user...).
+function next(emitter, event) {
+  return new Promise((resolve) => {
+    const handler = (data, metadata) => {
+      emitter.unbind(event, handler);
+      resolve({ data, metadata });
+    };
+    emitter.bind(event, handler);
+  });
+}
+
+function subscribe(pusher, name) {
+  const channel = pusher.subscribe(name);
+  return next(channel, 'pusher:subscription_succeeded').then(({ data }) => ({ channel, data }));
+}
+
+// Resolves once the signed-in connection has joined #server-to-user-<id>.
+function signin(pusher) {
+  return new Promise((resolve) => {
+    const onMessage = (event) => {
+      if (
+        event.event === 'pusher_internal:subscription_succeeded' &&
+        event.channel.startsWith('#server-to-user-')
+      ) {
+        pusher.connection.unbind('message', onMessage);
+        resolve(event.channel);
+      }
+    };
+    pusher.connection.bind('message', onMessage);
+    pusher.signin();
+  });
+}
+
+async function post(path, body) {
+  const response = await fetch(`${cfg.flask}${path}`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  if (!response.ok) throw new Error(`${path}: ${response.status} ${await response.text()}`);
+  return response.json();
+}
+
+function trigger(channel, event, data, socketId) {
+  return post('/test/trigger', { channel, event, data, socket_id: socketId });
+}
+
+function members(channel) {
+  const list = [];
+  channel.members.each((m) => list.push({ id: m.id, info: m.info }));
+  return { me: channel.members.me.id, count: channel.members.count, members: list };
+}
+
+const scenarios = {
+  async public() {
+    const pusher = connect();
+    const { channel } = await subscribe(pusher, 'news');
+    const got = next(channel, 'greet');
+    await trigger('news', 'greet', { hello: 'world' });
+    out({ event: 'greet', data: (await got).data });
+  },
+
+  async private() {
+    const pusher = connect('ann');
+    const { channel } = await subscribe(pusher, 'private-room');
+    const got = next(channel, 'secret');
+    await trigger('private-room', 'secret', { n: 42 });
+    out({ event: 'secret', data: (await got).data });
+  },
+
+  async exclusion() {
+    const a = connect();
+    const b = connect();
+    const { channel: ca } = await subscribe(a, 'news');
+    const { channel: cb } = await subscribe(b, 'news');
+    const seen = [];
+    ca.bind('ev', (d) => seen.push(['a', d.n]));
+    const gotB = next(cb, 'ev');
+    await trigger('news', 'ev', { n: 1 }, a.connection.socket_id);
+    await gotB;
+    const gotA = next(ca, 'ev');
+    await trigger('news', 'ev', { n: 2 });
+    await gotA;
+    out({ a_saw: seen });
+  },
+
+  async presence() {
+    const ann = connect('ann');
+    const { channel: annChannel, data } = await subscribe(ann, 'presence-room');
+    out({ step: 'ann_subscribed', ...members(annChannel), data_count: data.count });
+    const added = next(annChannel, 'pusher:member_added');
+    const bob = connect('bob');
+    const { channel: bobChannel } = await subscribe(bob, 'presence-room');
+    out({ step: 'member_added', member: (await added).data });
+    out({ step: 'bob_subscribed', ...members(bobChannel) });
+    const removed = next(annChannel, 'pusher:member_removed');
+    bob.disconnect();
+    out({ step: 'member_removed', member: (await removed).data });
+    out({ step: 'after', ...members(annChannel) });
+  },
+
+  async encrypted() {
+    const pusher = connect('ann');
+    const { channel } = await subscribe(pusher, 'private-encrypted-vault');
+    const got = next(channel, 'secret');
+    await trigger('private-encrypted-vault', 'secret', { hello: 'encrypted world' });
+    out({ event: 'secret', data: (await got).data });
+  },
+
+  async client_events() {
+    const ann = connect('ann');
+    const bob = connect('bob');
+    const { channel: annChannel } = await subscribe(ann, 'presence-chat');
+    const added = next(annChannel, 'pusher:member_added');
+    const { channel: bobChannel } = await subscribe(bob, 'presence-chat');
+    await added;
+    const echoes = [];
+    bobChannel.bind('client-typing', () => echoes.push('typing'));
+    const typing = next(annChannel, 'client-typing');
+    out({ triggered: bobChannel.trigger('client-typing', { typing: true }) });
+    const { data, metadata } = await typing;
+    out({ event: 'client-typing', data, metadata });
+    const ack = next(bobChannel, 'client-ack');
+    annChannel.trigger('client-ack', { ok: 1 });
+    await ack; // ordered after any echo of bob's own event
+    out({ bob_echoes: echoes });
+  },
+
+  async signin() {
+    const ann = connect('ann');
+    const bob = connect('bob');
+    out({ joined: await signin(ann) });
+    await signin(bob);
+    const got = next(ann.user, 'note');
+    const bobSaw = [];
+    bob.user.bind('note', (d) => bobSaw.push(d));
+    await post('/test/send_to_user', { user_id: 'ann', event: 'note', data: { text: 'hi ann' } });
+    out({ event: 'note', data: (await got).data, user: ann.user.user_data });
+    const gotBob = next(bob.user, 'note');
+    await post('/test/send_to_user', { user_id: 'bob', event: 'note', data: { text: 'hi bob' } });
+    await gotBob;
+    out({ bob_saw: bobSaw });
+  },
+
+  async watchlist() {
+    const ann = connect('ann', { watchlist: ['bob'] });
+    const initial = next(ann.user.watchlist, 'offline');
+    await signin(ann);
+    out({ step: 'initial', event: (await initial).data });
+    const online = next(ann.user.watchlist, 'online');
+    const bob = connect('bob');
+    await signin(bob);
+    out({ step: 'online', event: (await online).data });
+    const offline = next(ann.user.watchlist, 'offline');
+    bob.disconnect();
+    out({ step: 'offline', event: (await offline).data });
+  },
+
+  async cache() {
+    const first = connect();
+    const channel = first.subscribe('cache-prices');
+    const miss = next(channel, 'pusher:cache_miss');
+    await next(channel, 'pusher:subscription_succeeded');
+    await miss;
+    out({ step: 'cache_miss' });
+    const got = next(channel, 'price');
+    await trigger('cache-prices', 'price', { eur: 10 });
+    await got;
+    const late = connect();
+    const lateChannel = late.subscribe('cache-prices');
+    const replay = next(lateChannel, 'price');
+    await next(lateChannel, 'pusher:subscription_succeeded');
+    out({ step: 'replayed', data: (await replay).data });
+  },
+
+  async subscription_count() {
+    const a = connect();
+    const { channel } = await subscribe(a, 'room');
+    const counted = new Promise((resolve) => {
+      channel.bind('pusher:subscription_count', (data) => {
+        if (data.subscription_count === 2) resolve(data);
+      });
+    });
+    const b = connect();
+    await subscribe(b, 'room');
+    out({ event: await counted, property: channel.subscriptionCount });
+  },
+
+  async refused() {
+    const pusher = connect('ann');
+    const byEndpoint = pusher.subscribe('private-forbidden');
+    const error = await next(byEndpoint, 'pusher:subscription_error');
+    out({ step: 'endpoint', error: { type: error.data.type, status: error.data.status } });
+    // A bad signature reaches the server, which answers pusher:subscription_error.
+    const forged = connect('ann', {
+      channelAuthorization: {
+        customHandler: (params, callback) => callback(null, { auth: `${cfg.key}:${'0'.repeat(64)}` }),
+      },
+    });
+    const serverSide = forged.subscribe('private-forged');
+    const refusal = await next(serverSide, 'pusher:subscription_error');
+    out({ step: 'server', error: refusal.data });
+  },
+
+  async batch() {
+    const PusherBatchAuthorizer = require('pusher-js-auth');
+    const pusher = new Pusher(cfg.key, {
+      cluster: 'local',
+      wsHost: '127.0.0.1',
+      wsPort: cfg.wsPort,
+      forceTLS: false,
+      enabledTransports: ['ws'],
+      authorizer: PusherBatchAuthorizer,
+      authEndpoint: `${cfg.flask}/pusher/auth`,
+      auth: { params: { user: 'carol' } },
+    });
+    clients.push(pusher);
+    await next(pusher.connection, 'connected');
+    const names = ['private-a', 'private-b', 'presence-c', 'private-forbidden'];
+    const results = names.map((name) => {
+      const channel = pusher.subscribe(name);
+      return Promise.race([
+        next(channel, 'pusher:subscription_succeeded').then(() => ({ name, ok: true })),
+        next(channel, 'pusher:subscription_error').then(() => ({ name, ok: false })),
+      ]).then((result) => {
+        if (result.ok && name.startsWith('presence-')) result.me = channel.members.me.id;
+        return result;
+      });
+    });
+    for (const result of await Promise.all(results)) out(result);
+  },
+};
+
+(async () => {
+  if (!scenarios[scenario]) fail(`unknown scenario ${scenario}`);
+  await scenarios[scenario]();
+  for (const client of clients) client.disconnect();
+  clearTimeout(timer);
+  out({ done: true });
+  // Let the close frames go out before exiting.
+  setTimeout(() => process.exit(0), 50);
+})().catch(fail);
