@@ -38,6 +38,9 @@ class PusherClient(pusher.Pusher):  # type: ignore[misc]
         super().__init__(**kwargs)
         self._dumps = dumps
 
+    # Read-only views of the settings, as FlaskPusher 1.0.1 (a pusher.Pusher
+    # subclass) offered them: pusher.app_id, pusher.host...
+
     @property
     def app_id(self) -> str:
         """The app id, a string of digits."""
@@ -47,6 +50,31 @@ class PusherClient(pusher.Pusher):  # type: ignore[misc]
     def key(self) -> str:
         """The app key."""
         return str(self._pusher_client.key)
+
+    @property
+    def secret(self) -> str:
+        """The app secret."""
+        return str(self._pusher_client.secret)
+
+    @property
+    def host(self) -> str:
+        """The HTTP API host, such as ``api-eu.pusher.com``."""
+        return str(self._pusher_client.host)
+
+    @property
+    def port(self) -> int:
+        """The HTTP API port."""
+        return int(self._pusher_client.port)
+
+    @property
+    def ssl(self) -> bool:
+        """Whether the HTTP API is reached over TLS."""
+        return bool(self._pusher_client.ssl)
+
+    @property
+    def timeout(self) -> float:
+        """The HTTP API request timeout, in seconds."""
+        return float(self._pusher_client.timeout)
 
     def _encode(self, data: Any) -> Any:
         if self._dumps is None or isinstance(data, str):

@@ -95,6 +95,22 @@ def test_every_public_client_method_is_forwarded(app: Flask, pusher: Pusher) -> 
             assert callable(getattr(pusher, name)), name
 
 
+def test_settings_are_readable_as_flaskpusher_offered_them(app: Flask) -> None:
+    pusher = Pusher(app, host="example.com", port="8080", ssl="false", timeout=3)
+    with app.app_context():
+        assert (pusher.app_id, pusher.key, pusher.secret) == (
+            APP_ID,
+            KEY,
+            app.config["PUSHER_SECRET"],
+        )
+        assert (pusher.host, pusher.port, pusher.ssl, pusher.timeout) == (
+            "example.com",
+            8080,
+            False,
+            3,
+        )
+
+
 def sent_body(call: responses.Call) -> dict:
     return json.loads(call.request.body)
 
