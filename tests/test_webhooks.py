@@ -229,6 +229,13 @@ def test_malformed_signed_bodies_are_400(client: FlaskClient, body: str) -> None
     assert status == 400, answer
 
 
+@pytest.mark.parametrize("time_ms", ["1" + "0" * 400, "-" + "9" * 400, "1e308"])
+def test_absurd_time_ms_is_stale_not_a_crash(client: FlaskClient, time_ms: str) -> None:
+    body = '{"time_ms": ' + time_ms + ', "events": []}'
+    status, answer = send(client, body.encode(), signed(body))
+    assert status == 401 and "time_ms" in answer["error"]
+
+
 def test_non_utf8_body_is_401(client: FlaskClient) -> None:
     status, _ = send(client, b"\xff\xfe", {"X-Pusher-Key": KEY, "X-Pusher-Signature": "0" * 64})
     assert status == 401
