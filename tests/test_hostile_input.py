@@ -137,3 +137,35 @@ def test_arbitrary_json_never_gets_a_5xx(body) -> None:  # type: ignore[no-untyp
         text = json.dumps({**body, "time_ms": int(time.time() * 1000)})
         headers = {"X-Pusher-Key": KEY, "X-Pusher-Signature": sign(SECRET, text)}
         check(client.post("/pusher/events", data=text, headers=headers))
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(st.text(max_size=12), children, max_size=4),
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    time_ms=st.one_of(
+        st.integers(), st.integers().map(lambda n: n * 10**400), st.floats(), json_values
+    ),
+    events=st.one_of(
+        json_values,
+        st.lists(
+            st.fixed_dictionaries(
+                {"name": st.sampled_from(["channel_occupied", "member_added", "other"])},
+                optional={"channel": json_values, "user_id": json_values},
+            ),
+            max_size=4,
+        ),
+    ),
+)
+def test_signed_webhooks_with_arbitrary_fields_never_get_a_5xx(time_ms, events) -> None:  # type: ignore[no-untyped-def]
+    text = json.dumps({"time_ms": time_ms, "events": events})
+    headers = {"X-Pusher-Key": KEY, "X-Pusher-Signature": sign(SECRET, text)}
+    check(APP.test_client().post("/pusher/events", data=text, headers=headers))
