@@ -35,6 +35,11 @@ setup(
             "pysher==1.0.8",
             "aiohttp>=3.9",
         ],
+        # The browser test (tests/browser) drives Debian's chromium with Playwright;
+        # it never downloads a browser ("playwright install" is not needed).
+        "browser": [
+            "playwright>=1.40",
+        ],
         "docs": [
             "sphinx>=7",
             "pallets-sphinx-themes>=2.1",
