@@ -82,7 +82,7 @@ function startChat(pusher, { me, urls }) {
   }
 
   // "typing...": a client event on the presence channel, at most one every 2 s.
-  // Client events go from browser to browser; the server never sees them.
+  // Client events go from browser to browser through Pusher, not through Flask.
   const typing = new Map(); // name -> timer that hides it
   let lastTyped = 0;
   $("#message-form input").addEventListener("input", () => {
