@@ -151,6 +151,11 @@ class User:
         return self.blocked + hosts
 
 
+def screenshot(user: User, path: Path) -> None:
+    user.page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot of {user.name}'s page: {path}")
+
+
 def test_two_users_chat(browser: Any, chat_url: str, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
@@ -173,6 +178,7 @@ def test_two_users_chat(browser: Any, chat_url: str, tmp_path: Path) -> None:
     # Typing: client events on the presence channel, shown to the other user.
     a.locator("#message-form input[name=text]").press_sequentially("Hello from alice")
     expect(b.locator("#typing")).to_have_text("alice is typing…")
+    screenshot(bob, tmp_path / "chat-bob-typing.png")
     expect(a.locator("#typing")).to_have_text("")
 
     # A room message: POST, then the server's trigger reaches everyone.
@@ -206,9 +212,7 @@ def test_two_users_chat(browser: Any, chat_url: str, tmp_path: Path) -> None:
     ).to_be_visible()
 
     for user in (alice, bob):
-        path = tmp_path / f"chat-{user.name}.png"
-        user.page.screenshot(path=str(path), full_page=True)
-        print(f"screenshot of {user.name}'s page: {path}")
+        screenshot(user, tmp_path / f"chat-{user.name}.png")
 
     # Bob leaves: alice's presence list drops him, and the (3 s delayed)
     # member_removed webhook reaches the activity log.
