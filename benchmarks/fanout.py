@@ -1,16 +1,19 @@
 """Bounded fan-out benchmark of the local Pusher server (loopback only).
 
-Starts ``python -m flask_pusher.server`` in a subprocess, connects N raw
-WebSocket subscribers to one channel, sends M triggers through the signed HTTP
-API, and prints:
+Three processes share the machine: the server (``python -m
+flask_pusher.server``), a receiver holding N raw WebSocket subscribers on one
+channel (a plain epoll loop, so that the client's own overhead stays small),
+and this script, which sends M triggers through the signed HTTP API and
+reports:
 
 - deliveries per second and server CPU seconds per 100,000 deliveries
-  (unpaced triggers; CPU read from ``/proc/PID/stat``);
-- p50/p99 trigger-to-delivery latency, unpaced and at a fixed trigger rate;
+  (unpaced triggers; CPU from ``/proc/PID/stat``);
+- p50/p99 trigger-to-delivery latency (CLOCK_MONOTONIC stamped into each
+  event), unpaced and at a fixed trigger rate;
 - server memory per idle connection (RSS delta / connections, ``/proc``);
 - whether one server process holds ``--hold`` connections.
 
-Linux only (``/proc``). Run: ``python benchmarks/fanout.py [--quick]``.
+Linux only. Run: ``python benchmarks/fanout.py`` (``--quick`` for a smoke run).
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ import hmac
 import json
 import os
 import resource
+import select
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -35,16 +38,7 @@ import aiohttp
 APP_ID, KEY, SECRET = "1", "bench-key", "bench-secret"
 CHANNEL = "bench"
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-# -- the server process ---------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+MARKER = b'\\"t\\":'  # the stamp inside the double-encoded data string
 
 
 def raise_fd_limit() -> int:
@@ -52,6 +46,130 @@ def raise_fd_limit() -> int:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+# -- the receiver process -------------------------------------------------------
+
+
+def handshake(port: int, subscribe: bool) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /app/{KEY}?protocol=7 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    data = b""
+    wanted = b"subscription_succeeded" if subscribe else b"connection_established"
+    sent = False
+    while wanted not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(data[:200].decode(errors="replace"))
+        data += chunk
+        if not sent and subscribe and b"connection_established" in data:
+            frame = json.dumps({"event": "pusher:subscribe", "data": {"channel": CHANNEL}})
+            payload = frame.encode()
+            # Masked with a zero key: the payload bytes stay as they are.
+            sock.sendall(bytes((0x81, 0x80 | len(payload))) + b"\0\0\0\0" + payload)
+            sent = True
+    sock.setblocking(False)
+    return sock
+
+
+def receiver(port: int, n: int, subscribe: bool) -> None:
+    """Hold ``n`` connections; on ``measure M`` count M deliveries per socket."""
+    raise_fd_limit()
+    socks = {}
+    for _ in range(n):
+        sock = handshake(port, subscribe)
+        socks[sock.fileno()] = sock
+    poller = select.epoll()
+    for fd in socks:
+        poller.register(fd, select.EPOLLIN)
+    stdin = sys.stdin.fileno()
+    poller.register(stdin, select.EPOLLIN)
+    print("ready", flush=True)
+    pending = b""
+    while True:
+        while b"\n" not in pending:
+            pending += os.read(stdin, 1024)
+        line, _, pending = pending.partition(b"\n")
+        command = line.split()
+        if command[0] == b"close":
+            return
+        expected = int(command[1]) * n
+        latencies: list[float] = []
+        deadline = time.monotonic() + 120
+        now = time.monotonic
+        recv = os.read
+        while len(latencies) < expected and now() < deadline:
+            for fd, _ in poller.poll(1.0):
+                if fd == stdin:
+                    continue
+                data = recv(fd, 262144)
+                received = now()
+                start = data.find(MARKER)
+                while start >= 0:
+                    end = data.index(b"}", start)
+                    latencies.append(received - float(data[start + 6 : end]))
+                    start = data.find(MARKER, end)
+        latencies.sort()
+        count = len(latencies)
+        result = {
+            "count": count,
+            "p50_ms": round(latencies[count // 2] * 1000, 2) if count else None,
+            "p99_ms": round(latencies[min(count - 1, int(count * 0.99))] * 1000, 2)
+            if count
+            else None,
+            "max_ms": round(latencies[-1] * 1000, 2) if count else None,
+        }
+        print(json.dumps(result), flush=True)
+
+
+class Receiver:
+    """The parent's handle on a receiver process."""
+
+    def __init__(self, port: int, n: int, subscribe: bool) -> None:
+        command = [sys.executable, __file__, "--receiver", str(port), str(n)]
+        command.append("subscribe" if subscribe else "idle")
+        self.proc = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self.n = n
+        self.port = port
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
+        line = self.stdout.readline().strip()
+        if line != "ready":
+            raise RuntimeError(f"receiver failed to connect {n}: {line!r}")
+
+    def start_measure(self, triggers: int) -> None:
+        self.stdin.write(f"measure {triggers}\n")
+        self.stdin.flush()
+
+    def result(self) -> dict[str, Any]:
+        line = self.stdout.readline()
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.stdin.write("close\n")
+            self.stdin.flush()
+            self.proc.wait(60)
+
+
+# -- the server and the triggers -------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def cpu_seconds(pid: int) -> float:
@@ -71,7 +189,7 @@ def rss_bytes(pid: int) -> int:
 def start_server(port: int) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "flask_pusher.server"]
     command += ["--app-id", APP_ID, "--key", KEY, "--secret", SECRET, "--port", str(port)]
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(command, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -79,307 +197,193 @@ def start_server(port: int) -> subprocess.Popen[bytes]:
                 return proc
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "died") from None
+                raise RuntimeError("the server exited") from None
             time.sleep(0.05)
     proc.kill()
     raise RuntimeError("server did not start")
 
 
-# -- a minimal WebSocket subscriber -------------------------------------------
+def signed_url(port: int, method: str, path: str, body: bytes, extra: str = "") -> str:
+    params = {"auth_key": KEY, "auth_timestamp": str(int(time.time())), "auth_version": "1.0"}
+    if body:
+        params["body_md5"] = hashlib.md5(body).hexdigest()
+    for pair in filter(None, extra.split("&")):
+        key, _, value = pair.partition("=")
+        params[key] = value
+    query = "&".join(f"{k}={params[k]}" for k in sorted(params))
+    signature = hmac.new(SECRET.encode(), f"{method}\n{path}\n{query}".encode(), "sha256")
+    return f"http://127.0.0.1:{port}{path}?{query}&auth_signature={signature.hexdigest()}"
 
 
-class Subscriber(asyncio.Protocol):
-    """Raw RFC 6455 client: handshake, subscribe, count and time deliveries."""
-
-    def __init__(self, bench: Bench, subscribe: bool) -> None:
-        self.bench = bench
-        self.subscribe = subscribe
-        self.buffer = bytearray()
-        self.upgraded = False
-        self.transport: asyncio.Transport | None = None
-        self.ready = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        key = base64.b64encode(os.urandom(16)).decode()
-        transport.write(
-            (
-                f"GET /app/{KEY}?protocol=7 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-
-    def send_text(self, text: str) -> None:
-        payload = text.encode()
-        assert len(payload) < 126
-        # Masked with a zero key: the payload bytes stay as they are.
-        assert self.transport is not None
-        self.transport.write(bytes((0x81, 0x80 | len(payload))) + b"\0\0\0\0" + payload)
-
-    def data_received(self, data: bytes) -> None:
-        buf = self.buffer
-        buf += data
-        if not self.upgraded:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if not buf.startswith(b"HTTP/1.1 101"):
-                self.ready.set_exception(RuntimeError(bytes(buf[:80]).decode()))
-                return
-            del buf[: end + 4]
-            self.upgraded = True
-        pos = 0
-        size = len(buf)
-        bench = self.bench
-        while size - pos >= 2:
-            length = buf[pos + 1] & 0x7F
-            head = 2
-            if length == 126:
-                if size - pos < 4:
-                    break
-                length = struct.unpack_from("!H", buf, pos + 2)[0]
-                head = 4
-            elif length == 127:
-                if size - pos < 10:
-                    break
-                length = struct.unpack_from("!Q", buf, pos + 2)[0]
-                head = 10
-            if size - pos < head + length:
-                break
-            payload = bytes(buf[pos + head : pos + head + length])
-            pos += head + length
-            marker = payload.find(b'seq\\":')
-            if marker >= 0:
-                end = payload.index(b"}", marker)
-                bench.delivered(int(payload[marker + 6 : end]))
-            elif b"connection_established" in payload:
-                if self.subscribe:
-                    self.send_text(
-                        json.dumps({"event": "pusher:subscribe", "data": {"channel": CHANNEL}})
-                    )
-                else:
-                    self.ready.set_result(None)
-            elif b"subscription_succeeded" in payload and not self.ready.done():
-                self.ready.set_result(None)
-        del buf[:pos]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.ready.done():
-            self.ready.set_exception(ConnectionError("closed before ready"))
+async def trigger(session: aiohttp.ClientSession, port: int, seq: int) -> None:
+    path = f"/apps/{APP_ID}/events"
+    data = json.dumps({"seq": seq, "t": time.monotonic()})
+    body = json.dumps({"name": "tick", "channels": [CHANNEL], "data": data}).encode()
+    async with session.post(signed_url(port, "POST", path, body), data=body) as response:
+        if response.status != 200:
+            raise RuntimeError(await response.text())
 
 
-class Bench:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.sent: dict[int, float] = {}
-        self.latencies: list[float] = []
-        self.count = 0
-        self.expected = 0
-        self.done: asyncio.Future[None] | None = None
-        self.subscribers: list[Subscriber] = []
-
-    def delivered(self, seq: int) -> None:
-        self.latencies.append(time.perf_counter() - self.sent[seq])
-        self.count += 1
-        if self.count == self.expected and self.done is not None and not self.done.done():
-            self.done.set_result(None)
-
-    async def connect(self, n: int, subscribe: bool, batch: int = 250) -> None:
-        loop = asyncio.get_running_loop()
-        for start in range(0, n, batch):
-            made = []
-            for _ in range(min(batch, n - start)):
-                sub = Subscriber(self, subscribe)
-                made.append(sub)
-                await loop.create_connection(lambda s=sub: s, "127.0.0.1", self.port)  # type: ignore[misc]
-            await asyncio.wait_for(asyncio.gather(*(s.ready for s in made)), 60)
-            self.subscribers.extend(made)
-
-    def close_all(self) -> None:
-        for sub in self.subscribers:
-            if sub.transport is not None:
-                sub.transport.close()
-        self.subscribers.clear()
-
-    def signed_url(self, body: bytes) -> str:
-        path = f"/apps/{APP_ID}/events"
-        params = {
-            "auth_key": KEY,
-            "auth_timestamp": str(int(time.time())),
-            "auth_version": "1.0",
-            "body_md5": hashlib.md5(body).hexdigest(),
-        }
-        query = "&".join(f"{k}={params[k]}" for k in sorted(params))
-        signature = hmac.new(SECRET.encode(), f"POST\n{path}\n{query}".encode(), "sha256")
-        return f"http://127.0.0.1:{self.port}{path}?{query}&auth_signature={signature.hexdigest()}"
-
-    async def trigger(self, session: aiohttp.ClientSession, seq: int) -> None:
-        body = json.dumps(
-            {"name": "tick", "channels": [CHANNEL], "data": json.dumps({"seq": seq})}
-        ).encode()
-        url = self.signed_url(body)
-        self.sent[seq] = time.perf_counter()
-        async with session.post(url, data=body) as response:
-            if response.status != 200:
-                raise RuntimeError(await response.text())
-
-    async def run_triggers(
-        self, session: aiohttp.ClientSession, first: int, m: int, rate: float | None
-    ) -> float:
-        """Send ``m`` triggers (paced at ``rate``/s or unpaced); wait for delivery."""
-        self.latencies = []
-        self.count = 0
-        self.expected = m * len(self.subscribers)
-        self.done = asyncio.get_running_loop().create_future()
+async def send_triggers(port: int, m: int, rate: float | None, in_flight: int) -> float:
+    """Send ``m`` triggers, paced at ``rate``/s or unpaced with ``in_flight``
+    concurrent requests; return the seconds it took to send them."""
+    async with aiohttp.ClientSession() as session:
         started = time.perf_counter()
-        for i in range(m):
-            if rate is not None:
+        if rate is None:
+            seqs = iter(range(m))
+
+            async def worker() -> None:
+                for seq in seqs:
+                    await trigger(session, port, seq)
+
+            await asyncio.gather(*(worker() for _ in range(in_flight)))
+        else:
+            for i in range(m):
                 delay = started + i / rate - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            await self.trigger(session, first + i)
-        await asyncio.wait_for(self.done, 120)
+                await trigger(session, port, i)
         return time.perf_counter() - started
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+def measure(
+    server: subprocess.Popen[bytes],
+    rx: Receiver,
+    m: int,
+    rate: float | None,
+    in_flight: int = 1,
+) -> dict[str, Any]:
+    rx.start_measure(m)
+    cpu0 = cpu_seconds(server.pid)
+    started = time.perf_counter()
+    asyncio.run(send_triggers(rx.port, m, rate, in_flight))
+    result = rx.result()
+    elapsed = time.perf_counter() - started
+    cpu = cpu_seconds(server.pid) - cpu0
+    if result["count"] != m * rx.n:
+        raise RuntimeError(f"lost deliveries: {result['count']} of {m * rx.n}")
+    result["deliveries_per_s"] = round(result["count"] / elapsed)
+    result["server_cpu_s_per_100k"] = round(cpu / result["count"] * 100_000, 3)
+    return result
 
 
-async def main(args: argparse.Namespace) -> dict[str, Any]:
+def subscription_count(port: int) -> int:
+    path = f"/apps/{APP_ID}/channels/{CHANNEL}"
+    url = signed_url(port, "GET", path, b"", "info=subscription_count")
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        count: int = json.load(response).get("subscription_count", 0)
+        return count
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
     server = start_server(port)
     results: dict[str, Any] = {}
+    receivers: list[Receiver] = []
     try:
-        bench = Bench(port)
-        async with aiohttp.ClientSession() as session:
-            await bench.connect(args.subscribers, subscribe=True)
-            await bench.run_triggers(session, 0, 20, None)  # warm-up
-            cpu0 = cpu_seconds(server.pid)
-            elapsed = await bench.run_triggers(session, 1000, args.triggers, None)
-            cpu = cpu_seconds(server.pid) - cpu0
-            deliveries = bench.count
-            results["unpaced"] = {
-                "subscribers": args.subscribers,
-                "triggers": args.triggers,
-                "deliveries": deliveries,
-                "deliveries_per_s": round(deliveries / elapsed),
-                "server_cpu_s_per_100k": round(cpu / deliveries * 100_000, 3),
-                "p50_ms": round(percentile(bench.latencies, 0.5) * 1000, 2),
-                "p99_ms": round(percentile(bench.latencies, 0.99) * 1000, 2),
-            }
-            m = int(args.rate * args.paced_seconds)
-            cpu0 = cpu_seconds(server.pid)
-            await bench.run_triggers(session, 100_000, m, args.rate)
-            cpu = cpu_seconds(server.pid) - cpu0
-            results["paced"] = {
-                "subscribers": args.subscribers,
-                "rate_per_s": args.rate,
-                "triggers": m,
-                "p50_ms": round(percentile(bench.latencies, 0.5) * 1000, 2),
-                "p99_ms": round(percentile(bench.latencies, 0.99) * 1000, 2),
-                "max_ms": round(max(bench.latencies) * 1000, 2),
-                "server_cpu_s_per_100k": round(cpu / bench.count * 100_000, 3),
-            }
-            bench.close_all()
-            await wait_for_connections(session, port, 0)
-            before = rss_bytes(server.pid)
-            await bench.connect(args.idle, subscribe=True)
-            await wait_for_connections(session, port, args.idle)
-            after = rss_bytes(server.pid)
-            results["idle"] = {
-                "connections": args.idle,
-                "rss_before_mb": round(before / 2**20, 1),
-                "rss_after_mb": round(after / 2**20, 1),
-                "bytes_per_connection": round((after - before) / args.idle),
-            }
-            extra = args.hold - args.idle
-            held = True
-            try:
-                await bench.connect(extra, subscribe=False)  # each got its greeting
-            except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
-                held = False
-                results["hold_error"] = repr(exc)
-            results["hold"] = {
-                "connections": len(bench.subscribers),
-                "held": held and len(bench.subscribers) == args.hold,
-                "server_rss_mb": round(rss_bytes(server.pid) / 2**20, 1),
-            }
-            bench.close_all()
+        rx = Receiver(port, args.subscribers, subscribe=True)
+        receivers.append(rx)
+        measure(server, rx, 20, None)  # warm-up
+        for in_flight in sorted({1, args.in_flight}):
+            unpaced = measure(server, rx, args.triggers, None, in_flight)
+            results[f"unpaced_{in_flight}_in_flight"] = unpaced
+        m = int(args.rate * args.paced_seconds)
+        results["paced"] = {"rate_per_s": args.rate, **measure(server, rx, m, args.rate)}
+        rx.close()
+        receivers.clear()
+        server.terminate()
+        server.wait(30)
+        # Memory and capacity on a fresh server, warmed up by a few connections.
+        port = free_port()
+        server = start_server(port)
+        Receiver(port, 20, subscribe=True).close()
+        while subscription_count(port) != 0:
+            time.sleep(0.05)
+        before = rss_bytes(server.pid)
+        idle = Receiver(port, args.idle, subscribe=True)
+        receivers.append(idle)
+        after = rss_bytes(server.pid)
+        results["idle"] = {
+            "connections": args.idle,
+            "rss_before_mb": round(before / 2**20, 1),
+            "rss_after_mb": round(after / 2**20, 1),
+            "bytes_per_connection": round((after - before) / args.idle),
+        }
+        try:
+            receivers.append(Receiver(port, args.hold - args.idle, subscribe=False))
+            held = subscription_count(port) == args.idle  # the server still answers
+        except (RuntimeError, OSError) as exc:
+            held = False
+            results["hold_error"] = repr(exc)
+        results["hold"] = {
+            "connections": args.hold,
+            "held": held,
+            "server_rss_mb": round(rss_bytes(server.pid) / 2**20, 1),
+        }
     finally:
+        for receiver_ in receivers:
+            receiver_.proc.kill()
         server.terminate()
         server.wait(30)
     return results
 
 
-async def wait_for_connections(session: aiohttp.ClientSession, port: int, n: int) -> None:
-    """Wait until the server counts ``n`` subscribers on the channel."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        info = await channel_info(session, port)
-        if info.get("subscription_count", 0) == n:
-            return
-        await asyncio.sleep(0.1)
-    raise TimeoutError(f"server did not reach {n} subscribers")
-
-
-async def channel_info(session: aiohttp.ClientSession, port: int) -> dict[str, Any]:
-    path = f"/apps/{APP_ID}/channels/{CHANNEL}"
-    params = {
-        "auth_key": KEY,
-        "auth_timestamp": str(int(time.time())),
-        "auth_version": "1.0",
-        "info": "subscription_count",
-    }
-    query = "&".join(f"{k}={params[k]}" for k in sorted(params))
-    signature = hmac.new(SECRET.encode(), f"GET\n{path}\n{query}".encode(), "sha256").hexdigest()
-    url = f"http://127.0.0.1:{port}{path}?{query}&auth_signature={signature}"
-    async with session.get(url) as response:
-        result: dict[str, Any] = await response.json()
-        return result
-
-
-def report(results: dict[str, Any]) -> None:
-    u, p, i, h = results["unpaced"], results["paced"], results["idle"], results["hold"]
-    print(f"Unpaced: {u['subscribers']} subscribers x {u['triggers']} triggers")
-    print(f"  deliveries/s               {u['deliveries_per_s']:>10,}")
-    print(f"  server CPU s / 100k deliv. {u['server_cpu_s_per_100k']:>10}   (target <= 0.45)")
-    print(f"  latency p50 / p99 (ms)     {u['p50_ms']:>10} / {u['p99_ms']}")
-    print(f"Paced: {p['subscribers']} subscribers at {p['rate_per_s']} triggers/s")
+def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    n = args.subscribers
+    for key, value in results.items():
+        if key.startswith("unpaced"):
+            flight = key.split("_")[1]
+            print(f"Unpaced: {n} subscribers x {args.triggers} triggers, {flight} in flight")
+            print(f"  deliveries/s                {value['deliveries_per_s']:>9,}")
+            print(
+                f"  server CPU s / 100k         {value['server_cpu_s_per_100k']:>9}"
+                "   (target <= 0.45)"
+            )
+            print(f"  latency p50 / p99 ms        {value['p50_ms']:>9} / {value['p99_ms']}")
+    p = results["paced"]
+    print(f"Paced: {n} subscribers at {p['rate_per_s']:g} triggers/s")
     print(
-        f"  latency p50 / p99 / max ms {p['p50_ms']:>10} / {p['p99_ms']} / {p['max_ms']}"
+        f"  latency p50 / p99 / max ms  {p['p50_ms']:>9} / {p['p99_ms']} / {p['max_ms']}"
         "   (target p99 < 25)"
     )
-    print(f"Idle: {i['connections']} connections")
-    print(f"  server memory / connection {i['bytes_per_connection']:>10,} B   (target <= 16384)")
-    print(
-        f"Hold: {h['connections']} connections held: {h['held']} "
-        f"(server RSS {h['server_rss_mb']} MB)"
-    )
+    i, h = results["idle"], results["hold"]
+    print(f"Idle: {i['connections']} subscribed connections")
+    print(f"  server memory / connection  {i['bytes_per_connection']:>9,} B (target <= 16384)")
+    print(f"Hold: {h['connections']} connections held: {h['held']} (RSS {h['server_rss_mb']} MB)")
     if "hold_error" in results:
         print(f"  error: {results['hold_error']}")
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--receiver":
+        receiver(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "subscribe")
+        return
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--triggers", type=int, default=300)
-    parser.add_argument("--rate", type=float, default=20.0)
+    parser.add_argument(
+        "--in-flight", type=int, default=4, help="concurrent unpaced trigger requests"
+    )
+    parser.add_argument("--rate", type=float, default=20.0, help="paced triggers per second")
     parser.add_argument("--paced-seconds", type=float, default=10.0)
     parser.add_argument("--idle", type=int, default=5000)
     parser.add_argument("--hold", type=int, default=10000)
     parser.add_argument("--quick", action="store_true", help="small numbers, a smoke run")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    arguments = parser.parse_args()
-    if arguments.quick:
-        arguments.subscribers, arguments.triggers, arguments.paced_seconds = 100, 50, 2
-        arguments.idle, arguments.hold = 200, 400
+    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    args = parser.parse_args()
+    if args.quick:
+        args.subscribers, args.triggers, args.paced_seconds = 100, 50, 2
+        args.idle, args.hold = 200, 400
     limit = raise_fd_limit()
-    if limit < arguments.hold + 100:
-        sys.exit(f"open-file limit {limit} is too low for {arguments.hold} connections")
-    figures = asyncio.run(main(arguments))
-    print(json.dumps(figures, indent=2) if arguments.json else "", end="")
-    report(figures)
+    if limit < args.hold + 100:
+        sys.exit(f"open-file limit {limit} is too low for {args.hold} connections")
+    results = run(args)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    report(args, results)
+
+
+if __name__ == "__main__":
+    main()

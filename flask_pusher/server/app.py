@@ -31,6 +31,10 @@ MAX_WRITE_BUFFER = 4 * 1024 * 1024
 #: Largest accepted client frame, in bytes.
 MAX_FRAME_SIZE = 256 * 1024
 SUPPORTED_PROTOCOLS = (5, 6, 7)
+#: When frames were written less than this many seconds ago, the next writes
+#: wait COALESCE_DELAY seconds so that back-to-back triggers share system calls.
+BUSY_WINDOW = 0.005
+COALESCE_DELAY = 0.002
 
 
 def frame_bytes(text: str) -> bytes:
@@ -42,16 +46,6 @@ def frame_bytes(text: str) -> bytes:
     if size < 65536:
         return struct.pack("!BBH", 0x81, 126, size) + payload
     return struct.pack("!BBQ", 0x81, 127, size) + payload
-
-
-class _Peer:
-    """The I/O side of a connection: its WebSocket and raw transport."""
-
-    __slots__ = ("transport", "ws")
-
-    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport) -> None:
-        self.ws = ws
-        self.transport = transport
 
 
 class Server:
@@ -71,7 +65,11 @@ class Server:
         self.tick_interval = tick_interval
         self.api = HTTPApi(self.core, self.apply)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._peers: set[Connection] = set()
+        self._sockets: dict[Connection, web.WebSocketResponse] = {}
+        self._pending: list[tuple[Sequence[Connection], str]] = []
+        self._pending_closes: list[tuple[Connection, int, str]] = []
+        self._flush_scheduled = False
+        self._last_flush = float("-inf")
         self._idle = asyncio.Event()
         self._idle.set()
         self._tick_task: asyncio.Task[None] | None = None
@@ -91,26 +89,69 @@ class Server:
     # -- effects ----------------------------------------------------------
 
     def apply(self, effects: Effects) -> None:
-        """Write frames (each encoded once), schedule closes, emit webhooks."""
-        for conns, text in effects.sends:
-            data = frame_bytes(text)
-            for conn in conns:
-                peer = conn.transport
-                if peer is None:
-                    continue
-                transport = peer.transport
-                if transport.is_closing():
-                    continue
-                if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
-                    if not conn.closing:
-                        conn.closing = True
-                        self._spawn(self._close(conn, 4100, "Too slow: write buffer full"))
-                    continue
-                transport.write(data)
-        for conn, code, reason in effects.closes:
-            self._spawn(self._close(conn, code, reason))
+        """Queue frames and closes for the end of this loop iteration; emit webhooks.
+
+        Frames queued in one iteration are written together: each frame is
+        encoded once, and a connection that gets several frames gets them in
+        one write (one system call), in order. Closes follow the frames.
+        """
+        if effects.sends or effects.closes:
+            self._pending.extend(effects.sends)
+            self._pending_closes.extend(effects.closes)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                loop = asyncio.get_running_loop()
+                if loop.time() - self._last_flush < BUSY_WINDOW:
+                    # Busy: gather what arrives in the next moment into the same writes.
+                    loop.call_later(COALESCE_DELAY, self._flush)
+                else:
+                    loop.call_soon(self._flush)
         for app, event in effects.webhooks:
             self.webhooks.emit(app, event)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._last_flush = asyncio.get_running_loop().time()
+        pending, self._pending = self._pending, []
+        closes, self._pending_closes = self._pending_closes, []
+        # Consecutive frames to the very same audience (one channel's
+        # unchanged subscriber tuple) are joined into one write each.
+        groups: list[tuple[Sequence[Connection], list[bytes]]] = []
+        for conns, text in pending:
+            if groups and groups[-1][0] is conns:
+                groups[-1][1].append(frame_bytes(text))
+            else:
+                groups.append((conns, [frame_bytes(text)]))
+        if len(groups) == 1:
+            conns, parts = groups[0]
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            write = self._write
+            for conn in conns:
+                write(conn, data)
+        elif groups:
+            batches: dict[Connection, list[bytes]] = {}
+            for conns, parts in groups:
+                for conn in conns:
+                    queued = batches.get(conn)
+                    if queued is None:
+                        batches[conn] = list(parts)
+                    else:
+                        queued.extend(parts)
+            for conn, queued in batches.items():
+                self._write(conn, queued[0] if len(queued) == 1 else b"".join(queued))
+        for conn, code, reason in closes:
+            self._spawn(self._close(conn, code, reason))
+
+    def _write(self, conn: Connection, data: bytes) -> None:
+        transport = conn.transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            if not conn.closing:  # a slow subscriber must not hold up the others
+                conn.closing = True
+                self._spawn(self._close(conn, 4100, "Too slow: write buffer full"))
+            return
+        transport.write(data)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -118,10 +159,10 @@ class Server:
         task.add_done_callback(self._tasks.discard)
 
     async def _close(self, conn: Connection, code: int, reason: str) -> None:
-        peer = conn.transport
-        if peer is not None:
+        ws = self._sockets.get(conn)
+        if ws is not None:
             log.debug("closing %s with %d: %s", conn.socket_id, code, reason)
-            await peer.ws.close(code=code, message=reason.encode()[:123])
+            await ws.close(code=code, message=reason.encode()[:123])
 
     # -- WebSocket --------------------------------------------------------
 
@@ -147,11 +188,12 @@ class Server:
             await ws.send_str(protocol.error(message, code))
             await ws.close(code=code, message=message.encode()[:123])
             return ws
-        conn, effects = self.core.connect(app, _Peer(ws, transport))
-        self._peers.add(conn)
+        conn, greeting = self.core.connect(app, transport)
+        self._sockets[conn] = ws
         self._idle.clear()
         try:
-            self.apply(effects)
+            self.apply(greeting)
+            del greeting  # not kept alive for the connection's lifetime
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
                     self._receive(conn, msg.data)
@@ -162,8 +204,8 @@ class Server:
         finally:
             self.apply(self.core.disconnect(conn))
             conn.transport = None
-            self._peers.discard(conn)
-            if not self._peers:
+            self._sockets.pop(conn, None)
+            if not self._sockets:
                 self._idle.set()
         return ws
 
@@ -195,7 +237,7 @@ class Server:
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except asyncio.TimeoutError:
-            log.warning("%d connections did not close in time", len(self._peers))
+            log.warning("%d connections did not close in time", len(self._sockets))
         await self.webhooks.close(timeout)
         for task in list(self._tasks):
             task.cancel()

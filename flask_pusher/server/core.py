@@ -55,7 +55,7 @@ def is_cache(name: str) -> bool:
     return name.startswith(CACHE_PREFIXES)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Connection:
     """One client connection. ``transport`` belongs to the I/O layer."""
 
@@ -69,7 +69,7 @@ class Connection:
     user_info: Any = None
     watchlist: tuple[str, ...] = ()
     ping_sent: float | None = None
-    client_events: collections.deque[float] = field(default_factory=collections.deque)
+    client_events: collections.deque[float] | None = None  # created on first use
     closing: bool = False
     closed: bool = False
 
@@ -91,6 +91,14 @@ class Channel:
     members: dict[str, Member] = field(default_factory=dict)
     count_sent_at: float = float("-inf")
     count_dirty: bool = False
+    _snapshot: tuple[Connection, ...] | None = None
+
+    def targets(self) -> tuple[Connection, ...]:
+        """The subscribers as a tuple, the same object until they change, so
+        the I/O layer can merge consecutive broadcasts to the same audience."""
+        if self._snapshot is None:
+            self._snapshot = tuple(self.subscribers)
+        return self._snapshot
 
 
 @dataclass(eq=False)
@@ -276,6 +284,7 @@ class Core:
             channel = app.channels[name] = Channel(name)
             effects.hook(app, {"name": "channel_occupied", "channel": name})
         channel.subscribers[conn] = None
+        channel._snapshot = None
         conn.channels.add(name)
         if user_id is not None:
             conn.presence[name] = user_id
@@ -320,6 +329,7 @@ class Core:
         if channel is None:  # #server-to-user-<id>: no channel state
             return
         channel.subscribers.pop(conn, None)
+        channel._snapshot = None
         user_id = conn.presence.pop(name, None)
         if user_id is not None:
             member = channel.members.get(user_id)
@@ -400,6 +410,8 @@ class Core:
             return
         now = self.clock()
         window = conn.client_events
+        if window is None:
+            window = conn.client_events = collections.deque()
         while window and now - window[0] >= 1.0:
             window.popleft()
         if len(window) >= config.max_client_events_per_second:
@@ -440,19 +452,18 @@ class Core:
         """Deliver an HTTP API event (reference §5.8); cache it on cache channels."""
         effects = Effects()
         for name in channels:
+            targets: Sequence[Connection]
             if name.startswith(protocol.SERVER_TO_USER_PREFIX):
                 uid = name[len(protocol.SERVER_TO_USER_PREFIX) :]
-                targets: Iterable[Connection] = app.users.get(uid, ())
+                targets = tuple(app.users.get(uid, ()))
             else:
                 channel = app.channels.get(name)
-                targets = channel.subscribers if channel is not None else ()
+                targets = channel.targets() if channel is not None else ()
                 if is_cache(name):
                     app.cache[name] = (event, data, self.clock() + app.config.cache_ttl)
-            if socket_id is None:
-                conns = list(targets)
-            else:
-                conns = [c for c in targets if c.socket_id != socket_id]
-            effects.broadcast(conns, protocol.channel_event(event, name, data))
+            if socket_id is not None:
+                targets = [c for c in targets if c.socket_id != socket_id]
+            effects.broadcast(targets, protocol.channel_event(event, name, data))
         return effects
 
     def cached(self, app: AppState, name: str) -> tuple[str, str, float] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import logging
 import signal
 import sys
@@ -208,6 +209,10 @@ def run(
 async def _serve(apps: Sequence[AppConfig], host: str, port: int, webhook_delay: float) -> None:
     server = Server(apps, webhook_delay=webhook_delay)
     runner, bound = await start_site(server, host, port)
+    # A process of its own: move what exists now (modules, classes) out of the
+    # cyclic GC's reach, so full collections only scan connection state.
+    gc.collect()
+    gc.freeze()
     log.info(describe(host, bound, apps))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
