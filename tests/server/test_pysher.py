@@ -44,4 +44,6 @@ def test_pysher_subscribes_and_receives_events(server: LocalServer, client: Any)
             "private-room": {"price": 1},
         }
     finally:
-        socket.disconnect()
+        # websocket-client may miss the close reply and sit in select() for
+        # pysher's ping_timeout (100 s): do not wait for its thread that long.
+        socket.disconnect(timeout=5)
