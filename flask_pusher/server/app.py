@@ -111,7 +111,6 @@ class Server:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        self._last_flush = asyncio.get_running_loop().time()
         pending, self._pending = self._pending, []
         closes, self._pending_closes = self._pending_closes, []
         # Consecutive frames to the very same audience (one channel's
@@ -141,6 +140,7 @@ class Server:
                 self._write(conn, queued[0] if len(queued) == 1 else b"".join(queued))
         for conn, code, reason in closes:
             self._spawn(self._close(conn, code, reason))
+        self._last_flush = asyncio.get_running_loop().time()
 
     def _write(self, conn: Connection, data: bytes) -> None:
         transport = conn.transport
