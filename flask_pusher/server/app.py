@@ -34,7 +34,7 @@ SUPPORTED_PROTOCOLS = (5, 6, 7)
 #: When frames were written less than this many seconds ago, the next writes
 #: wait COALESCE_DELAY seconds so that back-to-back triggers share system calls.
 BUSY_WINDOW = 0.005
-COALESCE_DELAY = 0.002
+COALESCE_DELAY = 0.004
 
 
 def frame_bytes(text: str) -> bytes:
