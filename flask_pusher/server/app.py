@@ -18,10 +18,10 @@ from aiohttp import WSMsgType
 
 from . import protocol
 from .config import AppConfig
-from .core import Connection
 from .core import Core
-from .core import Effects
 from .http_api import HTTPApi
+from .state import Connection
+from .state import Effects
 from .webhooks import WebhookSender
 
 log = logging.getLogger("flask_pusher.server")

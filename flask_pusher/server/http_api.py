@@ -17,13 +17,13 @@ from typing import Any
 from aiohttp import web
 
 from . import protocol
-from .core import AppState
 from .core import Core
-from .core import Effects
-from .core import is_cache
-from .core import is_presence
 from .signing import check_request
 from .signing import RequestAuthError
+from .state import AppState
+from .state import Effects
+from .state import is_cache
+from .state import is_presence
 
 log = logging.getLogger("flask_pusher.server")
 

@@ -15,8 +15,8 @@ from . import protocol
 from .signing import check_auth
 
 if TYPE_CHECKING:
-    from .core import Connection
-    from .core import Effects
+    from .state import Connection
+    from .state import Effects
 
 log = logging.getLogger("flask_pusher.server")
 
