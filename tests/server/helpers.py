@@ -1,9 +1,14 @@
-"""Shared helpers for the local server's tests: signing and a WebSocket client."""
+"""Shared helpers for the local server's tests: signing, a WebSocket client and a
+webhook receiver."""
 
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
+import queue
+import threading
+import time
 from collections.abc import Awaitable
 from collections.abc import Callable
 from typing import Any
@@ -130,3 +135,50 @@ def run_scenario(scenario: Callable[[aiohttp.ClientSession], Awaitable[None]]) -
             await asyncio.wait_for(scenario(session), 60)
 
     asyncio.run(main())
+
+
+class Receiver:
+    """A webhook endpoint that records every POST and can fail on demand."""
+
+    def __init__(self) -> None:
+        self.requests: queue.Queue[tuple[dict[str, str], bytes]] = queue.Queue()
+        self.failures = 0  # answer 500 to this many requests first
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                failing = receiver.failures > 0
+                receiver.failures -= 1
+                receiver.requests.put((dict(self.headers), body))
+                self.send_response(500 if failing else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/pusher/events"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def next(self, timeout: float = 10) -> tuple[dict[str, str], bytes]:
+        return self.requests.get(timeout=timeout)
+
+    def events(self, timeout: float = 10) -> list[dict[str, Any]]:
+        """The events of the next request, after checking it like an app would."""
+        headers, body = self.next(timeout)
+        assert headers["Content-Type"] == "application/json"
+        checker = pusher.Pusher(APP_ID, KEY, SECRET)
+        payload = checker.validate_webhook(
+            headers["X-Pusher-Key"], headers["X-Pusher-Signature"], body
+        )
+        assert payload is not None, "validate_webhook refused the webhook"
+        assert abs(payload["time_ms"] - time.time() * 1000) < 60_000  # milliseconds
+        events: list[dict[str, Any]] = payload["events"]
+        return events
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

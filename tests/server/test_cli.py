@@ -1,0 +1,109 @@
+"""``python -m flask_pusher.server``: options, config file, startup line, and a
+clean shutdown on SIGTERM (4200 to clients, held webhooks sent)."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from flask_pusher.server import AppConfig
+from flask_pusher.server.__main__ import load_config
+from flask_pusher.server.__main__ import parse_args
+
+from .helpers import APP_ID
+from .helpers import KEY
+from .helpers import Receiver
+from .helpers import run_scenario
+from .helpers import SECRET
+from .helpers import WS
+
+
+def test_options_make_one_app() -> None:
+    args, apps = parse_args(["--app-id", "1", "--key", "k", "--secret", "s", "--port", "0"])
+    assert apps == [AppConfig("1", "k", "s")]
+    assert (args.host, args.port) == ("127.0.0.1", 0)
+
+
+def test_config_file_makes_several_apps(tmp_path: Path) -> None:
+    path = tmp_path / "apps.json"
+    document: dict[str, Any] = {
+        "apps": [
+            {
+                "app_id": "1",
+                "key": "a",
+                "secret": "s1",
+                "webhooks": [{"url": "http://h/1", "event_types": ["member_added"]}],
+            },
+            {"app_id": "2", "key": "b", "secret": "s2", "enable_client_events": False},
+        ]
+    }
+    path.write_text(json.dumps(document))
+    one, two = load_config(str(path))
+    assert one.webhooks[0].url == "http://h/1"
+    assert one.webhooks[0].event_types == frozenset({"member_added"})
+    assert two.enable_client_events is False
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["--app-id", "1", "--key", "k"], ["--webhook", "http://x"], ["--config", "/no/such"]],
+)
+def test_usage_errors_exit_2(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        parse_args(argv)
+    assert info.value.code == 2
+
+
+def test_bad_config_field_is_a_usage_error(tmp_path: Path) -> None:
+    path = tmp_path / "apps.json"
+    path.write_text(json.dumps({"apps": [{"app_id": "1", "key": "k", "secret": "s", "x": 1}]}))
+    with pytest.raises(SystemExit):
+        parse_args(["--config", str(path)])
+
+
+def test_serves_then_shuts_down_cleanly_on_sigterm() -> None:
+    receiver = Receiver()
+    command = [sys.executable, "-m", "flask_pusher.server", "--app-id", APP_ID]
+    command += ["--key", KEY, "--secret", SECRET, "--port", "0", "--webhook", receiver.url]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        match = re.search(
+            r"listening on http://127\.0\.0\.1:(\d+), serving app 3 \(key (\w+)\)", line
+        )
+        assert match, line
+        assert match.group(2) == KEY
+        port = int(match.group(1))
+
+        async def scenario(session: aiohttp.ClientSession) -> None:
+            ws = await WS.connect(session, f"ws://127.0.0.1:{port}")
+            await ws.subscribe("news")
+            assert [e["name"] for e in receiver.events()] == [
+                "channel_occupied",
+                "subscription_count",
+            ]
+            proc.send_signal(signal.SIGTERM)
+            error = await ws.expect("pusher:error")
+            assert error["data"]["code"] == 4200
+            msg = await ws.ws.receive(10)
+            assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, 4200)
+
+        run_scenario(scenario)
+        assert proc.wait(20) == 0
+        # The vacate webhook, normally held 3 s, was sent before exiting.
+        assert receiver.events(timeout=1) == [{"name": "channel_vacated", "channel": "news"}]
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+        receiver.close()
