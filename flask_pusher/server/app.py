@@ -177,6 +177,8 @@ class Server:
         refusal: tuple[int, str] | None = None
         if app is None:
             refusal = (4001, f"App key {key[:60]} does not exist")
+        elif not app.config.enabled:
+            refusal = (4003, "Application disabled")
         else:
             version = request.query.get("protocol")
             if version is not None and version not in {str(v) for v in SUPPORTED_PROTOCOLS}:

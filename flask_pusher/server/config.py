@@ -83,6 +83,9 @@ class AppConfig:
         ``pusher:error`` 4302 (reference §1.5). Default 100.
     :param cache_ttl: seconds a cache channel keeps its last event (reference
         §5.10). Default 1800.
+    :param enabled: ``False`` makes the app behave as a disabled Pusher app:
+        WebSocket connections are refused with 4003 and HTTP API calls get 403
+        (reference §4.5, §5.12). Default ``True``.
     :raises ValueError: if a credential is empty or a limit is not positive.
     """
 
@@ -100,6 +103,7 @@ class AppConfig:
     max_event_size: int = 10240
     max_watchlist: int = 100
     cache_ttl: float = 1800.0
+    enabled: bool = True
 
     def __post_init__(self) -> None:
         for name in ("app_id", "key", "secret"):

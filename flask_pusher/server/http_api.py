@@ -94,6 +94,8 @@ class HTTPApi:
                     request.query,
                     body,
                 )
+                if not app.config.enabled:
+                    raise HTTPError(403, f"App {app.config.app_id} is disabled")
                 response = await handler(request, app, body)
             except RequestAuthError as exc:
                 return _error(exc.status, exc.message)

@@ -328,3 +328,12 @@ def test_two_apps_on_one_port() -> None:
 def test_errors_are_never_200(server: LocalServer) -> None:
     assert requests.get(f"{server.url}/apps/{APP_ID}/channels", timeout=10).status_code == 401
     assert requests.get(f"{server.url}/nowhere", timeout=10).status_code == 404
+
+
+def test_disabled_app_is_403() -> None:
+    with LocalServer([AppConfig(APP_ID, KEY, SECRET, enabled=False)]) as server:
+        with pytest.raises(pusher.errors.PusherForbidden, match="disabled"):
+            pusher_client(server.port).trigger("news", "ev", "x")
+        # Authentication still comes first.
+        with pytest.raises(pusher.errors.PusherBadAuth):
+            pusher_client(server.port, secret="wrong").trigger("news", "ev", "x")

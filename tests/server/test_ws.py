@@ -65,6 +65,24 @@ def test_refusals_send_error_then_close_code(
     run_scenario(scenario)
 
 
+def test_disabled_app_is_refused_with_4003() -> None:
+    with LocalServer([AppConfig(APP_ID, KEY, SECRET, enabled=False)]) as server:
+
+        async def scenario(session: Session) -> None:
+            ws = await session.ws_connect(f"{server.ws_url}/app/{KEY}?protocol=7")
+            frame = json.loads((await ws.receive(5)).data)
+            assert frame["event"] == "pusher:error" and frame["data"]["code"] == 4003
+            msg = await ws.receive(5)
+            assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, 4003)
+
+        run_scenario(scenario)
+
+
+def test_port_in_use_raises_oserror(server: LocalServer, app_config: AppConfig) -> None:
+    with pytest.raises(OSError):
+        LocalServer([app_config], port=server.port).start()
+
+
 def test_ping_pong_including_pysher_early_ping(server: LocalServer) -> None:
     async def scenario(session: Session) -> None:
         ws = await session.ws_connect(f"{server.ws_url}/app/{KEY}?protocol=6")
