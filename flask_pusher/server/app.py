@@ -1,8 +1,9 @@
 """aiohttp wiring: one port for WebSocket ``/app/{key}`` and the HTTP API.
 
-:class:`LocalServer` runs the server in a background thread with its own
-event loop (for tests and development); :func:`run` serves in the
-foreground until SIGINT or SIGTERM.
+:class:`Server` owns the sockets: it reads frames, asks the core, and writes
+what the core returns, each broadcast frame encoded once. Starting and
+stopping it (:class:`~flask_pusher.server.LocalServer`, :func:`run`) is in
+:mod:`flask_pusher.server.serve`.
 """
 
 from __future__ import annotations

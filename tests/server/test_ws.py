@@ -287,3 +287,33 @@ def test_stop_closes_connections_with_4200(app_config: AppConfig) -> None:
         await stopping
 
     run_scenario(scenario)
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 70000])
+def test_frame_bytes_length_encodings(size: int) -> None:
+    from flask_pusher.server.app import frame_bytes
+
+    frame = frame_bytes("x" * size)
+    assert frame[0] == 0x81  # FIN, text, no mask
+    if size < 126:
+        assert frame[1] == size and len(frame) == 2 + size
+    elif size < 65536:
+        assert frame[1] == 126 and int.from_bytes(frame[2:4], "big") == size
+        assert len(frame) == 4 + size
+    else:
+        assert frame[1] == 127 and int.from_bytes(frame[2:10], "big") == size
+        assert len(frame) == 10 + size
+
+
+def test_large_event_reaches_the_client(server: LocalServer, client: Any) -> None:
+    async def scenario(session: Session) -> None:
+        loop = asyncio.get_running_loop()
+        ws = await WS.connect(session, server.ws_url)
+        await ws.subscribe("news")
+        data = "y" * 10000  # a 2-byte extended length frame
+        await loop.run_in_executor(None, client.trigger, "news", "big", data)
+        frame = await ws.expect("big")
+        assert frame["data"] == data
+        await ws.close()
+
+    run_scenario(scenario)
