@@ -113,10 +113,8 @@ def test_webhooks_reach_the_extensions_handlers(stack: Stack) -> None:
         except queue.Empty:
             raise AssertionError(f"no channel_vacated webhook; got {seen}") from None
     names = [(e["name"], e.get("user_id")) for e in seen]
-    assert names[:3] == [
-        ("channel_occupied", None),
-        ("member_added", "ann"),
-        ("member_added", "bob"),
-    ]
+    # Batches are separate requests, so only their contents are ordered.
+    assert names[0] == ("channel_occupied", None)
+    assert sorted(names[1:3]) == [("member_added", "ann"), ("member_added", "bob")]
     assert ("member_removed", "bob") in names
     assert ("member_removed", "ann") in names
