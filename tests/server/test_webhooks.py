@@ -57,7 +57,7 @@ def test_occupied_then_vacated_after_the_delay(receiver: Receiver) -> None:
 
 def test_vacate_cancelled_by_resubscribe_within_delay(receiver: Receiver) -> None:
     types = {"channel_occupied", "channel_vacated", "member_added", "member_removed"}
-    with serve(receiver, types, webhook_delay=1.0) as server:
+    with serve(receiver, types, webhook_delay=2.0) as server:
 
         async def scenario(session: Session) -> None:
             first = await WS.connect(session, server.ws_url)
@@ -136,22 +136,21 @@ def test_failed_delivery_is_retried_with_the_same_body(receiver: Receiver) -> No
 
 def test_retries_stop_after_retry_for(receiver: Receiver) -> None:
     receiver.failures = 1000
-    with serve(receiver, {"channel_occupied"}, webhook_retry_for=0.3) as server:
+    with serve(receiver, {"channel_occupied"}, webhook_retry_for=1.0) as server:
 
         async def scenario(session: Session) -> None:
             ws = await WS.connect(session, server.ws_url)
             await ws.subscribe("news")
-            started = time.monotonic()
             seen = 0
             while True:
                 try:
-                    receiver.next(timeout=1.0)
+                    receiver.next(timeout=2.0)
                 except queue.Empty:
                     break
                 seen += 1
-            # 0.05 + 0.1 s of backoff fit in 0.3 s; the next 0.2 s would not.
-            assert seen == 3
-            assert time.monotonic() - started < 5
+            # Tries at 0, 0.05, 0.15, 0.35 and 0.75 s fit in 1 s; waiting 0.8 s more
+            # would not. A loaded machine may fit fewer.
+            assert 2 <= seen <= 5
             await ws.close()
 
         run_scenario(scenario)
