@@ -112,7 +112,10 @@ def _only(*methods: str) -> None:
 def _params() -> Mapping[str, Any]:
     """The request's parameters: a form body (pusher-js) or a JSON object."""
     if request.is_json:
-        body = request.get_json(silent=True)
+        try:
+            body = request.get_json(silent=True)
+        except RecursionError:  # nesting deeper than the JSON decoder's stack
+            body = None
         if not isinstance(body, dict):
             raise InvalidRequest("The JSON body must be an object.")
         return body

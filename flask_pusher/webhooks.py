@@ -169,7 +169,7 @@ def verify(
         raise WebhookVerificationError("The X-Pusher-Signature does not match the body.")
     try:
         payload = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidWebhook("The webhook body is not JSON.") from None
     if not isinstance(payload, dict):
         raise InvalidWebhook("The webhook body is not a JSON object.")

@@ -169,3 +169,16 @@ def test_signed_webhooks_with_arbitrary_fields_never_get_a_5xx(time_ms, events) 
     text = json.dumps({"time_ms": time_ms, "events": events})
     headers = {"X-Pusher-Key": KEY, "X-Pusher-Signature": sign(SECRET, text)}
     check(APP.test_client().post("/pusher/events", data=text, headers=headers))
+
+
+DEEP = "[" * 30_000 + "]" * 30_000  # under MAX_CONTENT_LENGTH, deeper than the decoder
+
+
+def test_json_nested_deeper_than_the_decoder_is_400() -> None:
+    client = APP.test_client()
+    for path in ("/pusher/auth", "/pusher/user-auth"):
+        response = client.post(path, data=DEEP, content_type="application/json")
+        assert response.status_code == 400 and "object" in response.json["error"]
+    headers = {"X-Pusher-Key": KEY, "X-Pusher-Signature": sign(SECRET, DEEP)}
+    response = client.post("/pusher/events", data=DEEP, headers=headers)
+    assert response.status_code == 400 and "JSON" in response.json["error"]

@@ -229,14 +229,17 @@ class HTTPApi:
 
     async def terminate(self, request: web.Request, app: AppState, body: bytes) -> web.Response:
         """``POST .../users/{user_id}/terminate_connections`` (§4.2, §4.6)."""
-        self.apply(self.core.terminate(app, request.match_info["user_id"]))
+        user_id = request.match_info["user_id"]
+        if len(user_id) > protocol.MAX_CHANNEL_NAME or not protocol.CHANNEL_NAME_RE.match(user_id):
+            raise HTTPError(400, "Invalid user id: use 1 to 200 of A-Z a-z 0-9 _ - = @ , . ;")
+        self.apply(self.core.terminate(app, user_id))
         return _json({})
 
 
 def _json_body(body: bytes) -> dict[str, Any]:
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise HTTPError(400, "The body must be a JSON object") from None
     if not isinstance(payload, dict):
         raise HTTPError(400, "The body must be a JSON object")

@@ -53,7 +53,7 @@ def parse(text: str | bytes) -> ClientFrame | FrameError:
     """Parse one client frame. Never raises."""
     try:
         message = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return FrameError("Invalid JSON: a frame must be a JSON object")
     if not isinstance(message, dict):
         return FrameError("Invalid frame: a frame must be a JSON object")
@@ -67,7 +67,7 @@ def parse(text: str | bytes) -> ClientFrame | FrameError:
     if event.startswith("pusher:") and isinstance(data, str) and data[:1] == "{":
         try:
             decoded = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             decoded = None
         if isinstance(decoded, dict):
             data = decoded

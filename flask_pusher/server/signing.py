@@ -83,10 +83,13 @@ def check_request(
         timestamp = int(params["auth_timestamp"])
     except ValueError:
         raise RequestAuthError(401, "auth_timestamp must be an integer") from None
-    if abs(now - timestamp) > TIMESTAMP_WINDOW:
+    # Compare in integers: a huge auth_timestamp must not overflow a float.
+    if abs(int(now) - timestamp) > TIMESTAMP_WINDOW:
+        # A date only for timestamps a datetime can hold (years 1 to 9999).
+        given = _iso(timestamp) if -62e9 < timestamp < 253e9 else str(timestamp)[:40]
         raise RequestAuthError(
             401,
-            f"Timestamp expired: Given timestamp ({_iso(timestamp)}) not within "
+            f"Timestamp expired: Given timestamp ({given}) not within "
             f"{TIMESTAMP_WINDOW}s of server time ({_iso(now)})",
         )
     body_md5 = params.get("body_md5")

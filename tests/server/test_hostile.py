@@ -1,0 +1,80 @@
+"""Hostile input found by probing: answered with 4xx or pusher:error, never a crash."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+
+import aiohttp
+import pytest
+from pusher.signature import sign
+
+from flask_pusher.server import LocalServer
+
+from .helpers import APP_ID
+from .helpers import KEY
+from .helpers import run_scenario
+from .helpers import SECRET
+from .helpers import WS
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def signed_query(method: str, path: str, body: bytes, timestamp: str) -> dict[str, str]:
+    query = {
+        "auth_key": KEY,
+        "auth_timestamp": timestamp,
+        "auth_version": "1.0",
+        "body_md5": hashlib.md5(body).hexdigest(),
+    }
+    text = "&".join(f"{k}={v}" for k, v in sorted(query.items()))
+    query["auth_signature"] = sign(SECRET, f"{method}\n{path}\n{text}")
+    return query
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "timestamp", "status", "message"),
+    [
+        (f"/apps/{APP_ID}/events", b"{}", "1" + "0" * 400, 401, "Timestamp expired"),
+        (f"/apps/{APP_ID}/events", b"{}", "-" + "9" * 400, 401, "Timestamp expired"),
+        (f"/apps/{APP_ID}/events", DEEP.encode(), None, 400, "JSON object"),
+        (f"/apps/{APP_ID}/batch_events", DEEP.encode(), None, 400, "JSON object"),
+        (f"/apps/{APP_ID}/users/%20/terminate_connections", b"{}", None, 400, "user id"),
+        ("/users/a%23b/terminate_connections", b"{}", None, 400, "user id"),
+    ],
+)
+def test_http_api(
+    server: LocalServer, path: str, body: bytes, timestamp: str | None, status: int, message: str
+) -> None:
+    signed_path = path.replace("%20", " ").replace("%23", "#")
+    query = signed_query("POST", signed_path, body, timestamp or str(int(time.time())))
+
+    async def scenario(session: aiohttp.ClientSession) -> None:
+        async with session.post(
+            server.url + path, params=query, data=body, skip_auto_headers=["Content-Type"]
+        ) as r:
+            assert r.status == status, await r.text()
+            assert message in await r.text()
+
+    run_scenario(scenario)
+
+
+def test_deeply_nested_frames_are_malformed_not_internal_errors(
+    server: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    async def scenario(session: aiohttp.ClientSession) -> None:
+        ws = await WS.connect(session, server.ws_url)
+        await ws.ws.send_str(DEEP)
+        error = await ws.expect("pusher:error")
+        assert "Invalid JSON" in error["data"]["message"]
+        await ws.ws.send_str('{"event": "pusher:subscribe", "data": "{' + "[" * 50_000 + '"}')
+        error = await ws.recv()
+        assert error["event"] in ("pusher:error", "pusher:subscription_error"), error
+        assert "Internal" not in str(error)
+        await ws.close()
+
+    run_scenario(scenario)
+    assert "Traceback" not in caplog.text
