@@ -25,6 +25,8 @@ from werkzeug.serving import make_server
 from examples.chat import create_app
 from flask_pusher import local
 
+from ..needs import unavailable
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -39,12 +41,6 @@ CHROMIUM_ARGS = [
 ]
 TIMEOUT_MS = 15_000
 LOCAL_HOSTS = {"127.0.0.1"}
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-        pytest.fail(f"{reason} CI is set, so the browser test must run.")
-    pytest.skip(reason)
 
 
 def _free_port() -> int:
@@ -82,11 +78,11 @@ def chat_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
-        _unavailable(f"{CHROMIUM} is missing: apt-get install chromium.")
+        unavailable(f"{CHROMIUM} is missing: apt-get install chromium.")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _unavailable('Playwright is missing: pip install -e ".[browser]".')
+        unavailable('Playwright is missing: pip install -e ".[browser]".')
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS

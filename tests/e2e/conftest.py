@@ -24,6 +24,8 @@ from flask_pusher.server import AppConfig
 from flask_pusher.server import LocalServer
 from flask_pusher.server import WebhookConfig
 
+from ..needs import unavailable
+
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = Path(__file__).with_name("scenarios.js")
 APP_ID = "4242"
@@ -153,7 +155,7 @@ def _node_ready() -> bool:
 @pytest.fixture
 def stack() -> Iterator[Stack]:
     if not _node_ready():
-        pytest.skip("needs node and `npm ci` (pusher-js in node_modules)")
+        unavailable("needs node and `npm ci` (pusher-js in node_modules).")
     running = Stack()
     try:
         yield running
