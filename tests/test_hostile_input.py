@@ -114,17 +114,18 @@ def test_arbitrary_requests_never_get_a_5xx(path, method, form, raw, content_typ
     check(response)
 
 
-@settings(max_examples=150, deadline=None)
-@given(
-    body=st.recursive(
-        st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20)),
-        lambda children: st.one_of(
-            st.lists(children, max_size=4),
-            st.dictionaries(st.text(max_size=12), children, max_size=4),
-        ),
-        max_leaves=20,
-    )
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(st.text(max_size=12), children, max_size=4),
+    ),
+    max_leaves=20,
 )
+
+
+@settings(max_examples=150, deadline=None)
+@given(body=json_values)
 def test_arbitrary_json_never_gets_a_5xx(body) -> None:  # type: ignore[no-untyped-def]
     client = APP.test_client()
     for path in PATHS:
@@ -137,16 +138,6 @@ def test_arbitrary_json_never_gets_a_5xx(body) -> None:  # type: ignore[no-untyp
         text = json.dumps({**body, "time_ms": int(time.time() * 1000)})
         headers = {"X-Pusher-Key": KEY, "X-Pusher-Signature": sign(SECRET, text)}
         check(client.post("/pusher/events", data=text, headers=headers))
-
-
-json_values = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20)),
-    lambda children: st.one_of(
-        st.lists(children, max_size=4),
-        st.dictionaries(st.text(max_size=12), children, max_size=4),
-    ),
-    max_leaves=12,
-)
 
 
 @settings(max_examples=200, deadline=None)

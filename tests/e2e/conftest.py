@@ -23,6 +23,7 @@ from flask_pusher import Pusher
 from flask_pusher.server import AppConfig
 from flask_pusher.server import LocalServer
 from flask_pusher.server import WebhookConfig
+from flask_pusher.webhooks import EVENT_NAMES
 
 from ..needs import unavailable
 
@@ -101,15 +102,7 @@ class Stack:
                 data["watchlist"] = request.form["watchlist"].split(",")
             return data
 
-        for name in (
-            "channel_occupied",
-            "channel_vacated",
-            "member_added",
-            "member_removed",
-            "client_event",
-            "cache_miss",
-            "subscription_count",
-        ):
+        for name in sorted(EVENT_NAMES):
             pusher.webhooks.on(name)(self.webhooks.put)
 
         @app.post("/test/trigger")
