@@ -9,6 +9,7 @@ stopping it (:class:`~flask_pusher.server.LocalServer`, :func:`run`) is in
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import struct
 from collections.abc import Sequence
@@ -40,7 +41,10 @@ COALESCE_DELAY = 0.004
 
 def frame_bytes(text: str) -> bytes:
     """An unmasked, uncompressed WebSocket text frame (RFC 6455) for ``text``."""
-    payload = text.encode()
+    try:
+        payload = text.encode()
+    except UnicodeEncodeError:  # a lone surrogate, decoded from a JSON \ud800 escape
+        payload = json.dumps(json.loads(text), separators=(",", ":")).encode()
     size = len(payload)
     if size < 126:
         return bytes((0x81, size)) + payload

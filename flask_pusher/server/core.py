@@ -313,7 +313,7 @@ class Core:
             return
         window.append(now)
         text = data if isinstance(data, str) else json.dumps(data)
-        if len(text.encode()) > config.max_event_size:
+        if len(text.encode("utf-8", "surrogatepass")) > config.max_event_size:
             effects.send(conn, protocol.error("Client event data too large"))
             return
         channel = app.channels[name]
@@ -376,7 +376,8 @@ class Core:
     # -- time -------------------------------------------------------------
 
     def tick(self) -> Effects:
-        """Ping idle clients, close silent ones (4201), send throttled counts."""
+        """Ping idle clients, close silent ones (4201), send throttled counts,
+        forget expired cache entries."""
         effects = Effects()
         now = self.clock()
         for app in self.apps_by_id.values():
@@ -390,6 +391,9 @@ class Core:
                         effects.send(conn, protocol.PING)
                 elif now - conn.ping_sent >= config.pong_timeout:
                     effects.close(conn, 4201, "Pong reply not received")
+            if app.cache:
+                for name in [n for n, entry in app.cache.items() if entry[2] <= now]:
+                    del app.cache[name]
             for name in list(app.dirty_counts):
                 channel = app.channels.get(name)
                 if channel is None:
@@ -418,7 +422,7 @@ def _presence_user(conn: Connection, channel_data: Any) -> tuple[str | None, Any
             )
         return conn.user_id, conn.user_info, None
     try:
-        parsed = json.loads(channel_data)
+        parsed = protocol.loads(channel_data)
     except (TypeError, ValueError):
         return None, None, "channel_data must be a JSON string"
     if not isinstance(parsed, dict) or "user_id" not in parsed:

@@ -49,7 +49,11 @@ def _error(status: int, message: str) -> web.Response:
 
 
 def _json(value: Any) -> web.Response:
-    return web.json_response(value, dumps=protocol.dumps)
+    # ASCII-escaped: a user id may hold a lone surrogate, which UTF-8 cannot encode.
+    return web.json_response(value, dumps=_dumps_ascii)
+
+
+_dumps_ascii = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class HTTPApi:
@@ -153,10 +157,9 @@ class HTTPApi:
         _validate_event(app, item, channels)
         socket_id = item.get("socket_id")
         self.apply(self.core.trigger(app, channels, item["name"], item["data"], socket_id))
-        info = item.get("info")
-        if not info:
+        attributes = _attributes(item.get("info") or "")
+        if not attributes:
             return None
-        attributes = _attributes(info)
         result: dict[str, dict[str, int]] = {}
         for name in channels:
             channel = app.channels.get(name)
@@ -255,7 +258,7 @@ def _validate_event(app: AppState, item: dict[str, Any], channels: list[Any]) ->
     data = item.get("data")
     if not isinstance(data, str):
         raise HTTPError(400, "data must be a string")
-    size = len(data.encode())
+    size = len(data.encode("utf-8", "surrogatepass"))
     if size > app.config.max_event_size:
         raise HTTPError(
             413,
@@ -271,6 +274,7 @@ def _validate_event(app: AppState, item: dict[str, Any], channels: list[Any]) ->
         not isinstance(socket_id, str) or not _SOCKET_ID.match(socket_id)
     ):
         raise HTTPError(400, f"Invalid socket_id {socket_id!r}")
+    _attributes(item.get("info") or "")  # a 400 for a bad info before anything is sent
 
 
 def _attributes(info: Any) -> set[str]:

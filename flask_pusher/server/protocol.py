@@ -12,6 +12,7 @@ Server frames carry ``data`` as a JSON *string* (reference §5.2), except
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable
 from collections.abc import Mapping
@@ -49,11 +50,36 @@ class FrameError:
     message: str
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def loads(text: str | bytes) -> Any:
+    """Strict JSON: no NaN or Infinity, which Python's decoder accepts (and
+    1e999 overflows to) but a JSON parser on the other side (pusher-js's
+    ``JSON.parse``) refuses.
+
+    :raises ValueError: for invalid or too deeply nested JSON.
+    :raises TypeError: if ``text`` is not a string.
+    """
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def parse(text: str | bytes) -> ClientFrame | FrameError:
     """Parse one client frame. Never raises."""
     try:
-        message = json.loads(text)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        message = loads(text)
+    except (ValueError, UnicodeDecodeError):
         return FrameError("Invalid JSON: a frame must be a JSON object")
     if not isinstance(message, dict):
         return FrameError("Invalid frame: a frame must be a JSON object")
@@ -66,8 +92,8 @@ def parse(text: str | bytes) -> ClientFrame | FrameError:
     data = message.get("data")
     if event.startswith("pusher:") and isinstance(data, str) and data[:1] == "{":
         try:
-            decoded = json.loads(data)
-        except (ValueError, RecursionError):
+            decoded = loads(data)
+        except ValueError:
             decoded = None
         if isinstance(decoded, dict):
             data = decoded

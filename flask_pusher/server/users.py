@@ -6,7 +6,6 @@ Reference §1.5 and §5.12 (4302). Functions take the connection and the
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 from typing import TYPE_CHECKING
@@ -36,7 +35,7 @@ def signin(conn: Connection, data: Any, effects: Effects) -> None:
     parsed: Any = None
     if error is None:
         try:
-            parsed = json.loads(user_data)
+            parsed = protocol.loads(user_data)
         except ValueError:
             error = "user_data must be a JSON string"
     if error is None and (

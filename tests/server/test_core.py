@@ -419,3 +419,14 @@ def test_disconnect_is_idempotent(core: Core) -> None:
     assert hooks(core.disconnect(conn))
     assert hooks(core.disconnect(conn)) == []
     assert core.receive(conn, '{"event":"pusher:ping"}').sends == []
+
+
+def test_expired_cache_entries_are_forgotten(clock: Clock) -> None:
+    core = make_core(clock, cache_ttl=10)
+    app = core.apps_by_key[KEY]
+    core.trigger(app, ["cache-a", "cache-b"], "ev", "1")
+    clock.now += 5
+    core.trigger(app, ["cache-b"], "ev", "2")
+    clock.now += 6
+    core.tick()
+    assert list(app.cache) == ["cache-b"]  # nobody asked for cache-a, it is gone anyway

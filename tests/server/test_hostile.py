@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
 
 import aiohttp
+import pusher
 import pytest
 from pusher.signature import sign
 
@@ -78,3 +80,45 @@ def test_deeply_nested_frames_are_malformed_not_internal_errors(
 
     run_scenario(scenario)
     assert "Traceback" not in caplog.text
+
+
+def test_lone_surrogates_are_relayed_and_nan_refused(
+    server: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """JSON may escape lone surrogates ("\\ud800"), which UTF-8 cannot encode, and
+    Python's decoder accepts NaN and overflows 1e999 to Infinity, which no JSON
+    parser (pusher-js's JSON.parse) accepts. Neither may break a write, give a 500
+    or reach other clients as invalid JSON."""
+    caplog.set_level(logging.DEBUG)
+    client = pusher.Pusher(APP_ID, KEY, SECRET, host="127.0.0.1", port=server.port, ssl=False)
+
+    async def scenario(session: aiohttp.ClientSession) -> None:
+        ann = await WS.connect(session, server.ws_url)
+        bob = await WS.connect(session, server.ws_url)
+        await ann.subscribe("private-x")
+        await bob.subscribe("private-x")
+        await bob.subscribe("presence-p", {"user_id": "\ud800", "user_info": {"n": "\udc00"}})
+        await ann.ws.send_str(
+            '{"event":"client-\\ud800","channel":"private-x","data":{"v":"\\udc00"}}'
+        )
+        frame = await bob.expect("client-\ud800")
+        assert frame["data"] == {"v": "\udc00"}
+        for bad in ("NaN", "-Infinity", "1e999"):
+            await ann.ws.send_str(
+                '{"event":"client-e","channel":"private-x","data":{"v":' + bad + "}}"
+            )
+            error = await ann.expect("pusher:error")
+            assert "Invalid JSON" in error["data"]["message"], error
+        await ann.send("client-ok", {"v": 1}, channel="private-x")
+        assert (await bob.expect("client-ok"))["data"] == {"v": 1}
+        await asyncio.to_thread(client.trigger, "private-x", "e\ud800", "d\udc00")
+        frame = await bob.expect("e\ud800")
+        assert frame["data"] == "d\udc00"
+        users = await asyncio.to_thread(client.users_info, "presence-p")
+        assert users == {"users": [{"id": "\ud800"}]}
+        await ann.close()
+        await bob.close()
+
+    run_scenario(scenario)
+    assert "Traceback" not in caplog.text
+    assert "Error" not in caplog.text

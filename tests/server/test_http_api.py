@@ -337,3 +337,31 @@ def test_disabled_app_is_403() -> None:
         # Authentication still comes first.
         with pytest.raises(pusher.errors.PusherBadAuth):
             pusher_client(server.port, secret="wrong").trigger("news", "ev", "x")
+
+
+def test_invalid_info_is_400_and_nothing_is_delivered(server: LocalServer) -> None:
+    events = {"name": "bad", "data": "x", "channels": ["news"], "info": ["subscription_count"]}
+    batch = {
+        "batch": [
+            {"channel": "news", "name": "bad", "data": "1"},
+            {"channel": "news", "name": "bad", "data": "2", "info": 5},
+        ]
+    }
+
+    async def scenario(session: Session) -> None:
+        ann = await WS.connect(session, server.ws_url)
+        await ann.subscribe("news")
+        for path, payload in (("events", events), ("batch_events", batch)):
+            body = json.dumps(payload).encode()
+            response = await asyncio.to_thread(
+                signed, server, "POST", f"/apps/{APP_ID}/{path}", body
+            )
+            assert response.status_code == 400, response.text
+            assert "info" in response.text
+        client = pusher_client(server.port)
+        await asyncio.to_thread(client.trigger, "news", "good", "x")
+        frame = await ann.expect("good")  # and no "bad" before it
+        assert frame["channel"] == "news"
+        await ann.close()
+
+    run_scenario(scenario)
