@@ -28,7 +28,7 @@ from .webhooks import WebhookSender
 
 log = logging.getLogger("flask_pusher.server")
 
-#: Bytes queued for one client before it is dropped as too slow (code 4100).
+#: Bytes queued for one client before it is dropped as too slow.
 MAX_WRITE_BUFFER = 4 * 1024 * 1024
 #: Largest accepted client frame, in bytes.
 MAX_FRAME_SIZE = 256 * 1024
@@ -152,9 +152,14 @@ class Server:
         if transport is None or transport.is_closing():
             return
         if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
-            if not conn.closing:  # a slow subscriber must not hold up the others
+            # A subscriber that does not read must not hold up the others, nor
+            # keep its buffer and its subscriptions (a presence member others
+            # still see) forever. A close frame would wait behind megabytes that
+            # will never be read, so the connection is dropped at once.
+            if not conn.closing:
                 conn.closing = True
-                self._spawn(self._close(conn, 4100, "Too slow: write buffer full"))
+                log.debug("dropping %s: write buffer full", conn.socket_id)
+            transport.abort()
             return
         transport.write(data)
 
@@ -167,7 +172,9 @@ class Server:
         ws = self._sockets.get(conn)
         if ws is not None:
             log.debug("closing %s with %d: %s", conn.socket_id, code, reason)
-            await ws.close(code=code, message=reason.encode()[:123])
+            # No drain: a client that stopped reading would make it wait forever
+            # (the close reply is still awaited, for up to the socket's timeout).
+            await ws.close(code=code, message=reason.encode()[:123], drain=False)
 
     # -- WebSocket --------------------------------------------------------
 

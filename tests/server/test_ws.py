@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import socket
+import struct
 from typing import Any
 
 import aiohttp
@@ -13,6 +17,7 @@ from flask_pusher.server import AppConfig
 from flask_pusher.server import LocalServer
 
 from .helpers import APP_ID
+from .helpers import channel_auth
 from .helpers import data_of
 from .helpers import KEY
 from .helpers import pusher_client
@@ -317,3 +322,69 @@ def test_large_event_reaches_the_client(server: LocalServer, client: Any) -> Non
         await ws.close()
 
     run_scenario(scenario)
+
+
+class StalledClient:
+    """A raw WebSocket client that subscribes, then never reads again (a
+    suspended laptop, a stuck process): its server-side buffers fill up."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.settimeout(10)
+        self.sock.connect(("127.0.0.1", port))
+        nonce = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            f"GET /app/{KEY}?protocol=7 HTTP/1.1\r\nHost: localhost\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {nonce}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += self.sock.recv(4096)
+        received = received.split(b"\r\n\r\n", 1)[1]
+        while len(received) < 2 or len(received) < 2 + received[1]:
+            received += self.sock.recv(4096)
+        hello = json.loads(received[2 : 2 + received[1]])
+        self.socket_id = json.loads(hello["data"])["socket_id"]
+
+    def send(self, event: str, data: Any) -> None:
+        payload = json.dumps({"event": event, "data": data}).encode()
+        mask = os.urandom(4)
+        size = len(payload)
+        header = bytes((0x81, 0x80 | size)) if size < 126 else struct.pack("!BBH", 0x81, 254, size)
+        self.sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+    def subscribe(self, channel: str, channel_data: dict[str, Any] | None = None) -> None:
+        data = {"channel": channel, "auth": ""}
+        if channel.startswith("presence-"):
+            data.update(channel_auth(self.socket_id, channel, channel_data))
+        self.send("pusher:subscribe", data)
+
+
+def test_stalled_client_is_dropped_and_leaves_presence(server: LocalServer) -> None:
+    """A subscriber that stops reading is dropped and forgotten: the
+    others see it leave, the channels it held are vacated."""
+    flood = [f"flood-{i}" for i in range(100)]
+    client = pusher_client(server.port)
+    bob = StalledClient(server.port)
+
+    async def scenario(session: Session) -> None:
+        ann = await WS.connect(session, server.ws_url)
+        await ann.subscribe("presence-room", {"user_id": "ann"})
+        for name in flood:
+            bob.subscribe(name)
+        bob.subscribe("presence-room", {"user_id": "bob"})
+        await ann.expect("pusher_internal:member_added")
+        for _ in range(20):  # 20 MB for bob, more than the kernel and the server buffer
+            await asyncio.to_thread(client.trigger, flood, "big", "x" * 10_000)
+        removed = await ann.expect("pusher_internal:member_removed")
+        assert data_of(removed) == {"user_id": "bob"}
+        info = await asyncio.to_thread(client.channels_info, "flood-")
+        assert info == {"channels": {}}
+        await ann.close()
+
+    try:
+        run_scenario(scenario)
+    finally:
+        bob.sock.close()
