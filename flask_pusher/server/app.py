@@ -178,12 +178,15 @@ class Server:
 
     # -- WebSocket --------------------------------------------------------
 
-    async def websocket(self, request: web.Request) -> web.WebSocketResponse:
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
         """``GET /app/{key}``: one Pusher connection (reference §5)."""
         ws = web.WebSocketResponse(
             autoping=True, compress=False, max_msg_size=MAX_FRAME_SIZE, timeout=5.0
         )
-        await ws.prepare(request)
+        try:
+            await ws.prepare(request)
+        except ConnectionError:  # the client left during the handshake
+            return web.Response(status=400)  # never sent; ws is half-prepared
         key = request.match_info["key"]
         app = self.core.apps_by_key.get(key)
         refusal: tuple[int, str] | None = None
@@ -199,7 +202,10 @@ class Server:
         if refusal is not None or app is None or transport is None:
             code, message = refusal or (4200, "Connection lost")
             log.debug("refused connection to %s: %s", request.path, message)
-            await ws.send_str(protocol.error(message, code))
+            try:
+                await ws.send_str(protocol.error(message, code))
+            except ConnectionError:  # gone already
+                return ws
             await ws.close(code=code, message=message.encode()[:123])
             return ws
         conn, greeting = self.core.connect(app, transport)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import socket
+import struct
 import time
 
 import aiohttp
@@ -12,6 +14,7 @@ import pusher
 import pytest
 from pusher.signature import sign
 
+from flask_pusher.server import AppConfig
 from flask_pusher.server import LocalServer
 
 from .helpers import APP_ID
@@ -122,3 +125,32 @@ def test_lone_surrogates_are_relayed_and_nan_refused(
     run_scenario(scenario)
     assert "Traceback" not in caplog.text
     assert "Error" not in caplog.text
+
+
+def test_clients_leaving_during_the_handshake_log_no_traceback(
+    app_config: AppConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A browser tab closed while it connects resets the socket before the
+    server answers the upgrade: no "Error handling request" traceback."""
+    caplog.set_level(logging.DEBUG)
+    with LocalServer([app_config]) as running:
+        for key in (KEY, "wrongkey"):
+            for _ in range(20):
+                sock = socket.create_connection(("127.0.0.1", running.port))
+                sock.sendall(
+                    f"GET /app/{key}?protocol=7 HTTP/1.1\r\nHost: localhost\r\n"
+                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+                )
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()  # RST
+
+        async def scenario(session: aiohttp.ClientSession) -> None:
+            ws = await WS.connect(session, running.ws_url)
+            await ws.subscribe("still-works")
+            await ws.close()
+
+        run_scenario(scenario)
+    # stop() waited for every handler.
+    assert "Traceback" not in caplog.text
