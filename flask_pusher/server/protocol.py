@@ -117,11 +117,6 @@ def encode(
     return _dumps(frame)
 
 
-def dumps(value: Any) -> str:
-    """Compact JSON text, used for the double-encoded ``data`` strings."""
-    return _dumps(value)
-
-
 def connection_established(socket_id: str, activity_timeout: int) -> str:
     """``pusher:connection_established`` (reference §5.3); timeout in seconds."""
     data = _dumps({"socket_id": socket_id, "activity_timeout": activity_timeout})

@@ -70,7 +70,6 @@ class Channel:
     subscribers: dict[Connection, None] = field(default_factory=dict)
     members: dict[str, Member] = field(default_factory=dict)
     count_sent_at: float = float("-inf")
-    count_dirty: bool = False
     _snapshot: tuple[Connection, ...] | None = None
 
     def targets(self) -> tuple[Connection, ...]:
