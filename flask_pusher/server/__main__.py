@@ -38,10 +38,19 @@ def _app(item: Any, path: str) -> AppConfig:
         raise ValueError(f"{path}: each app must be an object")
     options = dict(item)
     hooks = []
-    for hook in options.pop("webhooks", []) or []:
+    webhooks = options.pop("webhooks", []) or []
+    if not isinstance(webhooks, list):
+        raise ValueError(f"{path}: webhooks must be a list")
+    for hook in webhooks:
         if isinstance(hook, str):
             hook = {"url": hook}
+        if not isinstance(hook, dict) or "url" not in hook:
+            raise ValueError(
+                f'{path}: each webhook must be a URL or {{"url": ..., "event_types": [...]}}'
+            )
         types = hook.get("event_types")
+        if types is not None and not isinstance(types, list):
+            raise ValueError(f"{path}: event_types must be a list")
         hooks.append(WebhookConfig(hook["url"], frozenset(types) if types else None))
     try:
         return AppConfig(**options, webhooks=hooks)

@@ -26,13 +26,15 @@ class WebhookConfig:
     :param url: the URL that receives the signed ``POST`` requests.
     :param event_types: the event types sent to this URL, or ``None`` (the
         default) for all seven types of reference §3.2.
-    :raises ValueError: if an event type is unknown.
+    :raises ValueError: if the URL is empty or an event type is unknown.
     """
 
     url: str
     event_types: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.url, str) or not self.url:
+            raise ValueError("WebhookConfig.url must be a non-empty string.")
         if self.event_types is not None:
             types = frozenset(self.event_types)
             unknown = types - WEBHOOK_EVENT_TYPES

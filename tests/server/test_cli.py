@@ -107,3 +107,13 @@ def test_serves_then_shuts_down_cleanly_on_sigterm() -> None:
         if proc.stderr is not None:
             proc.stderr.close()
         receiver.close()
+
+
+@pytest.mark.parametrize("webhooks", [[5], [{"event_types": ["member_added"]}], 5, [{"url": 5}]])
+def test_bad_webhooks_in_config_are_a_usage_error(tmp_path: Path, webhooks: Any) -> None:
+    path = tmp_path / "apps.json"
+    app = {"app_id": "1", "key": "k", "secret": "s", "webhooks": webhooks}
+    path.write_text(json.dumps({"apps": [app]}))
+    with pytest.raises(SystemExit) as info:
+        parse_args(["--config", str(path)])
+    assert info.value.code == 2
