@@ -271,3 +271,15 @@ async def start_site(server: Server, host: str, port: int) -> tuple[web.AppRunne
     await site.start()
     server.start_ticking()
     return runner, int(runner.addresses[0][1])
+
+
+async def stop_site(server: Server, runner: web.AppRunner) -> None:
+    """Stop listening, then close connections with 4200 and flush webhooks.
+
+    In that order: pusher-js answers 4200 by reconnecting at once, and a
+    connection accepted during the shutdown would hold it up.
+    """
+    for site in list(runner.sites):
+        await site.stop()
+    await server.shutdown()
+    await runner.cleanup()

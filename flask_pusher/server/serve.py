@@ -16,6 +16,7 @@ from aiohttp import web
 
 from .app import Server
 from .app import start_site
+from .app import stop_site
 from .config import AppConfig
 
 log = logging.getLogger("flask_pusher.server")
@@ -148,8 +149,7 @@ class LocalServer:
 
     async def _shutdown(self) -> None:
         assert self._server is not None and self._runner is not None
-        await self._server.shutdown()
-        await self._runner.cleanup()
+        await stop_site(self._server, self._runner)
 
     def __enter__(self) -> LocalServer:
         return self.start()
@@ -230,5 +230,4 @@ async def _serve(apps: Sequence[AppConfig], host: str, port: int, webhook_delay:
         log.info("Shutting down: closing connections, sending pending webhooks")
         for sig in installed:
             loop.remove_signal_handler(sig)
-        await server.shutdown()
-        await runner.cleanup()
+        await stop_site(server, runner)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.server
 import json
+import logging
 import os
 import socket
 import struct
+import threading
 from typing import Any
 
 import aiohttp
@@ -15,6 +18,7 @@ import pytest
 
 from flask_pusher.server import AppConfig
 from flask_pusher.server import LocalServer
+from flask_pusher.server import WebhookConfig
 
 from .helpers import APP_ID
 from .helpers import channel_auth
@@ -292,6 +296,64 @@ def test_stop_closes_connections_with_4200(app_config: AppConfig) -> None:
         await stopping
 
     run_scenario(scenario)
+
+
+def test_stop_refuses_clients_that_reconnect_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    """pusher-js answers 4200 by reconnecting at once (reference §5.12). The
+    server must stop listening before it closes connections, or a client
+    reconnecting while webhooks are flushed holds up the shutdown."""
+    caplog.set_level(logging.WARNING)
+    reconnected = threading.Event()
+
+    class SlowHook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            reconnected.wait(2)  # the shutdown flushes this webhook meanwhile
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowHook)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    hook = WebhookConfig(f"http://127.0.0.1:{receiver.server_address[1]}/")
+    server = LocalServer([AppConfig(APP_ID, KEY, SECRET, webhooks=[hook])]).start()
+    subscribed = threading.Event()
+    connections = 0
+
+    async def reconnect_like_pusher_js() -> None:
+        nonlocal connections
+        async with aiohttp.ClientSession() as session:
+            while True:
+                try:
+                    ws = WS(await session.ws_connect(f"{server.ws_url}/app/{KEY}?protocol=7"))
+                except aiohttp.ClientError:
+                    return  # refused: the server is gone
+                connections += 1
+                if connections > 1:
+                    reconnected.set()
+                await ws.expect("pusher:connection_established")
+                await ws.send("pusher:subscribe", {"channel": "news"})
+                await ws.expect("pusher_internal:subscription_succeeded")
+                subscribed.set()
+                async for _ in ws.ws:  # until the server closes it
+                    pass
+
+    thread = threading.Thread(
+        target=lambda: asyncio.run(asyncio.wait_for(reconnect_like_pusher_js(), 30))
+    )
+    thread.start()
+    try:
+        assert subscribed.wait(10)
+        server.stop()  # raised TimeoutError after 10 s
+        thread.join(30)
+        assert connections == 1
+        assert "did not close in time" not in caplog.text
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
 
 
 @pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 70000])
