@@ -154,3 +154,36 @@ def test_clients_leaving_during_the_handshake_log_no_traceback(
         run_scenario(scenario)
     # stop() waited for every handler.
     assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("event", "data", "answer"),
+    [
+        ("pusher:subscribe", {"channel": "private-a", "auth": "\ud800"}, "subscription_error"),
+        (
+            "pusher:subscribe",
+            {"channel": "presence-a", "auth": f"{KEY}:x", "channel_data": '{"user_id":"\ud800"}'},
+            "subscription_error",
+        ),
+        ("pusher:signin", {"auth": f"{KEY}:x", "user_data": '{"id":"\ud800"}'}, "error"),
+        ("pusher:signin", {"auth": "\udc00:x", "user_data": '{"id":"u"}'}, "error"),
+    ],
+)
+def test_lone_surrogates_in_signed_strings_are_refused(
+    server: LocalServer,
+    caplog: pytest.LogCaptureFixture,
+    event: str,
+    data: dict[str, str],
+    answer: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    async def scenario(session: aiohttp.ClientSession) -> None:
+        ws = await WS.connect(session, server.ws_url)
+        await ws.send(event, data)  # json.dumps escapes them: "\\ud800"
+        reply = await ws.expect(f"pusher:{answer}")
+        assert "Internal" not in str(reply), reply
+        await ws.close()
+
+    run_scenario(scenario)
+    assert "Traceback" not in caplog.text
