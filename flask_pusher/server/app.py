@@ -53,6 +53,11 @@ def frame_bytes(text: str) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, size) + payload
 
 
+def _reason(text: str) -> bytes:
+    """A close reason: at most 123 bytes (RFC 6455 §5.5), still valid UTF-8."""
+    return text.encode()[:123].decode("utf-8", "ignore").encode()
+
+
 class Server:
     """The server on the current event loop; see :class:`LocalServer`."""
 
@@ -174,7 +179,7 @@ class Server:
             log.debug("closing %s with %d: %s", conn.socket_id, code, reason)
             # No drain: a client that stopped reading would make it wait forever
             # (the close reply is still awaited, for up to the socket's timeout).
-            await ws.close(code=code, message=reason.encode()[:123], drain=False)
+            await ws.close(code=code, message=_reason(reason), drain=False)
 
     # -- WebSocket --------------------------------------------------------
 
@@ -206,7 +211,7 @@ class Server:
                 await ws.send_str(protocol.error(message, code))
             except ConnectionError:  # gone already
                 return ws
-            await ws.close(code=code, message=message.encode()[:123])
+            await ws.close(code=code, message=_reason(message))
             return ws
         conn, greeting = self.core.connect(app, transport)
         self._sockets[conn] = ws

@@ -57,7 +57,12 @@ def test_protocols_5_to_7_and_missing_are_accepted(server: LocalServer, query: s
 
 @pytest.mark.parametrize(
     ("key", "query", "code"),
-    [("wrongkey", "protocol=7", 4001), (KEY, "protocol=4", 4007), (KEY, "protocol=x", 4007)],
+    [
+        ("wrongkey", "protocol=7", 4001),
+        (KEY, "protocol=4", 4007),
+        (KEY, "protocol=x", 4007),
+        ("\u00e9" * 60, "protocol=7", 4001),  # a reason cut to 123 bytes stays UTF-8
+    ],
 )
 def test_refusals_send_error_then_close_code(
     server: LocalServer, key: str, query: str, code: int
