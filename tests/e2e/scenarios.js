@@ -24,16 +24,21 @@ function fail(message) {
 
 const timer = setTimeout(() => fail(`scenario ${scenario} timed out`), cfg.timeout || 30000);
 
+// What pusher-js 8 needs for a local server (reference §5.1).
+const LOCAL = {
+  cluster: 'local',
+  wsHost: '127.0.0.1',
+  wsPort: cfg.wsPort,
+  forceTLS: false,
+  enabledTransports: ['ws'],
+};
+
 function connect(user, options = {}) {
   const params = { user: user || '' };
   if (options.watchlist) params.watchlist = options.watchlist.join(',');
   delete options.watchlist;
   const pusher = new Pusher(cfg.key, {
-    cluster: 'local',
-    wsHost: '127.0.0.1',
-    wsPort: cfg.wsPort,
-    forceTLS: false,
-    enabledTransports: ['ws'],
+    ...LOCAL,
     channelAuthorization: { endpoint: `${cfg.flask}/pusher/auth`, transport: 'ajax', params },
     userAuthentication: { endpoint: `${cfg.flask}/pusher/user-auth`, transport: 'ajax', params },
     ...options,
@@ -241,12 +246,9 @@ const scenarios = {
 
   async batch() {
     const PusherBatchAuthorizer = require('pusher-js-auth');
+    // No channelAuthorization key at all, or pusher-js ignores the authorizer (§1.1).
     const pusher = new Pusher(cfg.key, {
-      cluster: 'local',
-      wsHost: '127.0.0.1',
-      wsPort: cfg.wsPort,
-      forceTLS: false,
-      enabledTransports: ['ws'],
+      ...LOCAL,
       authorizer: PusherBatchAuthorizer,
       authEndpoint: `${cfg.flask}/pusher/auth`,
       auth: { params: { user: 'carol' } },
