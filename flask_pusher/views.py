@@ -31,6 +31,7 @@ from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
+from . import names
 from .errors import ChannelAuthorizationDenied
 from .errors import InvalidRequest
 from .errors import JSONMethodNotAllowed
@@ -45,18 +46,12 @@ if TYPE_CHECKING:
 
 blueprint = Blueprint("pusher", __name__)
 
-#: ``digits.digits`` in ASCII (reference §5.3).
-SOCKET_ID_RE = re.compile(r"[0-9]{1,20}\.[0-9]{1,20}")
-#: Channel and user id characters (reference §1.3, §4.4).
-NAME_RE = re.compile(r"[-a-zA-Z0-9_=@,.;]{1,200}")
 #: pusher-js-auth's batch keys, ``channel_name[0]``, ``channel_name[1]``... (reference §2).
 BATCH_KEY_RE = re.compile(r"channel_name\[([0-9]{1,6})\]")
 #: A JavaScript callee such as ``Pusher.auth_callbacks['1']`` (reference §1.2).
 JSONP_CALLBACK_RE = re.compile(
     r"[A-Za-z_$][\w$]{0,63}(?:\.[A-Za-z_$][\w$]{0,63}|\[(?:'[\w$]{1,64}'|\"[\w$]{1,64}\"|[0-9]{1,9})\]){0,8}"
 )
-AUTH_CHANNEL_PREFIXES = ("private-", "presence-")
-ENCRYPTED_PREFIX = "private-encrypted-"
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
@@ -131,7 +126,7 @@ def _text_param(params: Mapping[str, Any], name: str) -> str:
 
 def _socket_id(params: Mapping[str, Any]) -> str:
     socket_id = _text_param(params, "socket_id")
-    if not SOCKET_ID_RE.fullmatch(socket_id):
+    if not names.valid_socket_id(socket_id):
         raise InvalidRequest("The socket_id must be of the form 'digits.digits'.")
     return socket_id
 
@@ -165,13 +160,13 @@ class _Authorizer:
         :raises ChannelAuthorizationDenied: refused by ``@pusher.auth``, none registered,
             or an encrypted channel without an encryption master key.
         """
-        if not isinstance(channel, str) or not NAME_RE.fullmatch(channel):
+        if not names.valid_name(channel):
             raise InvalidRequest(
                 "The channel_name must be 1 to 200 of the characters A-Z a-z 0-9 _ - = @ , . ;"
             )
-        if not channel.startswith(AUTH_CHANNEL_PREFIXES):
+        if not names.is_private(channel):
             raise InvalidRequest("Only private- and presence- channels need channel authorization.")
-        if channel.startswith(ENCRYPTED_PREFIX) and not self.settings.encryption_enabled:
+        if names.is_encrypted(channel) and not self.settings.encryption_enabled:
             current_app.logger.warning(
                 "Refused %s: set PUSHER_ENCRYPTION_MASTER_KEY_BASE64 to use encrypted channels.",
                 channel,
@@ -184,7 +179,7 @@ class _Authorizer:
         if not self.can_subscribe(channel, self.socket_id):
             raise ChannelAuthorizationDenied(f"Subscription to {channel} is not authorized.")
         channel_data: dict[str, Any] | None = None
-        if channel.startswith("presence-"):
+        if names.is_presence(channel):
             channel_data = {"user_id": self.socket_id}
             if self.member is not None:
                 member = self.member(channel, self.socket_id)
@@ -277,7 +272,7 @@ def user_auth_view() -> Response:
     user = dict(user)
     if isinstance(user.get("id"), int) and not isinstance(user["id"], bool):
         user["id"] = str(user["id"])
-    if not isinstance(user.get("id"), str) or not NAME_RE.fullmatch(user["id"]):
+    if not names.valid_name(user.get("id")):
         raise ValueError(
             "@pusher.user_data must return a dict whose 'id' is 1 to 200 of the"
             f" characters A-Z a-z 0-9 _ - = @ , . ; (got {user.get('id')!r})."

@@ -21,6 +21,7 @@ from flask import current_app
 from flask import g
 from pusher.signature import sign
 
+from . import names
 from .errors import InvalidWebhook
 from .errors import WebhookHandlerError
 from .errors import WebhookVerificationError
@@ -30,15 +31,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: The event types of each per-type webhook URL, as Pusher's dashboard groups them
 #: (reference §3.2).
-GROUPS: dict[str, tuple[str, ...]] = {
-    "channel_existence": ("channel_occupied", "channel_vacated"),
-    "presence": ("member_added", "member_removed"),
-    "client": ("client_event",),
-    "cache_miss": ("cache_miss",),
-    "subscription_count": ("subscription_count",),
-}
+GROUPS: dict[str, tuple[str, ...]] = names.WEBHOOK_GROUPS
 GROUP_OF_EVENT = {name: group for group, names in GROUPS.items() for name in names}
-EVENT_NAMES = frozenset(GROUP_OF_EVENT)
+EVENT_NAMES = names.WEBHOOK_EVENT_TYPES
 
 
 class Webhooks:

@@ -5,18 +5,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-#: The seven webhook event types of reference §3.2.
-WEBHOOK_EVENT_TYPES: frozenset[str] = frozenset(
-    {
-        "channel_occupied",
-        "channel_vacated",
-        "member_added",
-        "member_removed",
-        "client_event",
-        "cache_miss",
-        "subscription_count",
-    }
-)
+from .. import names
+
+WEBHOOK_EVENT_TYPES = names.WEBHOOK_EVENT_TYPES
 
 
 @dataclasses.dataclass(frozen=True)

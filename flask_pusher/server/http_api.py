@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Awaitable
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from .. import names
 from . import protocol
 from .core import Core
 from .signing import check_request
@@ -29,7 +29,6 @@ log = logging.getLogger("flask_pusher.server")
 
 MAX_CHANNELS_PER_TRIGGER = 100
 MAX_BATCH = 10
-_SOCKET_ID = re.compile(r"\A\d+\.\d+\Z")
 
 Apply = Callable[[Effects], None]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -233,7 +232,7 @@ class HTTPApi:
     async def terminate(self, request: web.Request, app: AppState, body: bytes) -> web.Response:
         """``POST .../users/{user_id}/terminate_connections`` (§4.2, §4.6)."""
         user_id = request.match_info["user_id"]
-        if len(user_id) > protocol.MAX_CHANNEL_NAME or not protocol.CHANNEL_NAME_RE.match(user_id):
+        if not names.valid_name(user_id):
             raise HTTPError(400, "Invalid user id: use 1 to 200 of A-Z a-z 0-9 _ - = @ , . ;")
         self.apply(self.core.terminate(app, user_id))
         return _json({})
@@ -270,9 +269,7 @@ def _validate_event(app: AppState, item: dict[str, Any], channels: list[Any]) ->
     if len(channels) > 1 and any(c.startswith("private-encrypted-") for c in channels):
         raise HTTPError(400, "An event to an encrypted channel must have only that channel")
     socket_id = item.get("socket_id")
-    if socket_id is not None and (
-        not isinstance(socket_id, str) or not _SOCKET_ID.match(socket_id)
-    ):
+    if socket_id is not None and not names.valid_socket_id(socket_id):
         raise HTTPError(400, f"Invalid socket_id {socket_id!r}")
     _attributes(item.get("info") or "")  # a 400 for a bad info before anything is sent
 

@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .. import names
+
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
-#: Channel names allowed by Pusher (reference §4.4), at most 200 characters.
-CHANNEL_NAME_RE = re.compile(r"\A[-a-zA-Z0-9_=@,.;]+\Z")
-#: The channel pusher-js joins after signin (reference §1.5).
-SERVER_TO_USER_PREFIX = "#server-to-user-"
-MAX_CHANNEL_NAME = 200
-MAX_EVENT_NAME = 200
+SERVER_TO_USER_PREFIX = names.SERVER_TO_USER_PREFIX
+MAX_EVENT_NAME = names.MAX_NAME_LENGTH
+valid_channel_name = names.valid_channel_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,12 +184,3 @@ def watchlist_events(events: Iterable[tuple[str, list[str]]]) -> str:
 def channel_event(event: str, channel: str, data: Any, user_id: str | None = None) -> str:
     """A channel event, from the HTTP API or a client (reference §5.7, §5.8)."""
     return encode(event, data, channel, user_id)
-
-
-def valid_channel_name(name: str) -> bool:
-    """Whether ``name`` is a valid channel name (reference §4.4)."""
-    if len(name) > MAX_CHANNEL_NAME:
-        return False
-    if name.startswith(SERVER_TO_USER_PREFIX):
-        name = name[len(SERVER_TO_USER_PREFIX) :]
-    return CHANNEL_NAME_RE.match(name) is not None

@@ -9,30 +9,13 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
+from .. import names
 from . import protocol
 from .config import AppConfig
 
-CACHE_PREFIXES = (
-    "cache-",
-    "private-cache-",
-    "private-encrypted-cache-",
-    "presence-cache-",
-)
-
-
-def is_presence(name: str) -> bool:
-    """Whether ``name`` is a presence channel."""
-    return name.startswith("presence-")
-
-
-def is_private(name: str) -> bool:
-    """Whether ``name`` needs a signature (private, encrypted, presence)."""
-    return name.startswith(("private-", "presence-"))
-
-
-def is_cache(name: str) -> bool:
-    """Whether ``name`` is a cache channel (reference §5.10)."""
-    return name.startswith(CACHE_PREFIXES)
+is_presence = names.is_presence
+is_private = names.is_private
+is_cache = names.is_cache
 
 
 @dataclass(eq=False, slots=True)
