@@ -260,11 +260,12 @@ class WebhookSender:
         stats = state.stats
         dropped = 0
         while stats.queued > self.max_queue or stats.queued_bytes > self.max_queue_bytes:
-            # The URL with most waiting events is the one failing: drop from it,
-            # so a healthy URL of the same app keeps its events.
-            target = max(state.targets, key=lambda t: len(t.queue))
-            if not target.queue:  # only requests in flight are left
+            # Drop from a failing URL first, the one with most waiting events,
+            # so that a healthy URL of the same app keeps its events.
+            waiting = [t for t in state.targets if t.queue]
+            if not waiting:  # only requests in flight are left
                 break
+            target = max(waiting, key=lambda t: (t.failing_since is not None, len(t.queue)))
             _, encoded = target.queue.popleft()
             self._forget(target, encoded)
             dropped += 1
