@@ -158,6 +158,8 @@ class WebhookSender:
     :param max_queue_bytes: most bytes of event JSON an app's queues hold, as
         ``max_queue``. Default 8 MiB.
     :param max_backoff: longest wait between two tries, in seconds. Default 60.0.
+    :param close_timeout: most seconds :meth:`close` takes, whatever its
+        caller asks for. Default 1.5, so that a shutdown takes less than 2 s.
     :raises ValueError: if ``max_queue`` is below :data:`MAX_BATCH_EVENTS` or
         ``max_queue_bytes`` below :data:`MAX_BATCH_BYTES`.
     """
@@ -172,6 +174,7 @@ class WebhookSender:
         max_queue: int = 10_000,
         max_queue_bytes: int = 8 * 1024 * 1024,
         max_backoff: float = 60.0,
+        close_timeout: float = 1.5,
     ) -> None:
         if max_queue < MAX_BATCH_EVENTS or max_queue_bytes < MAX_BATCH_BYTES:
             raise ValueError(
@@ -185,6 +188,7 @@ class WebhookSender:
         self.max_queue = max_queue
         self.max_queue_bytes = max_queue_bytes
         self.max_backoff = max_backoff
+        self.close_timeout = close_timeout
         #: :class:`WebhookStats` by app ID, for the apps that had a webhook event.
         self.stats: dict[str, WebhookStats] = {}
         self._apps: dict[str, _App] = {}
@@ -448,8 +452,8 @@ class WebhookSender:
 
     # -- shutting down -----------------------------------------------------
 
-    async def close(self, timeout: float = 2.0) -> None:
-        """Send what is pending now, for at most ``timeout`` seconds, then stop.
+    async def close(self, timeout: float | None = None) -> None:
+        """Send what is pending now, for a bounded time, then stop.
 
         Held ``channel_vacated``/``member_removed`` events are queued at once;
         each URL gets one more try of its pending requests (no backoff); a URL
@@ -457,8 +461,10 @@ class WebhookSender:
         its events undelivered. Logs a warning with the number of events not
         delivered (and those dropped earlier), then closes the HTTP session.
 
-        :param timeout: seconds at most, in all. Default 2.0.
+        :param timeout: seconds at most, in all; never more than
+            ``close_timeout`` (the default).
         """
+        timeout = self.close_timeout if timeout is None else min(timeout, self.close_timeout)
         self._closing = True
         for app, event, handle in list(self._held.values()):
             handle.cancel()
