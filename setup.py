@@ -13,7 +13,7 @@ setup(
     long_description_content_type="text/x-rst",
     license="MIT",
     packages=find_packages(include=["flask_pusher", "flask_pusher.*"]),
-    package_data={"flask_pusher": ["py.typed"]},
+    package_data={"flask_pusher": ["py.typed", "server/*.html"]},
     include_package_data=True,
     zip_safe=False,
     python_requires=">=3.10",
@@ -24,6 +24,10 @@ setup(
     extras_require={
         "server": [
             "aiohttp>=3.9",
+            # GET /metrics (issue 9): the registry, exposition and parser.
+            "prometheus-client>=0.20",
+            # The debug console's live stream.
+            "aiohttp-sse>=2.2",
         ],
         "test": [
             "pytest>=8",

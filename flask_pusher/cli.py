@@ -14,6 +14,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from .server.cli import OpsOptions
 from .server.cli import serve as run_server
 from .server.cli import server_options
 from .server.config import AppConfig
@@ -33,7 +34,7 @@ def _extension() -> Any:
 
 @pusher_cli.command("serve")
 @server_options
-def serve(host: str, port: int, webhooks: tuple[str, ...], debug: bool) -> None:
+def serve(host: str, port: int, webhooks: tuple[str, ...], debug: bool, ops: OpsOptions) -> None:
     """Run a local Pusher Channels server for this app's credentials.
 
     The same server as ``python -m flask_pusher.server``, with the app's
@@ -44,7 +45,7 @@ def serve(host: str, port: int, webhooks: tuple[str, ...], debug: bool) -> None:
     settings = _extension().settings
     hooks = tuple(WebhookConfig(url) for url in webhooks)
     app_config = AppConfig(settings.app_id, settings.key, settings.secret, webhooks=hooks)
-    run_server([app_config], host, port, debug)
+    run_server([app_config], host, port, debug, ops)
 
 
 @pusher_cli.command("trigger")

@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import struct
 import time
 from collections.abc import AsyncIterator
+from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,11 +30,20 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from . import protocol
 from .config import AppConfig
+from .config import DEFAULT_METRICS_PREFIX
+from .console import Console
+from .console import is_loopback
 from .core import Core
+from .http_api import APICall
 from .http_api import HTTPApi
+from .metrics import IOCounts
+from .metrics import Metrics
+from .metrics import WebhookFigures
+from .state import AppState
 from .state import Connection
 from .state import Effects
 from .state import Send
+from .webhooks import WebhookAttempt
 from .webhooks import WebhookSender
 
 log = logging.getLogger("flask_pusher.server")
@@ -48,6 +59,9 @@ BUSY_WINDOW = 0.005
 COALESCE_DELAY = 0.004
 #: At most one line per this many seconds about malformed requests.
 CLIENT_ERROR_LOG_INTERVAL = 10.0
+#: How server frames the I/O layer watches for begin (protocol.encode's key order).
+_SUBSCRIPTION_ERROR = '{"event":"pusher:subscription_error"'
+_ERROR = '{"event":"pusher:error"'
 
 
 def frame_bytes(text: str) -> bytes:
@@ -119,7 +133,22 @@ class Server:
     :param webhook_backoff: seconds before the first webhook retry. Default 1.0.
     :param webhook_retry_for: seconds a failing webhook is retried. Default 300.0.
     :param tick_interval: seconds between heartbeat checks. Default 1.0.
-    :raises ValueError: as :class:`~flask_pusher.server.core.Core`.
+    :param metrics: count and serve ``GET /metrics``. Default ``True``
+        (``--no-metrics`` turns it off).
+    :param metrics_prefix: the start of every metric name. Default ``"pusher_"``
+        (``--metrics-prefix``).
+    :param metrics_port: serve ``/metrics`` (and ``/health``, ``/ready``) on
+        this port, on the same interface, instead of the main port. Default
+        ``None`` (``--metrics-port``).
+    :param node: this server process's name, the ``node`` label of the metrics
+        and in console events. Default ``None``: ``HOSTNAME:PORT`` (``--node``).
+    :param console: serve the debug console at ``GET /console``. Default
+        ``False`` (``--console``).
+    :param shutdown_delay: seconds between the start of a shutdown and the end
+        of listening, while ``/ready`` already answers 503, so that a load
+        balancer stops sending clients first. Default 0.0 (``--shutdown-delay``).
+    :raises ValueError: as :class:`~flask_pusher.server.core.Core`, or for a
+        metrics prefix that cannot start a Prometheus metric name.
     """
 
     def __init__(
@@ -130,11 +159,37 @@ class Server:
         webhook_backoff: float = 1.0,
         webhook_retry_for: float = 300.0,
         tick_interval: float = 1.0,
+        metrics: bool = True,
+        metrics_prefix: str = DEFAULT_METRICS_PREFIX,
+        metrics_port: int | None = None,
+        node: str | None = None,
+        console: bool = False,
+        shutdown_delay: float = 0.0,
     ) -> None:
         self.core = Core(apps)
         self.webhooks = WebhookSender(webhook_delay, webhook_backoff, webhook_retry_for)
         self.tick_interval = tick_interval
-        self.api = HTTPApi(self.core, self.apply)
+        self.node = node or ""
+        self.metrics: Metrics | None = None
+        # The I/O layer's counters by app, or None: nothing is counted.
+        self._counts: dict[AppState, IOCounts] | None = None
+        if metrics:
+            self.metrics = Metrics(
+                self.core.apps_by_id, self._webhook_figures, metrics_prefix, self.node
+            )
+            self._counts = self.metrics.counts
+        self.metrics_port = metrics_port
+        self.console: Console | None = None
+        if console:
+            self.console = Console(self.core, self.apply, self._watched, self.node)
+            self.webhooks.observer = self._webhook_attempt
+        self.shutdown_delay = shutdown_delay
+        #: Why the server is not ready, or ``None``: see :meth:`ready`.
+        self.not_ready: str | None = None
+        #: More readiness checks, each returning a reason or ``None``; cluster
+        #: mode adds one that its shared store answers.
+        self.readiness_checks: list[Callable[[], str | None]] = []
+        self.api = HTTPApi(self.core, self.apply, self._api_call)
         self._tasks: set[asyncio.Task[Any]] = set()
         # The only map from the core's connections to sockets.
         self._sockets: dict[Connection, tuple[web.WebSocketResponse, asyncio.Transport]] = {}
@@ -148,16 +203,102 @@ class Server:
     def make_app(self) -> web.Application:
         """The aiohttp application with every route and the lifecycle hooks."""
         app = web.Application()
+        app[SERVER] = self
         app.router.add_get("/app/{key}", self.websocket)
         app.router.add_get("/", self.index)
         self.api.add_routes(app)
+        if self.metrics_port is None:
+            self.add_ops_routes(app)
+        if self.console is not None:
+            self.console.add_routes(app)
         app.cleanup_ctx.append(self._lifetime)
         app.on_shutdown.append(self._close_clients)
         return app
 
+    def add_ops_routes(self, app: web.Application) -> None:
+        """``/health``, ``/ready`` and, with metrics on, ``/metrics``."""
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/ready", self.ready)
+        if self.metrics is not None:
+            app.router.add_get("/metrics", self.scrape)
+
+    def set_node(self, node: str) -> None:
+        """Name this server process (metrics' ``node`` label, console events)."""
+        self.node = node
+        if self.metrics is not None:
+            self.metrics.node = node
+        if self.console is not None:
+            self.console.node = node
+
     async def index(self, request: web.Request) -> web.Response:
-        """``GET /``: a health check."""
+        """``GET /``: what this is."""
         return web.Response(text="Pusher Channels server (flask_pusher.server)\n")
+
+    # -- operations: health, readiness, metrics, console hooks -------------
+
+    async def health(self, request: web.Request) -> web.Response:
+        """``GET /health``: 200 while the process serves (a liveness probe)."""
+        return web.json_response({"status": "ok", "node": self.node})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        """``GET /ready``: 200 ``{"ready": true}`` when accepting connections,
+        else 503 ``{"ready": false, "reason": ...}`` (a readiness probe)."""
+        reason = self.not_ready
+        for check in self.readiness_checks:
+            if reason is not None:
+                break
+            reason = check()
+        if reason is not None:
+            return web.json_response({"ready": False, "reason": reason}, status=503)
+        return web.json_response({"ready": True, "node": self.node})
+
+    async def scrape(self, request: web.Request) -> web.Response:
+        """``GET /metrics``: the Prometheus exposition (text or OpenMetrics, as accepted)."""
+        assert self.metrics is not None
+        body, content_type = self.metrics.render(request.headers.get("Accept"))
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = content_type
+        return response
+
+    def _webhook_figures(self, app_id: str) -> WebhookFigures | None:
+        stats = self.webhooks.stats.get(app_id)
+        if stats is None:
+            return None
+        return WebhookFigures(
+            stats.sent, stats.failed_requests, stats.retrying, stats.queued, stats.dropped
+        )
+
+    def _watched(self, watched: bool) -> None:
+        """A console started or stopped watching: the core records webhook
+        events for every app only meanwhile."""
+        for app in self.core.apps_by_id.values():
+            app.watched = watched
+
+    def _webhook_attempt(self, attempt: WebhookAttempt) -> None:
+        console = self.console
+        if console is not None and console.watching:
+            console.emit("webhook", attempt.app_id, **attempt.fields())
+
+    def _api_call(self, call: APICall) -> None:
+        """An HTTP API request was answered: count it, show it."""
+        app = call.app
+        counts = self._counts
+        if counts is not None and app is not None:
+            c = counts[app]
+            c.http_calls += 1
+            c.http_received_bytes += call.received
+            c.http_transmitted_bytes += call.sent
+            c.http_responses[call.status] = c.http_responses.get(call.status, 0) + 1
+        console = self.console
+        if console is None or not console.watching:
+            return
+        app_id = app.config.app_id if app is not None else None
+        if call.status >= 300:
+            fields = {"method": call.method, "path": call.path, "status": call.status}
+            console.emit("api_error", app_id, error=call.error, request_id=call.id, **fields)
+        elif app is not None and call.operation in ("trigger", "trigger_batch"):
+            batch = call.operation == "trigger_batch"
+            console.api_message(app, call.payload(), batch, "http", call.id)
 
     # -- effects ----------------------------------------------------------
 
@@ -179,8 +320,12 @@ class Server:
                     loop.call_later(COALESCE_DELAY, self._flush)
                 else:
                     loop.call_soon(self._flush)
-        for hook in effects.webhooks:
-            self.webhooks.emit(hook.app, hook.event)
+        if effects.webhooks:
+            console = self.console
+            if console is not None and console.watching:
+                console.effects(effects)
+            for hook in effects.webhooks:
+                self.webhooks.emit(hook.app, hook.event)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -195,14 +340,23 @@ class Server:
             else:
                 groups.append((send.to, [frame_bytes(send.frame)]))
         write = self._write
+        counts = self._counts
         if len(groups) == 1:
             conns, parts = groups[0]
             data = parts[0] if len(parts) == 1 else b"".join(parts)
+            if counts is not None:  # per flush, not per write
+                c = counts[conns[0].app]
+                c.ws_messages_sent += len(parts) * len(conns)
+                c.socket_transmitted_bytes += len(data) * len(conns)
             for conn in conns:
                 write(conn, data)
         elif groups:
             batches: dict[Connection, list[bytes]] = {}
             for conns, parts in groups:
+                if counts is not None:
+                    c = counts[conns[0].app]
+                    c.ws_messages_sent += len(parts) * len(conns)
+                    c.socket_transmitted_bytes += sum(map(len, parts)) * len(conns)
                 for conn in conns:
                     queued = batches.get(conn)
                     if queued is None:
@@ -277,20 +431,30 @@ class Server:
             if version is not None and version not in SUPPORTED_PROTOCOLS:
                 refusal = (4007, f"Unsupported protocol version {version[:20]}")
         transport = request.transport
+        console = self.console
         if refusal is not None or app is None or transport is None:
             code, message = refusal or (4200, "Connection lost")
             log.debug("refused connection to %s: %s", request.path, message)
+            if console is not None and console.watching:
+                app_id = app.config.app_id if app is not None else None
+                console.emit("connection_refused", app_id, code=code, reason=message)
             try:
                 await ws.send_str(protocol.error(message, code))
                 await ws.close(code=code, message=_reason(message))
             except ConnectionError:  # gone already
                 pass
             return ws
-        del request  # not kept alive for the connection's lifetime
         greeting = self.core.connect(app)
         conn: Connection = greeting.result
         self._sockets[conn] = (ws, transport)
         self._idle.clear()
+        counts = self._counts
+        if counts is not None:
+            counts[app].new_connections += 1
+        started = time.monotonic()
+        if console is not None and console.watching:
+            console.emit("connection", app.config.app_id, **_client(conn, request))
+        del request  # not kept alive for the connection's lifetime
         try:
             self.apply(greeting)
             del greeting
@@ -303,19 +467,50 @@ class Server:
             # aiohttp's automatic pong to a client that reset the connection.
             log.debug("connection %s lost", conn.socket_id)
         finally:
+            if console is not None and console.watching:
+                console.emit(
+                    "disconnection",
+                    app.config.app_id,
+                    socket_id=conn.socket_id,
+                    user_id=conn.user_id,
+                    code=ws.close_code,
+                    lifetime=round(time.monotonic() - started, 3),
+                    channels=sorted(conn.channels),
+                )
             self.apply(self.core.disconnect(conn))
             self._sockets.pop(conn, None)
             if not self._sockets:
                 self._idle.set()
+            if counts is not None:
+                counts[app].disconnections += 1
         return ws
 
     def _receive(self, conn: Connection, text: str) -> None:
+        counts = self._counts
+        if counts is not None:
+            c = counts[conn.app]
+            c.ws_messages_received += 1
+            c.socket_received_bytes += (
+                len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+            )
+        console = self.console
+        watching = console is not None and console.watching
+        if watching:
+            before = set(conn.channels), conn.user_id
         try:
             effects = self.core.receive(conn, text)
         except Exception:  # a bug must not take the connection down
             log.exception("error handling a frame from %s", conn.socket_id)
             effects = Effects()
             effects.send(conn, protocol.error("Internal server error"))
+        refusals = None
+        if counts is not None or watching:
+            refusals = _refusals(conn, effects)
+            if refusals and counts is not None:
+                _count_refusals(counts[conn.app], refusals)
+        if watching:
+            assert console is not None
+            _show_receive(console, conn, text, before, refusals or [])
         self.apply(effects)
 
     # -- lifecycle --------------------------------------------------------
@@ -331,12 +526,20 @@ class Server:
             task.cancel()
 
     async def _tick_forever(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             await asyncio.sleep(self.tick_interval)
+            if self.metrics is not None:
+                # How late the loop woke up: the time callbacks wait for their turn.
+                self.metrics.loop_lag = max(0.0, loop.time() - started - self.tick_interval)
             self.apply(self.core.tick())
 
     async def _close_clients(self, app: web.Application, timeout: float = 5.0) -> None:
         """``on_shutdown``: close every connection with 4200 and wait for them."""
+        self.not_ready = "shutting down"
+        if self.console is not None:
+            self.console.close()
         self.apply(self.core.shutdown())
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
@@ -344,8 +547,94 @@ class Server:
             log.warning("%d connections did not close in time", len(self._sockets))
 
 
+#: The :class:`Server` of an aiohttp application made by :meth:`Server.make_app`.
+SERVER = web.AppKey("server", Server)
+
+
+def _client(conn: Connection, request: web.Request) -> dict[str, Any]:
+    """A console's view of a new connection: who, from where, with what."""
+    return {
+        "socket_id": conn.socket_id,
+        "origin": request.headers.get("Origin"),
+        "user_agent": request.headers.get("User-Agent"),
+        "protocol": request.query.get("protocol"),
+        "client": request.query.get("client"),
+        "version": request.query.get("version"),
+        "remote": request.remote,
+    }
+
+
+def _refusals(conn: Connection, effects: Effects) -> list[dict[str, Any]]:
+    """The ``pusher:subscription_error`` and ``pusher:error`` frames a received
+    frame got back, decoded (few: the common answers are not errors)."""
+    found = []
+    for send in effects.sends:
+        frame = send.frame
+        if frame.startswith((_SUBSCRIPTION_ERROR, _ERROR)) and send.to == (conn,):
+            found.append(json.loads(frame))
+    return found
+
+
+def _count_refusals(counts: IOCounts, refusals: list[dict[str, Any]]) -> None:
+    for frame in refusals:
+        data = frame.get("data") or {}
+        if frame["event"] == "pusher:subscription_error":
+            status = data.get("status", 0)
+            counts.subscription_errors[status] = counts.subscription_errors.get(status, 0) + 1
+        elif data.get("code") == 4301:
+            counts.client_events_refused += 1
+
+
+def _show_receive(
+    console: Console,
+    conn: Connection,
+    text: str,
+    before: tuple[set[str], str | None],
+    refusals: list[dict[str, Any]],
+) -> None:
+    """Console events of one received frame: what it changed, what it was refused."""
+    app_id = conn.app.config.app_id
+    channels, user_id = before
+    sid = conn.socket_id
+    for name in sorted(conn.channels - channels):
+        console.emit("subscribed", app_id, socket_id=sid, channel=name, user_id=conn.user_id)
+    for name in sorted(channels - conn.channels):
+        console.emit("unsubscribed", app_id, socket_id=sid, channel=name, user_id=conn.user_id)
+    if conn.user_id != user_id and conn.user_id is not None:
+        console.emit("signin", app_id, socket_id=sid, user_id=conn.user_id, user=conn.user_info)
+    for frame in refusals:
+        data = frame.get("data") or {}
+        if frame["event"] == "pusher:subscription_error":
+            console.emit(
+                "subscription_refused",
+                app_id,
+                socket_id=sid,
+                channel=frame.get("channel"),
+                status=data.get("status"),
+                reason=data.get("error"),
+                error_type=data.get("type"),
+            )
+        else:
+            kind = "client_event_refused" if data.get("code") == 4301 else "error"
+            console.emit(
+                kind,
+                app_id,
+                socket_id=sid,
+                user_id=conn.user_id,
+                code=data.get("code"),
+                reason=data.get("message"),
+                frame=text[:2000],
+            )
+
+
 async def start_site(server: Server, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Listen on ``host:port`` (0 picks a free port); return the runner and port."""
+    """Listen on ``host:port`` (0 picks a free port); return the runner and port.
+
+    With ``metrics_port``, ``/metrics``, ``/health`` and ``/ready`` listen there
+    too (on ``host``), until the main runner is cleaned up.
+    """
+    if server.console is not None:
+        server.console.login_required = not is_loopback(host)
     runner = web.AppRunner(
         server.make_app(),
         handle_signals=False,
@@ -356,14 +645,42 @@ async def start_site(server: Server, host: str, port: int) -> tuple[web.AppRunne
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=4096)
     await site.start()
-    return runner, int(runner.addresses[0][1])
+    bound = int(runner.addresses[0][1])
+    if not server.node:
+        server.set_node(f"{socket.gethostname()}:{bound}")
+    if server.metrics_port is not None:
+        try:
+            ops_runner = await _start_ops_site(server, host, server.metrics_port)
+        except BaseException:
+            await runner.cleanup()
+            raise
+
+        async def stop_ops(app: web.Application) -> None:
+            await ops_runner.cleanup()
+
+        runner.app.on_cleanup.append(stop_ops)
+    return runner, bound
+
+
+async def _start_ops_site(server: Server, host: str, port: int) -> web.AppRunner:
+    app = web.Application()
+    server.add_ops_routes(app)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, logger=http_log)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
 
 
 async def stop_site(runner: web.AppRunner) -> None:
-    """Stop listening, close connections with 4200, then flush webhooks.
+    """Answer 503 on ``/ready`` (for ``shutdown_delay`` seconds), stop
+    listening, close connections with 4200, then flush webhooks.
 
     In that order (aiohttp's ``AppRunner.cleanup``: sites, ``on_shutdown``,
     ``cleanup_ctx``): pusher-js answers 4200 by reconnecting at once, and a
     connection accepted during the shutdown would hold it up.
     """
+    server = runner.app[SERVER]
+    server.not_ready = "shutting down"
+    if server.shutdown_delay > 0:
+        await asyncio.sleep(server.shutdown_delay)
     await runner.cleanup()

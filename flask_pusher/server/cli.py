@@ -9,6 +9,8 @@ both take the options of :func:`server_options` and start the server with
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 from collections.abc import Callable
 from collections.abc import Sequence
@@ -18,6 +20,7 @@ from typing import TypeVar
 import click
 
 from .config import AppConfig
+from .config import check_prefix
 from .config import WebhookConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,7 +32,17 @@ def server_options(f: F) -> F:
     - ``--host`` (default ``127.0.0.1``, loopback only),
     - ``--port`` (default 6001; 0 picks a free port),
     - ``--webhook URL`` (repeatable): where the app's webhooks go,
-    - ``--debug``: log one line per connection event.
+    - ``--debug``: log one line per connection event and HTTP API request,
+    - ``--no-metrics``, ``--metrics-prefix`` (default ``pusher_``),
+      ``--metrics-port``: Prometheus metrics at ``/metrics``,
+    - ``--node NAME``: this process's name in metrics and the console
+      (default ``HOSTNAME:PORT``),
+    - ``--console``: the debug console at ``/console``,
+    - ``--shutdown-delay SECONDS`` (default 0): answer 503 on ``/ready`` that
+      long before closing.
+
+    The decorated function takes ``host``, ``port``, ``webhooks``, ``debug``
+    and ``ops`` (an :class:`OpsOptions`).
     """
     options = [
         click.option(
@@ -49,18 +62,91 @@ def server_options(f: F) -> F:
             metavar="URL",
             help="Send webhooks to URL (repeatable), e.g. http://127.0.0.1:5000/pusher/events.",
         ),
-        click.option("--debug", is_flag=True, help="Log one line per connection event."),
+        click.option(
+            "--debug",
+            is_flag=True,
+            help="Log one line per connection event and HTTP API request (with its request id).",
+        ),
+        click.option(
+            "--metrics/--no-metrics",
+            default=True,
+            show_default=True,
+            help="Count and serve Prometheus metrics at /metrics.",
+        ),
+        click.option(
+            "--metrics-prefix",
+            default="pusher_",
+            show_default=True,
+            help="Start of every metric name (soketi's is soketi_).",
+        ),
+        click.option(
+            "--metrics-port",
+            type=click.IntRange(1, 65535),
+            default=None,
+            help="Serve /metrics, /health and /ready on this port (same interface) instead.",
+        ),
+        click.option(
+            "--node",
+            default=None,
+            metavar="NAME",
+            help="This process's name in metrics and the console. [default: HOSTNAME:PORT]",
+        ),
+        click.option(
+            "--console",
+            is_flag=True,
+            help="Serve the debug console at /console (asks for an app secret off loopback).",
+        ),
+        click.option(
+            "--shutdown-delay",
+            type=click.FloatRange(0, 600),
+            default=0.0,
+            show_default=True,
+            metavar="SECONDS",
+            help="On SIGTERM, answer 503 on /ready this long before closing.",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
-    return f
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        names = ("metrics", "metrics_prefix", "metrics_port", "node", "console", "shutdown_delay")
+        kwargs["ops"] = OpsOptions(**{name: kwargs.pop(name) for name in names})
+        return f(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
-def serve(apps: Sequence[AppConfig], host: str, port: int, debug: bool) -> None:
+@dataclasses.dataclass(frozen=True)
+class OpsOptions:
+    """The operations options of :func:`server_options`, as
+    :class:`~flask_pusher.server.LocalServer` and :func:`~flask_pusher.server.run`
+    take them as keyword arguments (same names and defaults)."""
+
+    metrics: bool = True
+    metrics_prefix: str = "pusher_"
+    metrics_port: int | None = None
+    node: str | None = None
+    console: bool = False
+    shutdown_delay: float = 0.0
+
+    def kwargs(self) -> dict[str, Any]:
+        """The options as keyword arguments."""
+        return dataclasses.asdict(self)
+
+
+def serve(
+    apps: Sequence[AppConfig],
+    host: str,
+    port: int,
+    debug: bool,
+    ops: OpsOptions | None = None,
+) -> None:
     """Run the server in the foreground until SIGINT or SIGTERM.
 
     :raises click.ClickException: if the address cannot be bound, or the
         ``server`` extra (aiohttp) is not installed.
+    :raises click.UsageError: for a metrics prefix that cannot start a metric name.
     """
     try:
         from .serve import run
@@ -68,8 +154,13 @@ def serve(apps: Sequence[AppConfig], host: str, port: int, debug: bool) -> None:
         raise click.ClickException(
             f'The server needs its extra: pip install "flask-pusher[server]" ({e}).'
         ) from None
+    options = (ops or OpsOptions()).kwargs()
     try:
-        run(apps, host, port, debug=debug)
+        check_prefix(options["metrics_prefix"])
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        run(apps, host, port, debug=debug, **options)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
 
@@ -171,6 +262,7 @@ def main(
     port: int,
     webhooks: tuple[str, ...],
     debug: bool,
+    ops: OpsOptions,
 ) -> None:
     """Entry point of ``python -m flask_pusher.server``."""
-    serve(apps_from_options(app_id, key, secret, config, webhooks), host, port, debug)
+    serve(apps_from_options(app_id, key, secret, config, webhooks), host, port, debug, ops)

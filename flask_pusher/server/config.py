@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 
 from .. import names
@@ -117,3 +118,22 @@ class AppConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"AppConfig.{name} must be positive.")
+
+
+#: The default start of every metric name (soketi's is ``soketi_``).
+DEFAULT_METRICS_PREFIX = "pusher_"
+_PREFIX = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+
+
+def check_prefix(prefix: str) -> str:
+    """Return ``prefix`` if it can start a Prometheus metric name.
+
+    :raises ValueError: if it cannot (letters, digits, ``_`` and ``:``, not a
+        digit first; empty is allowed).
+    """
+    if prefix and not _PREFIX.match(prefix):
+        raise ValueError(
+            f"metrics prefix {prefix!r} is not a valid start of a Prometheus metric name:"
+            " use letters, digits, '_' and ':' (not a digit first), e.g. 'pusher_'."
+        )
+    return prefix

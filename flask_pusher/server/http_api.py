@@ -7,12 +7,22 @@ Errors are plain-text bodies with Pusher's status codes
 (https://pusher.com/docs/channels/library_auth_reference/rest-api/#response-codes):
 400 bad request, 401 authentication, 403 app disabled, 404 unknown app, 413 data
 too large; never a 200, never a 500 for anything a client can send.
+
+Each request gets a request id: the ``X-Request-Id`` a proxy sent (nginx's
+``$request_id``, say; up to 64 letters, digits, ``-``, ``_``, ``.`` or ``:``)
+or a new random one. It is sent back in ``X-Request-Id`` and is in the one
+DEBUG line logged per request on the ``flask_pusher.server.http`` logger
+(also as the log record's ``request_id`` attribute), so that a client's error
+can be found in the server's log.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import re
+import uuid
 from collections.abc import Awaitable
 from collections.abc import Callable
 from typing import Any
@@ -25,9 +35,40 @@ from .protocol import loads
 from .state import AppState
 from .state import Effects
 
-log = logging.getLogger("flask_pusher.server")
+log = logging.getLogger("flask_pusher.server.http")
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}\Z")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class APICall:
+    """One answered HTTP API request, as the I/O layer reports it.
+
+    :ivar app: the app it was for, or ``None`` if unknown.
+    :ivar operation: ``trigger``, ``trigger_batch``, ``channels``, ``channel``,
+        ``users`` or ``terminate``.
+    :ivar received: bytes of the request body; ``sent``: of the response body.
+    :ivar error: the error message of a refused request.
+    """
+
+    id: str
+    app: AppState | None
+    operation: str
+    method: str
+    path: str
+    status: int
+    body: bytes
+    received: int
+    sent: int
+    error: str | None
+
+    def payload(self) -> Any:
+        """The decoded JSON body (of an accepted trigger)."""
+        return loads(self.body)
+
 
 Apply = Callable[[Effects], None]
+Observe = Callable[[APICall], None]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Operation = Callable[[web.Request, AppState, bytes], Effects]
 
@@ -52,46 +93,77 @@ async def expect_handler(request: web.Request) -> None:
     raise web.HTTPExpectationFailed(text="Only 'Expect: 100-continue' is supported\n")
 
 
-class HTTPApi:
-    """Route handlers bound to a :class:`Core` and a function applying effects."""
+def request_id(request: web.Request) -> str:
+    """The request's ``X-Request-Id`` if it is a sensible one, else a new id."""
+    given = request.headers.get("X-Request-Id", "")
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
 
-    def __init__(self, core: Core, apply: Apply) -> None:
+
+class HTTPApi:
+    """Route handlers bound to a :class:`Core` and a function applying effects.
+
+    :param observe: called with an :class:`APICall` after each answer (metrics,
+        the console), or ``None``.
+    """
+
+    def __init__(self, core: Core, apply: Apply, observe: Observe | None = None) -> None:
         self.core = core
         self.apply = apply
+        self.observe = observe
 
     def add_routes(self, app: web.Application) -> None:
         """Register the API routes, plus pusher-http-python 3.3.4's terminate path
         without ``/apps/{app_id}``."""
         core = self.core
-        routes: list[tuple[str, str, Operation]] = [
-            ("POST", "/apps/{app_id}/events", lambda r, a, b: core.trigger(a, _json_body(b))),
+        routes: list[tuple[str, str, str, Operation]] = [
+            (
+                "POST",
+                "/apps/{app_id}/events",
+                "trigger",
+                lambda r, a, b: core.trigger(a, _json_body(b)),
+            ),
             (
                 "POST",
                 "/apps/{app_id}/batch_events",
+                "trigger_batch",
                 lambda r, a, b: core.trigger_batch(a, _json_body(b)),
             ),
-            ("GET", "/apps/{app_id}/channels", lambda r, a, b: core.channels(a, r.query)),
+            (
+                "GET",
+                "/apps/{app_id}/channels",
+                "channels",
+                lambda r, a, b: core.channels(a, r.query),
+            ),
             (
                 "GET",
                 "/apps/{app_id}/channels/{channel}",
+                "channel",
                 lambda r, a, b: core.channel(a, r.match_info["channel"], r.query),
             ),
             (
                 "GET",
                 "/apps/{app_id}/channels/{channel}/users",
+                "users",
                 lambda r, a, b: core.users(a, r.match_info["channel"]),
             ),
         ]
         terminate: Operation = lambda r, a, b: core.terminate(a, r.match_info["user_id"])  # noqa: E731
-        routes.append(("POST", "/apps/{app_id}/users/{user_id}/terminate_connections", terminate))
-        routes.append(("POST", "/users/{user_id}/terminate_connections", terminate))
-        for method, path, operation in routes:
+        for path in (
+            "/apps/{app_id}/users/{user_id}/terminate_connections",
+            "/users/{user_id}/terminate_connections",
+        ):
+            routes.append(("POST", path, "terminate", terminate))
+        for method, path, name, operation in routes:
             app.router.add_route(
-                method, path, self._handler(operation), expect_handler=expect_handler
+                method, path, self._handler(name, operation), expect_handler=expect_handler
             )
 
-    def _handler(self, operation: Operation) -> Handler:
+    def _handler(self, name: str, operation: Operation) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
+            rid = request_id(request)
+            app: AppState | None = None
+            body = b""
+            error = None
             try:
                 app = self.core.app_for_request(
                     request.match_info.get("app_id"), request.query.get("auth_key", "")
@@ -101,11 +173,41 @@ class HTTPApi:
                 self.core.authenticate(app, request.method, paths, request.query, body)
                 effects = operation(request, app, body)
             except APIError as exc:
-                log.debug("%s %s -> %d %s", request.method, request.path, exc.status, exc.message)
-                return _error(exc.status, exc.message)
-            self.apply(effects)
-            # ASCII-escaped: a user id may hold a lone surrogate, which UTF-8 cannot encode.
-            return web.json_response(effects.result, dumps=_dumps_ascii)
+                error = exc.message
+                response = _error(exc.status, exc.message)
+            else:
+                self.apply(effects)
+                # ASCII-escaped: a user id may hold a lone surrogate, which UTF-8 cannot encode.
+                response = web.json_response(effects.result, dumps=_dumps_ascii)
+            response.headers["X-Request-Id"] = rid
+            sent = len(response.body) if isinstance(response.body, bytes) else 0
+            log.debug(
+                "%s %s -> %d%s (%d bytes in, %d out) request_id=%s",
+                request.method,
+                request.path,
+                response.status,
+                f" {error}" if error else "",
+                len(body),
+                sent,
+                rid,
+                extra={"request_id": rid},
+            )
+            if self.observe is not None:
+                self.observe(
+                    APICall(
+                        rid,
+                        app,
+                        name,
+                        request.method,
+                        request.path,
+                        response.status,
+                        body,
+                        len(body),
+                        sent,
+                        error,
+                    )
+                )
+            return response
 
         return handler
 

@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Any
 
 from aiohttp import web
 
@@ -43,7 +44,17 @@ class LocalServer:
         dropped. Default 300.0 (reference §3.1).
     :param tick_interval: seconds between heartbeat checks (pings, 4201
         closes) and throttled subscription counts. Default 1.0.
-    :raises ValueError: if no app is given or IDs or keys repeat.
+    :param metrics: count and serve Prometheus metrics at ``/metrics``. Default ``True``.
+    :param metrics_prefix: the start of every metric name. Default ``"pusher_"``.
+    :param metrics_port: serve ``/metrics``, ``/health`` and ``/ready`` on this
+        port instead of ``port``. Default ``None``.
+    :param node: the name of this server process in metrics (``node`` label)
+        and console events. Default ``None``: ``HOSTNAME:PORT``.
+    :param console: serve the debug console at ``/console``. Default ``False``.
+    :param shutdown_delay: seconds :meth:`stop` keeps listening while
+        ``/ready`` answers 503. Default 0.0.
+    :raises ValueError: if no app is given or IDs or keys repeat, or for a bad
+        metrics prefix.
     """
 
     def __init__(
@@ -56,15 +67,27 @@ class LocalServer:
         webhook_backoff: float = 1.0,
         webhook_retry_for: float = 300.0,
         tick_interval: float = 1.0,
+        metrics: bool = True,
+        metrics_prefix: str = "pusher_",
+        metrics_port: int | None = None,
+        node: str | None = None,
+        console: bool = False,
+        shutdown_delay: float = 0.0,
     ) -> None:
         self.apps = tuple(apps)
         self.host = host
         self.port = port
-        self._options = {
+        self._options: dict[str, Any] = {
             "webhook_delay": webhook_delay,
             "webhook_backoff": webhook_backoff,
             "webhook_retry_for": webhook_retry_for,
             "tick_interval": tick_interval,
+            "metrics": metrics,
+            "metrics_prefix": metrics_prefix,
+            "metrics_port": metrics_port,
+            "node": node,
+            "console": console,
+            "shutdown_delay": shutdown_delay,
         }
         if not self.apps:
             raise ValueError("LocalServer needs at least one AppConfig.")
@@ -83,6 +106,17 @@ class LocalServer:
     def ws_url(self) -> str:
         """``ws://HOST:PORT``, the WebSocket base URL (clients add ``/app/KEY``)."""
         return f"ws://{self.host}:{self.port}"
+
+    @property
+    def console_url(self) -> str | None:
+        """``http://HOST:PORT/console``, or ``None`` without the console."""
+        return f"{self.url}/console" if self._options["console"] else None
+
+    @property
+    def server(self) -> Server | None:
+        """The running :class:`~flask_pusher.server.app.Server` (its loop is
+        another thread's: read, do not change), or ``None`` when stopped."""
+        return self._server
 
     def start(self, timeout: float = 30.0) -> LocalServer:
         """Start listening; return once the port is bound.
@@ -180,6 +214,7 @@ def run(
     *,
     debug: bool = False,
     webhook_delay: float = 3.0,
+    **options: Any,
 ) -> None:
     """Serve in the foreground until SIGINT or SIGTERM, then shut down cleanly.
 
@@ -193,7 +228,13 @@ def run(
     :param host: the interface. Default ``"127.0.0.1"`` (loopback only).
     :param port: the TCP port. Default 6001; 0 picks a free port.
     :param webhook_delay: seconds vacate/member_removed webhooks are held.
+    :param options: more keyword arguments of
+        :class:`~flask_pusher.server.app.Server`: ``metrics``, ``metrics_prefix``,
+        ``metrics_port``, ``node``, ``console``, ``shutdown_delay`` (the
+        command line's ``--no-metrics``, ``--metrics-prefix``, ``--metrics-port``,
+        ``--node``, ``--console``, ``--shutdown-delay``).
     :raises OSError: if the address cannot be bound.
+    :raises ValueError: for a bad metrics prefix.
     """
     if not log.hasHandlers():
         handler = logging.StreamHandler(sys.stderr)
@@ -203,17 +244,22 @@ def run(
         log.setLevel(logging.DEBUG)
     elif log.level == logging.NOTSET:
         log.setLevel(logging.INFO)
-    asyncio.run(_serve(apps, host, port, webhook_delay))
+    asyncio.run(_serve(apps, host, port, {"webhook_delay": webhook_delay, **options}))
 
 
-async def _serve(apps: Sequence[AppConfig], host: str, port: int, webhook_delay: float) -> None:
-    server = Server(apps, webhook_delay=webhook_delay)
+async def _serve(apps: Sequence[AppConfig], host: str, port: int, options: dict[str, Any]) -> None:
+    server = Server(apps, **options)
     runner, bound = await start_site(server, host, port)
     # A process of its own: move what exists now (modules, classes) out of the
     # cyclic GC's reach, so full collections only scan connection state.
     gc.collect()
     gc.freeze()
     log.info(describe(host, bound, apps))
+    if server.console is not None:
+        log.info("Debug console at http://%s:%d/console", host, bound)
+    if server.metrics is not None:
+        where = bound if server.metrics_port is None else server.metrics_port
+        log.info("Prometheus metrics at http://%s:%d/metrics", host, where)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []

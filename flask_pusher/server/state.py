@@ -119,6 +119,7 @@ class AppState:
         "connections",
         "dirty_counts",
         "users",
+        "watched",
         "watchers",
     )
 
@@ -130,6 +131,9 @@ class AppState:
         self.watchers: dict[str, set[Connection]] = {}
         self.cache: dict[str, tuple[str, str, float]] = {}
         self.dirty_counts: set[str] = set()
+        #: Set by the I/O layer while a debug console watches: the core's
+        #: webhook events are then recorded even for an app without webhooks.
+        self.watched = False
 
     # -- channels ---------------------------------------------------------
 
@@ -262,6 +266,6 @@ class Effects:
             self.closes.append(Close(conn, code, reason))
 
     def hook(self, app: AppState, event: dict[str, Any]) -> None:
-        """Queue a webhook event, if the app has webhooks."""
-        if app.config.webhooks:
+        """Queue a webhook event, if the app has webhooks or a console watches it."""
+        if app.config.webhooks or app.watched:
             self.webhooks.append(Webhook(app.config, event))

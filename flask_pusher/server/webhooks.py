@@ -32,6 +32,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -95,6 +96,38 @@ class WebhookStats:
     def dropped(self) -> int:
         """All events dropped, for whatever reason."""
         return self.dropped_full + self.dropped_expired + self.dropped_shutdown
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WebhookAttempt:
+    """One webhook request, as :attr:`WebhookSender.observer` is told of it.
+
+    ``status`` is ``None`` after a network error or timeout (``error`` says
+    which); ``latency`` is in seconds; ``attempt`` counts from 1 (2 is the
+    first retry); ``events`` are the names of the events it carried.
+    """
+
+    app_id: str
+    url: str
+    status: int | None
+    error: str | None
+    latency: float
+    attempt: int
+    events: tuple[str, ...]
+    answer: str
+
+    def fields(self) -> dict[str, Any]:
+        """The attempt as a dict (``app_id`` left out)."""
+        return {
+            "url": self.url,
+            "status": self.status,
+            "error": self.error,
+            "latency": round(self.latency, 4),
+            "attempt": self.attempt,
+            "retry": self.attempt - 1,
+            "events": list(self.events),
+            "answer": self.answer,
+        }
 
 
 @dataclasses.dataclass(eq=False)
@@ -196,6 +229,9 @@ class WebhookSender:
         self._held: dict[_Key, tuple[AppConfig, dict[str, Any], asyncio.TimerHandle]] = {}
         self._closing = False
         self._closed = False
+        #: Called with a :class:`WebhookAttempt` after each request, if set
+        #: (the debug console sets it).
+        self.observer: Callable[[WebhookAttempt], None] | None = None
 
     # -- accepting events --------------------------------------------------
 
@@ -408,13 +444,24 @@ class WebhookSender:
         stats.requests += 1
         url = target.hook.url
         status: int | None = None
+        answer = ""
+        error = None
+        started = time.monotonic()
         try:
             async with self._session.post(url, data=batch.data, headers=headers) as resp:
                 status = resp.status
                 answer = await _read_start(resp)
             outcome = f"status {status}, body {answer!r}"
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            outcome = f"{type(exc).__name__}: {exc}"
+            outcome = error = f"{type(exc).__name__}: {exc}"
+        if self.observer is not None:
+            events = tuple(_event_name(e) for e in batch.events)
+            latency = time.monotonic() - started
+            self.observer(
+                WebhookAttempt(
+                    target.app.app_id, url, status, error, latency, batch.attempts, events, answer
+                )
+            )
         if status is not None and 200 <= status < 300:
             stats.sent += len(batch.events)
             if target.failing_since is not None:
@@ -514,3 +561,8 @@ async def _read_start(resp: aiohttp.ClientResponse) -> str:
         data += chunk
     text = data.decode("utf-8", "replace")
     return text if len(text) <= BODY_LOG_LIMIT else text[:BODY_LOG_LIMIT] + "..."
+
+
+def _event_name(encoded: str) -> str:
+    name = json.loads(encoded).get("name")
+    return name if isinstance(name, str) else "?"

@@ -1,0 +1,389 @@
+"""The debug console: ``GET /console``, a live page of what the server does.
+
+Off unless asked for (``--console``, ``LocalServer(console=True)``, the
+in-process development server). The page (``console.html``, a single file
+without dependencies) follows a stream of server-sent events
+(https://html.spec.whatwg.org/multipage/server-sent-events.html, sent with
+``aiohttp-sse``), reads the state of the apps from ``/console/state`` and sends
+events through ``/console/trigger``, which takes the HTTP API's path
+(:meth:`Core.trigger <flask_pusher.server.core.Core.trigger>`, then the
+server's ``apply``).
+
+Console events are made by the I/O layer from what it already sees (the
+operations it calls and the :class:`~flask_pusher.server.state.Effects` they
+return), and only while someone watches: :attr:`Console.watching` is the one
+check on the hot path. Each watcher has a bounded buffer; a watcher that reads
+too slowly loses events, and is told how many.
+
+When the server listens on anything but loopback, the console asks for an
+app's secret (checked with :func:`hmac.compare_digest`, never shown nor stored
+in the cookie) and then shows only that app, with a signed cookie that lasts
+:data:`SESSION_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hmac
+import importlib.resources
+import ipaddress
+import itertools
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp_sse import sse_response
+
+from .. import names
+from .core import Core
+from .errors import APIError
+from .protocol import loads
+from .state import AppState
+from .state import Effects
+
+log = logging.getLogger("flask_pusher.server")
+
+#: Events buffered for one watcher before newer ones are dropped (and counted).
+WATCHER_BUFFER = 1000
+#: Seconds a console login lasts.
+SESSION_SECONDS = 12 * 3600
+#: At most this many connections, channels and members per app in ``/console/state``.
+STATE_LIMIT = 1000
+COOKIE = "flask_pusher_console"
+
+Apply = Callable[[Effects], None]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an interface to listen on) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class Watcher:
+    """One open console page: a bounded buffer of encoded events."""
+
+    __slots__ = ("apps", "dropped", "queue", "size", "wake")
+
+    def __init__(self, apps: frozenset[str] | None, size: int = WATCHER_BUFFER) -> None:
+        self.apps = apps  # the app IDs it may see; None: all
+        self.size = size
+        self.queue: collections.deque[str] = collections.deque()
+        self.dropped = 0
+        self.wake = asyncio.Event()
+
+    def push(self, app_id: str | None, text: str) -> None:
+        if self.apps is not None and app_id not in self.apps:
+            return
+        if len(self.queue) >= self.size:
+            self.dropped += 1
+        else:
+            self.queue.append(text)
+        self.wake.set()
+
+
+class Console:
+    """The console of one server.
+
+    :param core: the server's core (state view, event creator).
+    :param apply: the server's function carrying out effects.
+    :param on_watch: called with ``True`` when the first watcher arrives and
+        ``False`` when the last leaves.
+    :param node: the name of this server process, in every event.
+    :param buffer: events buffered per watcher. Default :data:`WATCHER_BUFFER`.
+    """
+
+    def __init__(
+        self,
+        core: Core,
+        apply: Apply,
+        on_watch: Callable[[bool], None],
+        node: str = "",
+        buffer: int = WATCHER_BUFFER,
+    ) -> None:
+        self.core = core
+        self.apply = apply
+        self.on_watch = on_watch
+        self.node = node
+        self.buffer = buffer
+        #: Whether anyone watches: the only check the hot path makes.
+        self.watching = False
+        #: Set by :func:`~flask_pusher.server.app.start_site` for a non-loopback host.
+        self.login_required = False
+        self.watchers: set[Watcher] = set()
+        self._ids = itertools.count(1)
+        self._key = secrets.token_bytes(32)  # signs the session cookies of this process
+        self._closing = False
+
+    def add_routes(self, app: web.Application) -> None:
+        """``/console`` and its endpoints."""
+        app.router.add_get("/console", self.page)
+        app.router.add_post("/console/login", self.login)
+        app.router.add_post("/console/logout", self.logout)
+        app.router.add_get("/console/events", self.events)
+        app.router.add_get("/console/state", self.state)
+        app.router.add_post("/console/trigger", self.trigger)
+
+    # -- events -----------------------------------------------------------
+
+    def emit(self, kind: str, app_id: str | None, **fields: Any) -> None:
+        """Send one event to every watcher allowed to see ``app_id``."""
+        event = {"id": next(self._ids), "time": time.time(), "type": kind, "app": app_id}
+        event.update(fields)
+        event["node"] = self.node
+        text = json.dumps(event, ensure_ascii=True, default=repr)
+        for watcher in self.watchers:
+            watcher.push(app_id, text)
+
+    def effects(self, effects: Effects) -> None:
+        """Events of the webhook entries of ``effects`` (recorded while watched)."""
+        for hook in effects.webhooks:
+            event = dict(hook.event)
+            name = event.pop("name")
+            if name == "subscription_count":
+                continue
+            self.emit(_HOOK_KINDS.get(name, name), hook.app.app_id, **event)
+
+    def api_message(
+        self, app: AppState, payload: Any, batch: bool, source: str, request_id: str
+    ) -> None:
+        """Events for an accepted trigger: channels, event name, size, excluded socket."""
+        items = payload.get("batch", []) if batch else [payload]
+        for item in items:
+            channels = item.get("channels") or [item.get("channel")]
+            data = item.get("data")
+            self.emit(
+                "api_message",
+                app.config.app_id,
+                channels=channels,
+                channel=channels[0] if len(channels) == 1 else None,
+                event=item.get("name"),
+                size=len(data.encode("utf-8", "surrogatepass")) if isinstance(data, str) else 0,
+                socket_id=item.get("socket_id"),
+                data=data,
+                source=source,
+                request_id=request_id,
+            )
+
+    # -- access -----------------------------------------------------------
+
+    def _allowed(self, request: web.Request) -> frozenset[str] | None:
+        """The app IDs ``request`` may see (``None``: all).
+
+        :raises web.HTTPForbidden: without a valid session where one is needed.
+        """
+        if not self.login_required:
+            return None
+        token = request.cookies.get(COOKIE, "")
+        app_id, _, rest = token.rpartition(":")
+        app_id, _, expires = app_id.rpartition(":")
+        expected = self._sign(f"{app_id}:{expires}")
+        if (
+            hmac.compare_digest(rest, expected)
+            and expires.isdigit()
+            and int(expires) > time.time()
+            and app_id in self.core.apps_by_id
+        ):
+            return frozenset({app_id})
+        raise web.HTTPForbidden(
+            text=json.dumps({"error": "Log in to the console with the app's secret."}),
+            content_type="application/json",
+        )
+
+    def _sign(self, text: str) -> str:
+        return hmac.new(self._key, text.encode(), "sha256").hexdigest()
+
+    def _apps(self, allowed: frozenset[str] | None) -> list[AppState]:
+        apps = self.core.apps_by_id
+        return [a for i, a in apps.items() if allowed is None or i in allowed]
+
+    async def page(self, request: web.Request) -> web.Response:
+        """``GET /console``: the page, or the login form."""
+        try:
+            self._allowed(request)
+        except web.HTTPForbidden:
+            return _html("login.html", status=401)
+        return _html("console.html")
+
+    async def login(self, request: web.Request) -> web.Response:
+        """``POST /console/login``: check an app's secret; set the session cookie."""
+        form = await request.post()
+        secret = form.get("secret")
+        found = None
+        if isinstance(secret, str) and secret:
+            for app_id, app in self.core.apps_by_id.items():
+                # compare_digest for each app: the time does not tell which matched.
+                if hmac.compare_digest(secret.encode(), app.config.secret.encode()):
+                    found = app_id
+        if found is None:
+            log.info("console login refused from %s", request.remote)
+            return _html("login.html", status=401, failed=True)
+        expires = str(int(time.time()) + SESSION_SECONDS)
+        response = web.HTTPSeeOther("/console")
+        response.set_cookie(
+            COOKIE,
+            f"{found}:{expires}:{self._sign(f'{found}:{expires}')}",
+            max_age=SESSION_SECONDS,
+            path="/console",
+            httponly=True,
+            samesite="Strict",
+            secure=request.secure,
+        )
+        return response
+
+    async def logout(self, request: web.Request) -> web.Response:
+        """``POST /console/logout``: forget the session cookie."""
+        response = web.HTTPSeeOther("/console")
+        response.del_cookie(COOKIE, path="/console")
+        return response
+
+    # -- the stream -------------------------------------------------------
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """``GET /console/events``: server-sent events, one JSON object each."""
+        watcher = Watcher(self._allowed(request), self.buffer)
+        self.watchers.add(watcher)
+        if not self.watching:
+            self.watching = True
+            self.on_watch(True)
+        reported = 0
+        try:
+            async with sse_response(request) as stream:
+                hello = {"type": "hello", "node": self.node, "login": self.login_required}
+                await stream.send(json.dumps(hello), event="hello")
+                while not self._closing and stream.is_connected():
+                    await watcher.wake.wait()
+                    watcher.wake.clear()
+                    while watcher.queue:
+                        await stream.send(watcher.queue.popleft())
+                    if watcher.dropped != reported:
+                        reported = watcher.dropped
+                        await stream.send(json.dumps({"dropped": reported}), event="dropped")
+                return stream
+        except (ConnectionError, asyncio.TimeoutError):
+            return web.Response(status=204)  # never sent: the page is gone
+        finally:
+            self.watchers.discard(watcher)
+            if not self.watchers and self.watching:
+                self.watching = False
+                self.on_watch(False)
+
+    def close(self) -> None:
+        """End every stream (at shutdown)."""
+        self._closing = True
+        for watcher in self.watchers:
+            watcher.wake.set()
+
+    # -- state and the event creator --------------------------------------
+
+    async def state(self, request: web.Request) -> web.Response:
+        """``GET /console/state``: connections, occupied channels, presence members."""
+        allowed = self._allowed(request)
+        apps = []
+        for app in self._apps(allowed):
+            connections = [
+                {
+                    "socket_id": conn.socket_id,
+                    "user_id": conn.user_id,
+                    "channels": sorted(conn.channels),
+                }
+                for conn in itertools.islice(app.connections.values(), STATE_LIMIT)
+            ]
+            channels = []
+            presence: dict[str, Any] = {}
+            for name, counts in itertools.islice(app.occupied(), STATE_LIMIT):
+                channels.append(
+                    {
+                        "name": name,
+                        "subscription_count": counts.subscription_count,
+                        "user_count": counts.user_count,
+                    }
+                )
+                if name.startswith(names.PRESENCE_PREFIX):
+                    members = app.members(name)
+                    presence[name] = [
+                        {"user_id": uid, "user_info": info}
+                        for uid, info in itertools.islice(members.items(), STATE_LIMIT)
+                    ]
+            apps.append(
+                {
+                    "app_id": app.config.app_id,
+                    "connection_count": len(app.connections),
+                    "connections": connections,
+                    "channels": channels,
+                    "presence": presence,
+                }
+            )
+        body = {"node": self.node, "apps": apps}
+        return web.json_response(body, dumps=_dumps)
+
+    async def trigger(self, request: web.Request) -> web.Response:
+        """``POST /console/trigger``: ``{"app_id", "channel", "event", "data"}``,
+        sent as the HTTP API sends it. JSON only (a cross-site form cannot send
+        it without the browser asking first), from this origin only."""
+        allowed = self._allowed(request)
+        origin = request.headers.get("Origin")
+        if origin is not None and origin != f"{request.scheme}://{request.host}":
+            return _json_error(403, "The event creator takes requests from the console only.")
+        if request.content_type != "application/json":
+            return _json_error(415, "Send JSON (Content-Type: application/json).")
+        try:
+            body = loads(await request.read())
+            if not isinstance(body, dict):
+                raise APIError(400, "Send a JSON object.")
+            apps = {a.config.app_id: a for a in self._apps(allowed)}
+            app = apps.get(str(body.get("app_id")))
+            if app is None:
+                raise APIError(404, "Unknown app.")
+            data = body.get("data")
+            if not isinstance(data, str):
+                raise APIError(400, "data must be a string of JSON.")
+            try:
+                loads(data)
+            except (TypeError, ValueError):
+                raise APIError(400, "data is not valid JSON.") from None
+            payload = {"name": body.get("event"), "channels": [body.get("channel")], "data": data}
+            effects = self.core.trigger(app, payload)
+        except APIError as exc:
+            return _json_error(exc.status, exc.message)
+        except ValueError:
+            return _json_error(400, "The body is not valid JSON.")
+        if self.watching:
+            self.api_message(app, payload, False, "console", "")
+        self.apply(effects)
+        return web.json_response(effects.result, dumps=_dumps)
+
+
+#: Console event types of the core's webhook events.
+_HOOK_KINDS = {"channel_occupied": "occupied", "channel_vacated": "vacated"}
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=True, default=repr)
+
+
+def _json_error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _html(name: str, status: int = 200, failed: bool = False) -> web.Response:
+    text = importlib.resources.files(__package__).joinpath(name).read_text("utf-8")
+    if failed:
+        text = text.replace('<p id="failed" hidden>', '<p id="failed">')
+    response = web.Response(text=text, content_type="text/html", status=status)
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline';"
+        " connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
