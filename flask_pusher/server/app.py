@@ -184,6 +184,7 @@ class Server:
             self.console = Console(self.core, self.apply, self._watched, self.node)
             self.webhooks.observer = self._webhook_attempt
         self.shutdown_delay = shutdown_delay
+        self._ops_runner: web.AppRunner | None = None  # the --metrics-port listener
         #: Why the server is not ready, or ``None``: see :meth:`ready`.
         self.not_ready: str | None = None
         #: More readiness checks, each returning a reason or ``None``; cluster
@@ -522,6 +523,8 @@ class Server:
         yield
         ticker.cancel()
         await self.webhooks.close()
+        if self._ops_runner is not None:
+            await self._ops_runner.cleanup()
         for task in list(self._tasks):
             task.cancel()
 
@@ -631,7 +634,7 @@ async def start_site(server: Server, host: str, port: int) -> tuple[web.AppRunne
     """Listen on ``host:port`` (0 picks a free port); return the runner and port.
 
     With ``metrics_port``, ``/metrics``, ``/health`` and ``/ready`` listen there
-    too (on ``host``), until the main runner is cleaned up.
+    instead (on ``host``), until the main runner's cleanup has flushed webhooks.
     """
     if server.console is not None:
         server.console.login_required = not is_loopback(host)
@@ -650,15 +653,10 @@ async def start_site(server: Server, host: str, port: int) -> tuple[web.AppRunne
         server.set_node(f"{socket.gethostname()}:{bound}")
     if server.metrics_port is not None:
         try:
-            ops_runner = await _start_ops_site(server, host, server.metrics_port)
+            server._ops_runner = await _start_ops_site(server, host, server.metrics_port)
         except BaseException:
             await runner.cleanup()
             raise
-
-        async def stop_ops(app: web.Application) -> None:
-            await ops_runner.cleanup()
-
-        runner.app.on_cleanup.append(stop_ops)
     return runner, bound
 
 

@@ -55,6 +55,8 @@ SESSION_SECONDS = 12 * 3600
 #: At most this many connections, channels and members per app in ``/console/state``.
 STATE_LIMIT = 1000
 COOKIE = "flask_pusher_console"
+#: Seconds between checks that an idle watcher's page is still open.
+GONE_CHECK = 1.0
 
 Apply = Callable[[Effects], None]
 
@@ -238,13 +240,13 @@ class Console:
             samesite="Strict",
             secure=request.secure,
         )
-        return response
+        raise response
 
     async def logout(self, request: web.Request) -> web.Response:
         """``POST /console/logout``: forget the session cookie."""
         response = web.HTTPSeeOther("/console")
         response.del_cookie(COOKIE, path="/console")
-        return response
+        raise response
 
     # -- the stream -------------------------------------------------------
 
@@ -261,7 +263,13 @@ class Console:
                 hello = {"type": "hello", "node": self.node, "login": self.login_required}
                 await stream.send(json.dumps(hello), event="hello")
                 while not self._closing and stream.is_connected():
-                    await watcher.wake.wait()
+                    try:
+                        await asyncio.wait_for(watcher.wake.wait(), GONE_CHECK)
+                    except asyncio.TimeoutError:
+                        transport = request.transport
+                        if transport is None or transport.is_closing():
+                            break  # the page was closed: nothing tells the handler else
+                        continue
                     watcher.wake.clear()
                     while watcher.queue:
                         await stream.send(watcher.queue.popleft())
