@@ -6,7 +6,8 @@ With ``PUSHER_LOCAL_SERVER = True`` the app's client and template options point 
 process and port: at the app's first request (so the reloader's watcher process,
 which serves none, starts nothing) or at the first use of the client outside a
 request (``flask shell``, CLI commands). Its webhooks go back to the app's own
-webhook route, at the address of that first request.
+webhook route, at the address of that first request. Its debug console is on,
+at :func:`console_url`, printed to stderr when the server starts.
 
 Nothing here imports the server (or aiohttp) until a server is started.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import sys
 import threading
 from typing import TYPE_CHECKING
 
@@ -35,6 +37,14 @@ _servers: dict[int, LocalServer] = {}
 def running(port: int) -> LocalServer | None:
     """The in-process server on ``port``, if this process started one."""
     return _servers.get(port)
+
+
+def console_url(settings: PusherSettings) -> str | None:
+    """The debug console of the in-process server, or ``None`` when
+    ``PUSHER_LOCAL_SERVER`` is off."""
+    if not settings.local_server:
+        return None
+    return f"http://127.0.0.1:{settings.local_server_port}/console"
 
 
 def ensure_started(settings: PusherSettings, webhook_url: str | None = None) -> LocalServer:
@@ -64,7 +74,7 @@ def ensure_started(settings: PusherSettings, webhook_url: str | None = None) -> 
         webhooks = (WebhookConfig(webhook_url),) if webhook_url else ()
         app = AppConfig(settings.app_id, settings.key, settings.secret, webhooks=webhooks)
         try:
-            server = LocalServer([app], host="127.0.0.1", port=port).start()
+            server = LocalServer([app], host="127.0.0.1", port=port, console=True).start()
         except OSError as e:
             raise RuntimeError(
                 f"The local Pusher server cannot listen on 127.0.0.1:{port} ({e}). Stop what"
@@ -73,6 +83,7 @@ def ensure_started(settings: PusherSettings, webhook_url: str | None = None) -> 
         atexit.register(server.stop)
         _servers[port] = server
         log.info("Started the local Pusher server at %s for app %s", server.url, settings.app_id)
+        print(f" * Pusher debug console: {server.console_url}", file=sys.stderr)
         return server
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from flask import Flask
+from flask import render_template
 from flask.testing import FlaskClient
 
 from examples.chat import create_app
@@ -47,6 +48,15 @@ def subscribe(client: FlaskClient, channel: str) -> int:
         "/pusher/auth", data=auth_body(SOCKET_ID, channel), content_type=AUTH_CONTENT_TYPE
     )
     return r.status_code
+
+
+def test_pages_link_to_the_local_servers_debug_console_only_when_it_runs(app: Flask) -> None:
+    page = app.test_client().get("/").data.decode()
+    assert "<form" in page and "debug-console" not in page
+    local_app = create_app({"TESTING": True, "PUSHER_LOCAL_SERVER": True})
+    with local_app.test_request_context():
+        page = render_template("signin.html")
+    assert 'id="debug-console" href="http://127.0.0.1:6001/console"' in page
 
 
 def test_local_server_by_default(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -73,6 +73,30 @@ def test_switch_on_points_the_client_and_templates_at_it(stop_local_servers: Non
         assert pusher.channels_info() == {"channels": {}}
 
 
+def test_the_in_process_server_has_its_debug_console_and_prints_where(
+    stop_local_servers: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 9: the development server's console is on, on loopback without a login."""
+    port = free_port()
+    app = Flask(__name__)
+    app.config.update(PUSHER_LOCAL_SERVER=True, PUSHER_LOCAL_SERVER_PORT=port)
+    pusher = Pusher(app)
+    with app.app_context():
+        url = local.console_url(pusher.settings)
+        assert url == f"http://127.0.0.1:{port}/console"
+        pusher.trigger("room", "e", {})  # starts the server
+    assert f" * Pusher debug console: {url}" in capsys.readouterr().err
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+        assert b"debug console" in response.read()
+    off = Flask(__name__)
+    off.config.update(PUSHER_APP_ID="1", PUSHER_KEY="k", PUSHER_SECRET="s")
+    with off.app_context():
+        assert local.console_url(Pusher(off).settings) is None
+
+
 def test_switch_on_end_to_end_with_webhooks_back_to_the_app(stop_local_servers: None) -> None:
     ws_port = free_port()
     app = Flask(__name__)

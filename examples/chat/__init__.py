@@ -19,6 +19,8 @@ from typing import Any
 
 from flask import Flask
 
+from flask_pusher import local
+
 from . import views
 from .realtime import pusher
 
@@ -49,4 +51,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     pusher.init_app(app)
     app.register_blueprint(views.bp)
+
+    @app.context_processor
+    def debug_console() -> dict[str, str | None]:
+        # The local server's debug console, linked from every page.
+        return {"console_url": local.console_url(pusher.settings)}
+
     return app
