@@ -13,6 +13,12 @@ reports:
 - server memory per idle connection (RSS delta / connections, ``/proc``);
 - whether one server process holds ``--hold`` connections.
 
+With ``--ops``, instead: server CPU per 100,000 deliveries with metrics off
+(``--no-metrics``), on (the default), and on with a debug console watching
+(``--console`` and a reader of ``/console/events``), each run ``--runs`` times
+in turn on a fresh server; medians, and ratios to metrics off (issue 9: within
+5%).
+
 Linux only. Run: ``python benchmarks/fanout.py`` (``--quick`` for a smoke run).
 """
 
@@ -28,6 +34,7 @@ import os
 import resource
 import select
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -186,9 +193,10 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def start_server(port: int) -> subprocess.Popen[bytes]:
+def start_server(port: int, extra: list[str] | None = None) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "flask_pusher.server"]
     command += ["--app-id", APP_ID, "--key", KEY, "--secret", SECRET, "--port", str(port)]
+    command += extra or []
     proc = subprocess.Popen(command, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -330,6 +338,96 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+class ConsoleReader:
+    """A debug console page's stream, read in a thread: what a watching browser costs."""
+
+    def __init__(self, port: int) -> None:
+        import threading
+        import urllib.request
+
+        self.events = 0
+        self.response = urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/console/events", timeout=60
+        )
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            for line in self.response:
+                if line.startswith(b"data: "):
+                    self.events += 1
+        except (OSError, ValueError, AttributeError):  # closed under the reader
+            pass
+
+    def close(self) -> None:
+        self.response.close()
+
+
+OPS_MODES = {
+    "metrics off": ["--no-metrics"],
+    "metrics on": [],
+    "metrics on, console open": ["--console"],
+}
+
+
+def run_ops(args: argparse.Namespace) -> dict[str, Any]:
+    """CPU per 100k deliveries by mode, ``args.runs`` rounds of every mode in turn."""
+    figures: dict[str, list[float]] = {mode: [] for mode in OPS_MODES}
+    console_events: list[int] = []
+    load_before = os.getloadavg()
+    for _ in range(args.runs):
+        for mode, extra in OPS_MODES.items():
+            port = free_port()
+            server = start_server(port, extra)
+            reader = None
+            rx = None
+            try:
+                if "--console" in extra:
+                    reader = ConsoleReader(port)
+                rx = Receiver(port, args.subscribers, subscribe=True)
+                measure(server, rx, 20, None)  # warm-up
+                result = measure(server, rx, args.triggers, None, args.in_flight)
+                figures[mode].append(result["server_cpu_s_per_100k"])
+                if reader is not None:
+                    console_events.append(reader.events)
+            finally:
+                if rx is not None:
+                    rx.close()
+                if reader is not None:
+                    reader.close()
+                server.terminate()
+                server.wait(30)
+    medians = {mode: statistics.median(values) for mode, values in figures.items()}
+    base = medians["metrics off"]
+    return {
+        "subscribers": args.subscribers,
+        "triggers": args.triggers,
+        "runs": args.runs,
+        "cpu_s_per_100k": figures,
+        "median": medians,
+        "ratio_to_metrics_off": {m: round(v / base, 3) for m, v in medians.items()},
+        "console_events_read": console_events,
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+    }
+
+
+def report_ops(results: dict[str, Any]) -> None:
+    print(
+        f"Server CPU s per 100k deliveries, {results['subscribers']} subscribers x "
+        f"{results['triggers']} unpaced triggers, median of {results['runs']} runs"
+    )
+    for mode, median in results["median"].items():
+        ratio = results["ratio_to_metrics_off"][mode]
+        runs = ", ".join(f"{v:.3f}" for v in results["cpu_s_per_100k"][mode])
+        print(f"  {mode:<26} {median:>7.3f}  x{ratio:<6} ({runs})   (target x <= 1.05)")
+    print(f"  console events read per run: {results['console_events_read']}")
+    before = " ".join(f"{x:.2f}" for x in results["loadavg_before"])
+    after = " ".join(f"{x:.2f}" for x in results["loadavg_after"])
+    print(f"  load average before: {before}; after: {after}")
+
+
 def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
     n = args.subscribers
     for key, value in results.items():
@@ -372,10 +470,21 @@ def main() -> None:
     parser.add_argument("--hold", type=int, default=10000)
     parser.add_argument("--quick", action="store_true", help="small numbers, a smoke run")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    parser.add_argument(
+        "--ops", action="store_true", help="compare metrics off, on, and a console watching"
+    )
+    parser.add_argument("--runs", type=int, default=3, help="rounds of --ops")
     args = parser.parse_args()
     if args.quick:
         args.subscribers, args.triggers, args.paced_seconds = 100, 50, 2
         args.idle, args.hold = 200, 400
+    if args.ops:
+        raise_fd_limit()
+        ops = run_ops(args)
+        if args.json:
+            print(json.dumps(ops, indent=2))
+        report_ops(ops)
+        return
     limit = raise_fd_limit()
     if limit < args.hold + 100:
         sys.exit(f"open-file limit {limit} is too low for {args.hold} connections")
