@@ -17,7 +17,10 @@ With ``--ops``, instead: server CPU per 100,000 deliveries with metrics off
 (``--no-metrics``), on (the default), and on with a debug console watching
 (``--console`` and a reader of ``/console/events``), each run ``--runs`` times
 in turn on a fresh server; medians, and ratios to metrics off (issue 9: within
-5%).
+5%). Then the same three modes in one process, without sockets or HTTP: the
+server's CPU (``time.process_time``) for ``Core.trigger``, ``Server.apply`` and
+the flush to N subscribers whose transports take the bytes and do nothing, so
+that the cost of counting is not lost in the noise of a shared machine.
 
 Linux only. Run: ``python benchmarks/fanout.py`` (``--quick`` for a smoke run).
 """
@@ -413,6 +416,88 @@ def run_ops(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+class NullTransport:
+    """A transport that takes every write: only the server's own work is timed."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+class OpenSocket:
+    closed = False
+
+
+async def flush_cost(mode: str, subscribers: int, triggers: int) -> float:
+    """Process CPU seconds per 100k deliveries of ``Core.trigger`` + ``apply`` + flush."""
+    from flask_pusher.server.app import Server
+    from flask_pusher.server.config import AppConfig
+    from flask_pusher.server.console import Watcher
+
+    extra = OPS_MODES[mode]
+    server = Server(
+        [AppConfig(APP_ID, KEY, SECRET)],
+        metrics="--no-metrics" not in extra,
+        console="--console" in extra,
+    )
+    app = server.core.apps_by_id[APP_ID]
+    subscribe = json.dumps({"event": "pusher:subscribe", "data": {"channel": CHANNEL}})
+    for _ in range(subscribers):
+        conn = server.core.connect(app).result
+        server._sockets[conn] = (OpenSocket, NullTransport())  # type: ignore[assignment]
+        server.core.receive(conn, subscribe)
+    watcher = None
+    console = server.console
+    if console is not None:  # one page watching, as the HTTP API path would feed it
+        watcher = Watcher(None, size=10**9)
+        console.watchers.add(watcher)
+        console.watching = True
+        server._watched(True)
+    payload = {"name": "tick", "channels": [CHANNEL], "data": json.dumps({"seq": 0, "t": 0.0})}
+    started = time.process_time()
+    for _ in range(triggers):
+        effects = server.core.trigger(app, payload)
+        if console is not None:
+            console.api_message(app, payload, False, "http", "bench")
+        server._last_flush = float("-inf")  # no coalescing delay: flush at once
+        server.apply(effects)
+        await asyncio.sleep(0)
+        if watcher is not None:
+            watcher.queue.clear()
+    cpu = time.process_time() - started
+    return cpu / (triggers * subscribers) * 100_000
+
+
+def run_flush_costs(args: argparse.Namespace) -> dict[str, Any]:
+    rounds = max(args.runs, 9)
+    figures: dict[str, list[float]] = {mode: [] for mode in OPS_MODES}
+    for _ in range(rounds):
+        for mode in OPS_MODES:
+            figures[mode].append(asyncio.run(flush_cost(mode, args.subscribers, args.triggers)))
+    medians = {mode: statistics.median(values) for mode, values in figures.items()}
+    base = medians["metrics off"]
+    return {
+        "rounds": rounds,
+        "cpu_s_per_100k": figures,
+        "median": medians,
+        "ratio_to_metrics_off": {m: round(v / base, 4) for m, v in medians.items()},
+        "loadavg_after": os.getloadavg(),
+    }
+
+
+def report_flush_costs(results: dict[str, Any]) -> None:
+    print(f"In one process, no sockets: CPU s per 100k deliveries, median of {results['rounds']}")
+    for mode, median in results["median"].items():
+        ratio = results["ratio_to_metrics_off"][mode]
+        print(f"  {mode:<26} {median:>7.4f}  x{ratio}   (target x <= 1.05)")
+    print(f"  load average after: {' '.join(f'{x:.2f}' for x in results['loadavg_after'])}")
+
+
 def report_ops(results: dict[str, Any]) -> None:
     print(
         f"Server CPU s per 100k deliveries, {results['subscribers']} subscribers x "
@@ -481,9 +566,11 @@ def main() -> None:
     if args.ops:
         raise_fd_limit()
         ops = run_ops(args)
+        flush = run_flush_costs(args)
         if args.json:
-            print(json.dumps(ops, indent=2))
+            print(json.dumps({"sockets": ops, "in_process": flush}, indent=2))
         report_ops(ops)
+        report_flush_costs(flush)
         return
     limit = raise_fd_limit()
     if limit < args.hold + 100:
