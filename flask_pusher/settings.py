@@ -62,6 +62,7 @@ class PusherSettings:
     webhook_tolerance: float = 300
     auth_batch_limit: int = 100
     auth_jsonp: bool = False
+    defer: bool = False
     local_server: bool = False
     local_server_port: int = 6001
 
@@ -226,6 +227,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("webhook_tolerance", "PUSHER_WEBHOOK_TOLERANCE", 300, _number(float, 0, 86400)),
     Option("auth_batch_limit", "PUSHER_AUTH_BATCH_LIMIT", 100, _number(int, 1, 10000)),
     Option("auth_jsonp", "PUSHER_AUTH_JSONP", False, _bool),
+    Option("defer", "PUSHER_DEFER", False, _bool),
     Option("local_server", "PUSHER_LOCAL_SERVER", False, _bool),
     Option("local_server_port", "PUSHER_LOCAL_SERVER_PORT", 6001, _number(int, 1, 65535)),
 )

@@ -145,12 +145,15 @@ class RecordedEvent:
     :param data: the ``data`` string exactly as Pusher would receive it (for an
         encrypted channel, the ``{"nonce", "ciphertext"}`` JSON).
     :param socket_id: the excluded connection, or ``None``.
+    :param deferred: whether it was deferred to after the response
+        (``defer=True`` or ``PUSHER_DEFER``).
     """
 
     channels: tuple[str, ...]
     name: str
     data: str
     socket_id: str | None = None
+    deferred: bool = False
 
     @property
     def json(self) -> Any:
@@ -158,47 +161,52 @@ class RecordedEvent:
         return json.loads(self.data)
 
 
-class _RecordingBackend:
-    """Stands in for the client's HTTP backend: records event requests, answers ``{}``."""
+class _Recorder:
+    """Put on the client by :func:`record_events`: records event requests."""
 
-    def __init__(self, backend: Any, events: list[RecordedEvent]) -> None:
-        self._backend = backend
+    def __init__(self, events: list[RecordedEvent]) -> None:
         self._events = events
 
-    def send_request(self, request: Any) -> Any:
-        path = request.path
-        if request.method != "POST" or not path.endswith(("/events", "/batch_events")):
-            return self._backend.send_request(request)
+    def record(self, request: Any, deferred: bool) -> bool:
+        if request.method != "POST" or not request.path.endswith(("/events", "/batch_events")):
+            return False
         body = json.loads(request.body)
         for event in body.get("batch", [body]):
             channels = event.get("channels") or [event["channel"]]
             self._events.append(
-                RecordedEvent(tuple(channels), event["name"], event["data"], event.get("socket_id"))
+                RecordedEvent(
+                    tuple(channels), event["name"], event["data"], event.get("socket_id"), deferred
+                )
             )
-        return {}
+        return True
 
 
 @contextmanager
 def record_events(app: Flask | None = None) -> Iterator[list[RecordedEvent]]:
     """Record the events an app triggers instead of sending them.
 
-    Within the block, ``trigger``, ``trigger_batch`` and ``send_to_user`` reach no
-    server: each event is appended to the yielded list as a :class:`RecordedEvent`,
-    encoded as Pusher would receive it. Other HTTP API calls (``channels_info``...)
-    still go to the configured host.
+    Within the block, ``trigger``, ``trigger_batch`` and ``send_to_user`` and their
+    ``*_async`` twins reach no server: each event is appended to the yielded list as
+    a :class:`RecordedEvent`, encoded as Pusher would receive it. Other HTTP API
+    calls (``channels_info``...) still go to the configured host.
+
+    Deferred events are recorded when the response is ready (not when it is
+    closed, which Flask's test client leaves to the test), with ``deferred=True``,
+    one per channel, as they would be sent; the events of a 5xx response are
+    dropped and not recorded.
 
     :param app: the app; default: the current app.
     """
     app = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
     with app.app_context():
-        http_client = current_app.extensions["pusher"].client._pusher_client
+        client = current_app.extensions["pusher"].client
     events: list[RecordedEvent] = []
-    backend = http_client.http
-    http_client.http = _RecordingBackend(backend, events)
+    previous = client.recorder
+    client.recorder = _Recorder(events)
     try:
         yield events
     finally:
-        http_client.http = backend
+        client.recorder = previous
 
 
 #: The credentials of the :func:`pusher_server` fixture's app.

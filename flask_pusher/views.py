@@ -16,6 +16,7 @@ Every error these routes answer is JSON: ``{"error": "..."}``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from collections.abc import Mapping
 from typing import Any
 from typing import TYPE_CHECKING
@@ -95,8 +96,7 @@ def exempt_webhooks_from_csrf() -> None:
 def _extension() -> tuple[Pusher, PusherSettings, Any]:
     """The extension, and the current app's settings and client."""
     ext: Pusher = current_app.extensions["pusher"]
-    state = ext._state()
-    return ext, state.settings, state.client
+    return ext, ext.settings, ext.client
 
 
 def _only(*methods: str) -> None:
@@ -150,8 +150,12 @@ class _Authorizer:
         self.settings = settings
         self.client = client
         self.socket_id = socket_id
-        self.can_subscribe = current_app.ensure_sync(ext._auth) if ext._auth else None
-        self.member = current_app.ensure_sync(ext._channel_data) if ext._channel_data else None
+        callbacks = ext.callbacks
+        self.routes = callbacks.channels
+        self.can_subscribe = current_app.ensure_sync(callbacks.auth) if callbacks.auth else None
+        self.member = (
+            current_app.ensure_sync(callbacks.channel_data) if callbacks.channel_data else None
+        )
 
     def __call__(self, channel: Any) -> dict[str, str]:
         """Authorize one channel subscription: the JSON body pusher-js expects (reference §1.3).
@@ -172,26 +176,49 @@ class _Authorizer:
                 channel,
             )
             raise ChannelAuthorizationDenied("Encrypted channels are not enabled on this server.")
-        if self.can_subscribe is None:
-            raise ChannelAuthorizationDenied(
-                "No channel authorization callback is registered (@pusher.auth)."
-            )
-        if not self.can_subscribe(channel, self.socket_id):
-            raise ChannelAuthorizationDenied(f"Subscription to {channel} is not authorized.")
+        route = self.routes.match(channel) if self.routes else None
+        member = self._by_route(channel, *route) if route else self._by_callbacks(channel)
         channel_data: dict[str, Any] | None = None
         if names.is_presence(channel):
-            channel_data = {"user_id": self.socket_id}
-            if self.member is not None:
-                member = self.member(channel, self.socket_id)
-                if not isinstance(member, Mapping):
-                    raise TypeError(
-                        f"@pusher.channel_data must return a dict, not {type(member).__name__}."
-                    )
-                channel_data.update(member)
+            channel_data = {"user_id": self.socket_id, **(member or {})}
             if not _is_member_id(channel_data["user_id"]):
                 raise TypeError("A presence member's user_id must be a non-empty string or an int.")
         result: dict[str, str] = self.client.authenticate(channel, self.socket_id, channel_data)
         return result
+
+    def _by_route(
+        self, channel: str, callback: Callable[..., Any], params: dict[str, Any]
+    ) -> Mapping[str, Any] | None:
+        """Judge ``channel`` by its ``@pusher.channel`` route: the member, if presence."""
+        allowed = current_app.ensure_sync(callback)(**params)
+        if not allowed:
+            raise ChannelAuthorizationDenied(f"Subscription to {channel} is not authorized.")
+        if not names.is_presence(channel):
+            return None
+        if not isinstance(allowed, Mapping):
+            raise TypeError(
+                f"A @pusher.channel route for a presence channel must return the member"
+                f" dict or a false value, not {type(allowed).__name__}."
+            )
+        return allowed
+
+    def _by_callbacks(self, channel: str) -> Mapping[str, Any] | None:
+        """Judge ``channel`` by ``@pusher.auth`` and ``@pusher.channel_data``."""
+        if self.can_subscribe is None:
+            raise ChannelAuthorizationDenied(
+                "No channel route (@pusher.channel) matches this channel, and no channel"
+                " authorization callback is registered (@pusher.auth)."
+            )
+        if not self.can_subscribe(channel, self.socket_id):
+            raise ChannelAuthorizationDenied(f"Subscription to {channel} is not authorized.")
+        if not names.is_presence(channel) or self.member is None:
+            return None
+        member = self.member(channel, self.socket_id)
+        if not isinstance(member, Mapping):
+            raise TypeError(
+                f"@pusher.channel_data must return a dict, not {type(member).__name__}."
+            )
+        return member
 
 
 def _is_member_id(value: Any) -> bool:
@@ -260,11 +287,12 @@ def user_auth_view() -> Response:
     _only("POST")
     ext, _, client = _extension()
     socket_id = _socket_id(_params())
-    if ext._user_data is None:
+    user_data = ext.callbacks.user_data
+    if user_data is None:
         raise UserAuthenticationDenied(
             "No user authentication callback is registered (@pusher.user_data)."
         )
-    user = current_app.ensure_sync(ext._user_data)(socket_id)
+    user = current_app.ensure_sync(user_data)(socket_id)
     if user is None:
         raise UserAuthenticationDenied("User authentication was refused.")
     if not isinstance(user, Mapping):
