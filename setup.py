@@ -13,7 +13,7 @@ setup(
     long_description_content_type="text/x-rst",
     license="MIT",
     packages=find_packages(include=["flask_pusher", "flask_pusher.*"]),
-    package_data={"flask_pusher": ["py.typed"]},
+    package_data={"flask_pusher": ["py.typed", "static/*"]},
     include_package_data=True,
     zip_safe=False,
     python_requires=">=3.10",

@@ -16,6 +16,7 @@ Every error these routes answer is JSON: ``{"error": "..."}``.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from collections.abc import Callable
 from collections.abc import Mapping
 from typing import Any
@@ -26,6 +27,7 @@ from flask import current_app
 from flask import jsonify
 from flask import request
 from flask import Response
+from flask import send_from_directory
 from flask import url_for
 from flask.blueprints import BlueprintSetupState
 from jinja2.utils import htmlsafe_json_dumps
@@ -46,6 +48,12 @@ if TYPE_CHECKING:
     from .extension import Pusher
 
 blueprint = Blueprint("pusher", __name__)
+#: The files that the ``pusher.static`` endpoint serves.
+STATIC_FOLDER = Path(__file__).with_name("static")
+#: The vendored pusher-js build: 8.6.0 with end-to-end encryption, from npm.
+PUSHER_JS = "pusher-with-encryption.min.js"
+#: The helper that sends the ``X-Socket-ID`` header (see :doc:`/to-others`).
+HELPER_JS = "flask-pusher.js"
 
 #: pusher-js-auth's batch keys, ``channel_name[0]``, ``channel_name[1]``... (reference §2).
 BATCH_KEY_RE = re.compile(r"channel_name\[([0-9]{1,6})\]")
@@ -59,6 +67,10 @@ ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 @blueprint.record
 def _add_url_rules(state: BlueprintSetupState) -> None:
     settings: PusherSettings = state.options["pusher_settings"]
+    # Not the blueprint's static_folder: with no URL prefix its /static/<filename>
+    # would lie behind the app's own static route.
+    static = "/static" if settings.url_prefix else "/pusher-static"
+    state.add_url_rule(f"{static}/<path:filename>", "static", static_view)
     state.add_url_rule(settings.auth_path, "auth", auth_view, methods=ALL_METHODS)
     state.add_url_rule(settings.user_auth_path, "user_auth", user_auth_view, methods=ALL_METHODS)
     state.add_url_rule(settings.webhooks_path, "webhooks", webhook_view, methods=ALL_METHODS)
@@ -69,6 +81,12 @@ def _add_url_rules(state: BlueprintSetupState) -> None:
         webhook_view,
         methods=ALL_METHODS,
     )
+
+
+def static_view(filename: str) -> Response:
+    """Serve pusher-js and ``flask-pusher.js`` (endpoint ``pusher.static``): under
+    ``{PUSHER_URL_PREFIX}/static/``, or ``/pusher-static/`` with no prefix."""
+    return send_from_directory(STATIC_FOLDER, filename)
 
 
 @blueprint.errorhandler(HTTPException)
@@ -329,7 +347,32 @@ def webhook_view(group: str | None = None) -> Response:
 @blueprint.app_context_processor
 def _template_context() -> dict[str, Any]:
     settings: PusherSettings = current_app.extensions["pusher"].settings
-    return {"PUSHER_KEY": settings.key, "pusher_options": pusher_options}
+    return {
+        "PUSHER_KEY": settings.key,
+        "pusher_options": pusher_options,
+        "pusher_script": pusher_script,
+    }
+
+
+def pusher_script(pusher_js: bool = True, helper: bool = True) -> Markup:
+    """``<script>`` tags for the files the ``pusher`` blueprint serves, no CDN needed.
+
+    In a template, before the script that calls ``new Pusher(...)``::
+
+        {{ pusher_script() }}
+
+    :param pusher_js: include pusher-js 8.6.0 with end-to-end encryption
+        (``pusher-with-encryption.min.js``, MIT licence, from npm), which defines
+        ``Pusher``. ``False`` if the page loads pusher-js itself.
+    :param helper: include ``flask-pusher.js``, which adds the ``X-Socket-ID``
+        header to same-origin ``fetch`` and ``XMLHttpRequest`` calls once pusher-js
+        is connected (see :doc:`/to-others`).
+    """
+    files = [name for name, wanted in ((PUSHER_JS, pusher_js), (HELPER_JS, helper)) if wanted]
+    return Markup("\n").join(
+        Markup('<script src="{}"></script>').format(url_for("pusher.static", filename=name))
+        for name in files
+    )
 
 
 HOSTED_SUFFIXES = (".pusher.com", ".pusherapp.com")
