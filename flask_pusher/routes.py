@@ -65,7 +65,7 @@ def to_rule(pattern: str) -> str:
         encrypted or presence channel.
     """
     if not isinstance(pattern, str) or not pattern:
-        raise ValueError(f"A channel pattern must be a non-empty string, got {pattern!r}.")
+        raise ValueError(f"Channel pattern {pattern!r}: it must be a non-empty string.")
     parts: list[str] = []
     seen: set[str] = set()
     position = 0

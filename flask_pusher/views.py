@@ -16,9 +16,9 @@ Every error these routes answer is JSON: ``{"error": "..."}``.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from collections.abc import Callable
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from typing import TYPE_CHECKING
 
