@@ -95,6 +95,26 @@ def test_every_public_client_method_is_forwarded(app: Flask, pusher: Pusher) -> 
             assert callable(getattr(pusher, name)), name
 
 
+def test_no_attribute_forwarding(app: Flask, pusher: Pusher) -> None:
+    """Every method is written out: a typo is an AttributeError, and hasattr is honest."""
+    with app.app_context():
+        assert not hasattr(pusher, "triger")
+        with pytest.raises(AttributeError):
+            pusher.from_url  # noqa: B018
+    assert "__getattr__" not in vars(Pusher)
+
+
+def test_forwarded_methods_take_the_official_arguments(pusher: Pusher) -> None:
+    for name, member in inspect.getmembers(pusher_http.Pusher, inspect.isfunction):
+        if name.startswith("_"):
+            continue
+        ours = inspect.signature(getattr(Pusher, name)).parameters
+        theirs = inspect.signature(member).parameters
+        assert list(theirs) == list(ours)[: len(theirs)], name
+        extra = list(ours)[len(theirs) :]
+        assert all(ours[p].kind is inspect.Parameter.KEYWORD_ONLY for p in extra), name
+
+
 def test_settings_are_readable_as_flaskpusher_offered_them(app: Flask) -> None:
     pusher = Pusher(app, host="example.com", port="8080", ssl="false", timeout=3)
     with app.app_context():
