@@ -58,13 +58,19 @@
   if (typeof XHR === 'function') {
     var open = XHR.prototype.open;
     var send = XHR.prototype.send;
+    var setRequestHeader = XHR.prototype.setRequestHeader;
     XHR.prototype.open = function (method, url) {
       this.__flaskPusherUrl = url;
+      this.__flaskPusherHasHeader = false;
       return open.apply(this, arguments);
+    };
+    XHR.prototype.setRequestHeader = function (name) {
+      if (String(name).toLowerCase() === HEADER.toLowerCase()) this.__flaskPusherHasHeader = true;
+      return setRequestHeader.apply(this, arguments);
     };
     XHR.prototype.send = function () {
       var id = socketId();
-      if (id && sameOrigin(this.__flaskPusherUrl)) {
+      if (id && !this.__flaskPusherHasHeader && sameOrigin(this.__flaskPusherUrl)) {
         this.setRequestHeader(HEADER, id);
       }
       return send.apply(this, arguments);
