@@ -161,7 +161,8 @@ def test_async_views(pusher_app: Flask, pusher: Pusher, listener: Listener) -> N
     @pusher_app.post("/async")
     async def view() -> dict[str, Any]:
         await pusher.trigger_async("news", "from-view", {"ok": True})
-        return await pusher.channel_info_async("news")
+        info: dict[str, Any] = await pusher.channel_info_async("news")
+        return info
 
     client = pusher_app.test_client()
     for _ in range(3):

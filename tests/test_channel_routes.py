@@ -127,11 +127,20 @@ def test_a_private_route_gets_its_parameters_in_the_request_context(
 
 
 def test_the_first_match_in_registration_order_wins(pusher: Pusher, client: FlaskClient) -> None:
-    seen = []
-    pusher.channel("private-{name}")(lambda name: seen.append(("first", name)) or False)
-    pusher.channel("private-vip")(lambda: seen.append(("second",)) or True)
+    seen: list[str] = []
+
+    @pusher.channel("private-{name}")
+    def first(name: str) -> bool:
+        seen.append(f"first {name}")
+        return False
+
+    @pusher.channel("private-vip")
+    def second() -> bool:
+        seen.append("second")
+        return True
+
     assert authorize(client, "private-vip")[0] == 403
-    assert seen == [("first", "vip")]
+    assert seen == ["first vip"]
 
 
 def test_no_match_falls_back_to_auth_and_channel_data(pusher: Pusher, client: FlaskClient) -> None:

@@ -38,7 +38,7 @@ def app(pusher_app: Flask) -> Flask:
     pusher: Pusher = pusher_app.extensions["pusher"]
 
     @pusher_app.post("/order")
-    def order() -> dict[str, Any]:
+    def order() -> tuple[dict[str, Any], int]:
         body = request.get_json()
         for n in range(body.get("count", 3)):
             pusher.trigger(
