@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 from typing import TypeVar
 
@@ -130,7 +131,7 @@ class ChannelRoutes:
     def __len__(self) -> int:
         return len(self._routes)
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[ChannelRoute]:
         return iter(self._routes)
 
     def route(self, pattern: str) -> Callable[[F], F]:

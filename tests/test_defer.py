@@ -105,6 +105,28 @@ def test_an_event_on_two_channels_is_one_batch_item_per_channel(
     assert sorted(listener.take(2)) == [("audit", "step", {"n": 0}), ("orders", "step", {"n": 0})]
 
 
+def test_deferred_batches_and_triggers_share_requests(
+    app: Flask, pusher: Pusher, sent: RequestLog, listener: Listener
+) -> None:
+    @app.post("/batch")
+    def batch() -> str:
+        pusher.trigger_batch(
+            [
+                {"channel": "orders", "name": "a", "data": 1},
+                {"channel": "audit", "name": "b", "data": 2},
+            ],
+            defer=True,
+        )
+        pusher.trigger("orders", "c", 3, defer=True)
+        return ""
+
+    app.test_client().post("/batch").close()
+    assert sent.paths == ["batch_events"]
+    events = listener.take(3)
+    assert [e for e in events if e[0] == "orders"] == [("orders", "a", 1), ("orders", "c", 3)]
+    assert ("audit", "b", 2) in events
+
+
 def test_pusher_defer_makes_it_the_default(
     pusher_config: dict[str, Any], listener: Listener
 ) -> None:
