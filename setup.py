@@ -27,6 +27,8 @@ setup(
         ],
         "test": [
             "pytest>=8",
+            # tests/deploy makes a throwaway TLS certificate (pusher already needs it).
+            "cryptography>=42",
             "asgiref>=3.2",
             "pytest-timeout>=2.3",
             "hypothesis>=6.100",
