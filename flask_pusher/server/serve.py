@@ -148,8 +148,8 @@ class LocalServer:
             self._thread = self._loop = self._server = self._runner = None
 
     async def _shutdown(self) -> None:
-        assert self._server is not None and self._runner is not None
-        await stop_site(self._server, self._runner)
+        assert self._runner is not None
+        await stop_site(self._runner)
 
     def __enter__(self) -> LocalServer:
         return self.start()
@@ -230,4 +230,4 @@ async def _serve(apps: Sequence[AppConfig], host: str, port: int, webhook_delay:
         log.info("Shutting down: closing connections, sending pending webhooks")
         for sig in installed:
             loop.remove_signal_handler(sig)
-        await stop_site(server, runner)
+        await stop_site(runner)
