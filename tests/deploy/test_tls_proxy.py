@@ -50,8 +50,9 @@ from examples.chat import create_app
 from flask_pusher.server import AppConfig
 from flask_pusher.server import LocalServer
 from flask_pusher.server import WebhookConfig
-from flask_pusher.server.__main__ import load_config
-from flask_pusher.server.__main__ import parse_args
+from flask_pusher.server.cli import apps_from_options
+from flask_pusher.server.cli import load_config
+from flask_pusher.server.cli import main as server_command
 from flask_pusher.views import pusher_options
 
 from ..needs import unavailable
@@ -447,8 +448,11 @@ def test_service_unit_uses_the_servers_options() -> None:
     argv = shlex.split(line)
     assert argv[1:3] == ["-m", "flask_pusher.server"]
     argv[argv.index("--config") + 1] = str(DEPLOY / "pusher-server.json")
-    args, apps = parse_args(argv[3:])
-    assert (args.host, args.port) == ("127.0.0.1", 6001)
+    params = server_command.make_context(argv[2], argv[3:]).params
+    assert (params["host"], params["port"]) == ("127.0.0.1", 6001)
+    apps = apps_from_options(
+        params["app_id"], params["key"], params["secret"], params["config"], params["webhooks"]
+    )
     assert [a.app_id for a in apps] == ["1001"]
 
 
