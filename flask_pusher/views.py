@@ -330,7 +330,9 @@ def pusher_options(**overrides: Any) -> Markup:
     if settings.host and not settings.host.endswith(HOSTED_SUFFIXES):
         port = settings.port or (443 if settings.ssl else 80)
         options.update(wsHost=settings.host, wsPort=port, wssPort=port)
-        options["enabledTransports"] = ["wss"] if settings.ssl else ["ws"]
+        # pusher-js 8 knows one WebSocket transport, "ws", which uses wss:// with
+        # forceTLS (src/runtimes/isomorphic/transports/transports.ts).
+        options["enabledTransports"] = ["ws"]
     headers = {}
     if "csrf" in current_app.extensions:
         from flask_wtf.csrf import generate_csrf

@@ -71,13 +71,6 @@ LISTEN = {
     "ws.example.com": ("listen 443 ssl;", "ws"),
 }
 LIVE = "/etc/letsencrypt/live/chat.example.com/"
-#: Until flask_pusher/views.py gives ["ws"]: remove these marks with that fix.
-TRANSPORTS_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="pusher_options() gives enabledTransports ['wss'] with PUSHER_SSL, and pusher-js 8"
-    " then stays 'failed': it only tries its WebSocket transport when 'ws' is enabled, and"
-    " that transport connects with wss:// under forceTLS (default_strategy.ts).",
-)
 
 
 def free_port() -> int:
@@ -275,7 +268,6 @@ def stop_process(proc: subprocess.Popen[Any]) -> None:
         proc.wait(TIMEOUT)
 
 
-@TRANSPORTS_BUG
 def test_pusher_js_through_nginx_with_tls(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -456,7 +448,6 @@ def test_service_unit_uses_the_servers_options() -> None:
     assert [a.app_id for a in apps] == ["1001"]
 
 
-@TRANSPORTS_BUG
 def test_documented_pusher_options(monkeypatch: pytest.MonkeyPatch) -> None:
     """What ``pusher_options()`` gives pusher-js with chat.env, as the docs show it
     (examples/deploy/pusher-options.json)."""
