@@ -46,6 +46,9 @@ SUPPORTED_PROTOCOLS = frozenset({"5", "6", "7"})
 #: wait COALESCE_DELAY seconds so that back-to-back triggers share system calls.
 BUSY_WINDOW = 0.005
 COALESCE_DELAY = 0.004
+#: Seconds shutdown waits for clients to answer the 4200 close before dropping
+#: them; with the webhook flush (at most 1.5 s) shutdown takes at most 2 s.
+CLOSE_WAIT = 0.5
 #: At most one line per this many seconds about malformed requests.
 CLIENT_ERROR_LOG_INTERVAL = 10.0
 
@@ -335,13 +338,20 @@ class Server:
             await asyncio.sleep(self.tick_interval)
             self.apply(self.core.tick())
 
-    async def _close_clients(self, app: web.Application, timeout: float = 5.0) -> None:
-        """``on_shutdown``: close every connection with 4200 and wait for them."""
+    async def _close_clients(self, app: web.Application) -> None:
+        """``on_shutdown``: close every connection with 4200, wait up to
+        :data:`CLOSE_WAIT` seconds for the close replies, then drop the rest."""
         self.apply(self.core.shutdown())
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            await asyncio.wait_for(self._idle.wait(), CLOSE_WAIT)
         except asyncio.TimeoutError:
-            log.warning("%d connections did not close in time", len(self._sockets))
+            log.warning(
+                "%d connections did not answer the close in %.1f s; dropped",
+                len(self._sockets),
+                CLOSE_WAIT,
+            )
+            for _ws, transport in list(self._sockets.values()):
+                transport.abort()
 
 
 async def start_site(server: Server, host: str, port: int) -> tuple[web.AppRunner, int]:
