@@ -193,7 +193,20 @@ def test_non_object_json_is_400(client: FlaskClient, allow_all: Pusher) -> None:
 def test_other_methods_get_a_json_405(client: FlaskClient) -> None:
     r = client.get("/pusher/auth")
     assert r.status_code == 405 and "error" in r.json
-    assert r.headers["Allow"] == "POST"
+    assert set(r.headers["Allow"].split(", ")) == {"OPTIONS", "POST"}
+
+
+def test_a_multipart_part_without_a_name_is_ignored(client: FlaskClient, allow_all: Pusher) -> None:
+    # Werkzeug files a part without a name under the key None (issue 7: it answered 500).
+    parts = [
+        b'Content-Disposition: form-data; name="socket_id"\r\n\r\n1.2',
+        b"Content-Disposition: form-data\r\n\r\nno name",
+        b'Content-Disposition: form-data; name="channel_name[0]"\r\n\r\nprivate-a',
+    ]
+    body = b"".join(b"--x\r\n" + part + b"\r\n" for part in parts) + b"--x--\r\n"
+    r = client.post("/pusher/auth", data=body, content_type="multipart/form-data; boundary=x")
+    assert r.status_code == 200
+    assert r.json["private-a"]["status"] == 200
 
 
 def test_errors_can_be_handled_by_the_app(app: Flask, client: FlaskClient) -> None:
