@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 
+import pusher as pusher_http
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -18,6 +19,7 @@ from flask_pusher.testing import auth_body
 from flask_pusher.testing import AUTH_CONTENT_TYPE
 from flask_pusher.testing import batch_auth_body
 
+from .conftest import APP_ID
 from .conftest import KEY
 from .conftest import MASTER_KEY
 from .conftest import SECRET
@@ -71,16 +73,25 @@ def test_private_channel_matches_the_reference_vector(
     }
 
 
-def test_presence_channel_matches_the_reference_vector(client: FlaskClient, pusher: Pusher) -> None:
+def test_presence_channel_is_signed_as_the_official_library_does(
+    client: FlaskClient, pusher: Pusher
+) -> None:
+    # The docs' vector (reference §1.3) signs compact JSON; pusher-http-python, and so
+    # pysher, use json.dumps's default separators (reference §1.3 notes, issue 10 item 5).
     pusher.auth(lambda channel_name, socket_id: True)
     pusher.channel_data(
         lambda channel_name, socket_id: {"user_id": 10, "user_info": {"name": "Mr. Channels"}}
     )
     status, body = post(client, auth_body(SOCKET_ID, "presence-foobar"))
     assert status == 200
-    assert body["channel_data"] == '{"user_id":10,"user_info":{"name":"Mr. Channels"}}'
-    sig = "31935e7d86dba64c2a90aed31fdc61869f9b22ba9d8863bba239c03ca481bc80"
-    assert body["auth"] == f"{KEY}:{sig}"
+    assert body["channel_data"] == '{"user_id": 10, "user_info": {"name": "Mr. Channels"}}'
+    official = pusher_http.Pusher(app_id=APP_ID, key=KEY, secret=SECRET).authenticate(
+        "presence-foobar", SOCKET_ID, {"user_id": 10, "user_info": {"name": "Mr. Channels"}}
+    )
+    assert body == official
+    assert (
+        body["auth"] == f"{KEY}:{hmac_hex(f'{SOCKET_ID}:presence-foobar:' + body['channel_data'])}"
+    )
 
 
 def test_presence_default_member_is_the_socket_id(client: FlaskClient, allow_all: Pusher) -> None:
@@ -233,7 +244,7 @@ def test_batch_as_pusher_js_auth_sends_it(client: FlaskClient, pusher: Pusher) -
         "data": {"auth": f"{KEY}:{hmac_hex(sid + ':private-a')}"},
     }
     presence = body["presence-c"]["data"]
-    assert presence["channel_data"] == '{"user_id":"u1"}'
+    assert presence["channel_data"] == '{"user_id": "u1"}'
     assert presence["auth"] == f"{KEY}:{hmac_hex(sid + ':presence-c:' + presence['channel_data'])}"
     assert body["private-forbidden"]["status"] == 403  # a number, not "403"
 
