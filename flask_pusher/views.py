@@ -38,6 +38,7 @@ from .errors import InvalidRequest
 from .errors import JSONMethodNotAllowed
 from .errors import PusherHTTPError
 from .errors import UserAuthenticationDenied
+from .errors import WebhookVerificationError
 from .settings import PusherSettings
 from .webhooks import GROUPS
 from .webhooks import verify
@@ -307,12 +308,17 @@ def webhook_view(group: str | None = None) -> Response:
     malformed body, 500 when a handler raises (so Pusher retries).
     """
     ext, settings, _ = _extension()
-    payload = verify(
-        settings,
-        request.headers.get("X-Pusher-Key"),
-        request.headers.get("X-Pusher-Signature"),
-        request.get_data(),
-    )
+    try:
+        payload = verify(
+            settings,
+            request.headers.get("X-Pusher-Key"),
+            request.headers.get("X-Pusher-Signature"),
+            request.get_data(),
+        )
+    except WebhookVerificationError as e:
+        # The access log shows only "401": say why on the app side.
+        current_app.logger.warning("Refused a Pusher webhook (401): %s", e.description)
+        raise
     ext.webhooks.dispatch(payload)
     return jsonify({})
 

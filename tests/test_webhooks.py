@@ -210,6 +210,24 @@ def test_missing_headers_are_401(
     assert status == 401 and message in body["error"]
 
 
+def test_a_refused_webhook_logs_a_warning_with_the_reason(
+    app: Flask, client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 10 item 5: the access log alone showed "401", not why.
+    with app.app_context():
+        req = webhook_request(EVENTS[:1], time_ms=0)
+    status, _ = send(client, req.body, req.headers)
+    assert status == 401
+    stale = [r for r in caplog.records if r.name == app.logger.name]
+    assert [r.levelname for r in stale] == ["WARNING"]
+    assert "Refused a Pusher webhook (401)" in stale[0].getMessage()
+    assert "time_ms" in stale[0].getMessage()
+    caplog.clear()
+    status, _ = send(client, req.body, {**req.headers, "X-Pusher-Signature": "0" * 64})
+    assert status == 401
+    assert "does not match the body" in caplog.text
+
+
 @pytest.mark.parametrize(
     "body",
     [
