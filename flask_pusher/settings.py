@@ -386,7 +386,7 @@ def resolve(
         if raw is _MISSING and local:
             raw = LOCAL_DEFAULTS[option.name]
         if raw is _MISSING:
-            typo = [k for k, v in typos.items() if v == option.config_key]
+            misspelt = [k for k, v in typos.items() if v == option.config_key]
             raise ConfigurationError(
                 f"{option.config_key} is not set."
                 + (f" {typo[0]} is set: did you mean {option.config_key}?" if typo else "")
