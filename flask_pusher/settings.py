@@ -389,7 +389,7 @@ def resolve(
             misspelt = [k for k, v in typos.items() if v == option.config_key]
             raise ConfigurationError(
                 f"{option.config_key} is not set."
-                + (f" {typo[0]} is set: did you mean {option.config_key}?" if typo else "")
+                + (f" {misspelt[0]} is set: did you mean {option.config_key}?" if misspelt else "")
                 + f" Set app.config[{option.config_key!r}] (or PUSHER_URL), or pass"
                 f" {option.name}= to Pusher() or init_app(). The app id, key and secret"
                 " are on your app's 'App Keys' page in the Pusher dashboard. With no"
