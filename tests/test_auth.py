@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+from typing import Any
 
 import pusher as pusher_http
 import pytest
@@ -20,6 +21,7 @@ from flask_pusher.testing import AUTH_CONTENT_TYPE
 from flask_pusher.testing import batch_auth_body
 
 from .conftest import APP_ID
+from .conftest import json_body
 from .conftest import KEY
 from .conftest import MASTER_KEY
 from .conftest import SECRET
@@ -37,10 +39,10 @@ def hmac_hex(text: str) -> str:
     return hmac.new(SECRET.encode(), text.encode(), hashlib.sha256).hexdigest()
 
 
-def post(client: FlaskClient, body: str) -> tuple[int, dict]:
+def post(client: FlaskClient, body: str) -> tuple[int, dict[str, Any]]:
     r = client.post("/pusher/auth", data=body, content_type=AUTH_CONTENT_TYPE)
     assert r.content_type == "application/json"
-    return r.status_code, r.json
+    return r.status_code, json_body(r)
 
 
 @pytest.fixture
@@ -141,7 +143,7 @@ def test_cache_channels(client: FlaskClient, allow_all: Pusher, channel: str) ->
 
 def test_json_body(client: FlaskClient, allow_all: Pusher) -> None:
     r = client.post("/pusher/auth", json={"socket_id": SOCKET_ID, "channel_name": "private-foobar"})
-    assert r.status_code == 200 and r.json["auth"].endswith("3651c3a4")
+    assert r.status_code == 200 and json_body(r)["auth"].endswith("3651c3a4")
 
 
 def test_deny_by_default(client: FlaskClient) -> None:
@@ -168,7 +170,7 @@ def test_async_callbacks(client: FlaskClient, pusher: Pusher) -> None:
         return True
 
     @pusher.channel_data
-    async def member(channel_name: str, socket_id: str) -> dict:
+    async def member(channel_name: str, socket_id: str) -> dict[str, Any]:
         return {"user_id": "async"}
 
     status, body = post(client, auth_body(SOCKET_ID, "presence-x"))
@@ -198,12 +200,12 @@ def test_malformed_requests_get_400(
 
 def test_non_object_json_is_400(client: FlaskClient, allow_all: Pusher) -> None:
     r = client.post("/pusher/auth", data="[1]", content_type="application/json")
-    assert r.status_code == 400 and "object" in r.json["error"]
+    assert r.status_code == 400 and "object" in json_body(r)["error"]
 
 
 def test_other_methods_get_a_json_405(client: FlaskClient) -> None:
     r = client.get("/pusher/auth")
-    assert r.status_code == 405 and "error" in r.json
+    assert r.status_code == 405 and "error" in json_body(r)
     assert set(r.headers["Allow"].split(", ")) == {"OPTIONS", "POST"}
 
 
@@ -217,12 +219,12 @@ def test_a_multipart_part_without_a_name_is_ignored(client: FlaskClient, allow_a
     body = b"".join(b"--x\r\n" + part + b"\r\n" for part in parts) + b"--x--\r\n"
     r = client.post("/pusher/auth", data=body, content_type="multipart/form-data; boundary=x")
     assert r.status_code == 200
-    assert r.json["private-a"]["status"] == 200
+    assert json_body(r)["private-a"]["status"] == 200
 
 
 def test_errors_can_be_handled_by_the_app(app: Flask, client: FlaskClient) -> None:
     @app.errorhandler(ChannelAuthorizationDenied)
-    def denied(error: ChannelAuthorizationDenied) -> tuple[dict, int]:
+    def denied(error: ChannelAuthorizationDenied) -> tuple[dict[str, Any], int]:
         return {"custom": error.description}, 403
 
     status, body = post(client, auth_body(SOCKET_ID, "private-foobar"))
@@ -264,15 +266,25 @@ def test_batch_channels_fail_alone(client: FlaskClient, allow_all: Pusher) -> No
 
 def test_batch_orders_indexes_numerically(client: FlaskClient, pusher: Pusher) -> None:
     seen: list[str] = []
-    pusher.auth(lambda channel_name, socket_id: seen.append(channel_name) or True)
+
+    @pusher.auth
+    def allow_and_record(channel_name: str, socket_id: str) -> bool:
+        seen.append(channel_name)
+        return True
+
     body = "&socket_id=1.2&channel_name[10]=private-k&channel_name[2]=private-c"
     assert set(post(client, body)[1]) == {"private-c", "private-k"}
     assert seen == ["private-c", "private-k"]
 
 
 def test_batch_repeated_name_is_answered_once(client: FlaskClient, pusher: Pusher) -> None:
-    calls = []
-    pusher.auth(lambda channel_name, socket_id: calls.append(channel_name) or True)
+    calls: list[str] = []
+
+    @pusher.auth
+    def allow_and_record(channel_name: str, socket_id: str) -> bool:
+        calls.append(channel_name)
+        return True
+
     status, body = post(client, batch_auth_body("1.2", ["private-a"] * 50))
     assert status == 200 and list(body) == ["private-a"] and calls == ["private-a"]
 
@@ -325,4 +337,4 @@ def test_jsonp_callback_is_validated(app: Flask, callback: str) -> None:
         "/pusher/auth",
         query_string={"callback": callback, "socket_id": "1.2", "channel_name": "private-a"},
     )
-    assert r.status_code == 400 and "callback" in r.json["error"]
+    assert r.status_code == 400 and "callback" in json_body(r)["error"]

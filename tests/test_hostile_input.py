@@ -17,6 +17,7 @@ from pusher.signature import sign
 from flask_pusher import Pusher
 
 from .conftest import APP_ID
+from .conftest import json_body
 from .conftest import KEY
 from .conftest import MASTER_KEY
 from .conftest import SECRET
@@ -179,10 +180,10 @@ def test_json_nested_deeper_than_the_decoder_is_400() -> None:
     client = APP.test_client()
     for path in ("/pusher/auth", "/pusher/user-auth"):
         response = client.post(path, data=DEEP, content_type="application/json")
-        assert response.status_code == 400 and "object" in response.json["error"]
+        assert response.status_code == 400 and "object" in json_body(response)["error"]
     headers = {"X-Pusher-Key": KEY, "X-Pusher-Signature": sign(SECRET, DEEP)}
     response = client.post("/pusher/events", data=DEEP, headers=headers)
-    assert response.status_code == 400 and "JSON" in response.json["error"]
+    assert response.status_code == 400 and "JSON" in json_body(response)["error"]
 
 
 # --- multipart bodies with arbitrary parts (issue 7: a part without a name answered 500) ---

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from typing import Any
 
 import pusher as pusher_http
 import pytest
@@ -14,15 +15,16 @@ from flask_pusher.testing import AUTH_CONTENT_TYPE
 from flask_pusher.testing import user_auth_body
 
 from .conftest import APP_ID
+from .conftest import json_body
 from .conftest import KEY
 from .conftest import SECRET
 from .conftest import SOCKET_ID
 
 
-def post(client: FlaskClient, body: str) -> tuple[int, dict]:
+def post(client: FlaskClient, body: str) -> tuple[int, dict[str, Any]]:
     r = client.post("/pusher/user-auth", data=body, content_type=AUTH_CONTENT_TYPE)
     assert r.content_type == "application/json"
-    return r.status_code, r.json
+    return r.status_code, json_body(r)
 
 
 def test_is_signed_as_the_official_library_does(client: FlaskClient, pusher: Pusher) -> None:
@@ -42,7 +44,7 @@ def test_user_info_and_watchlist(client: FlaskClient, pusher: Pusher) -> None:
     seen = []
 
     @pusher.user_data
-    def user(socket_id: str) -> dict:
+    def user(socket_id: str) -> dict[str, Any]:
         seen.append(socket_id)
         return {"id": "u1", "user_info": {"name": "Ann"}, "watchlist": ["u2", "u3"]}
 
@@ -62,7 +64,7 @@ def test_an_int_id_is_sent_as_a_string(client: FlaskClient, pusher: Pusher) -> N
 
 def test_async_callback(client: FlaskClient, pusher: Pusher) -> None:
     @pusher.user_data
-    async def user(socket_id: str) -> dict:
+    async def user(socket_id: str) -> dict[str, Any]:
         return {"id": "async"}
 
     assert post(client, user_auth_body("1.2"))[0] == 200

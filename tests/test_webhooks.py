@@ -17,6 +17,7 @@ from flask_pusher.testing import webhook_request
 from flask_pusher.webhooks import GROUPS
 
 from .conftest import APP_ID
+from .conftest import json_body
 from .conftest import KEY
 from .conftest import SECRET
 
@@ -41,10 +42,10 @@ EVENTS: list[dict[str, Any]] = [
 
 def send(
     client: FlaskClient, body: bytes, headers: dict[str, str], path: str = "/pusher/events"
-) -> tuple[int, dict]:
+) -> tuple[int, dict[str, Any]]:
     r = client.post(path, data=body, headers=headers)
     assert r.content_type == "application/json"
-    return r.status_code, r.json
+    return r.status_code, json_body(r)
 
 
 def official() -> pusher_http.Pusher:
@@ -113,7 +114,7 @@ def test_async_handler(app: Flask, client: FlaskClient, pusher: Pusher) -> None:
     seen = []
 
     @pusher.webhooks.on("channel_occupied")
-    async def occupied(event: dict) -> None:
+    async def occupied(event: dict[str, Any]) -> None:
         seen.append(event["channel"])
 
     with app.app_context():
@@ -125,7 +126,7 @@ def test_a_failing_handler_answers_500_and_logs(
     app: Flask, client: FlaskClient, pusher: Pusher, caplog: pytest.LogCaptureFixture
 ) -> None:
     @pusher.webhooks.on("channel_occupied")
-    def broken(event: dict) -> None:
+    def broken(event: dict[str, Any]) -> None:
         raise KeyError("boom")
 
     with app.app_context():
