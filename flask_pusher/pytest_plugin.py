@@ -32,9 +32,10 @@ if TYPE_CHECKING:
 def pusher_server() -> Iterator[LocalServer]:
     """A local Pusher Channels server on a free port, for the whole test session.
 
-    It serves one app, :data:`TEST_APP_ID` / :data:`TEST_KEY` /
-    :data:`TEST_SECRET`, and holds ``channel_vacated`` and ``member_removed``
-    webhooks back 0.1 s instead of 3 s. Needs the ``server`` extra.
+    It serves one app, :data:`~flask_pusher.testing.TEST_APP_ID` /
+    :data:`~flask_pusher.testing.TEST_KEY` / :data:`~flask_pusher.testing.TEST_SECRET`,
+    and holds ``channel_vacated`` and ``member_removed`` webhooks back 0.1 s instead
+    of 3 s. Needs the ``server`` extra.
     """
     pytest.importorskip("aiohttp", reason='needs "flask-pusher[server]"')
     from .server import AppConfig

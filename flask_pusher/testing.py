@@ -192,8 +192,11 @@ def record_events(app: Flask | None = None) -> Iterator[list[RecordedEvent]]:
         http_client.http = backend
 
 
-#: The credentials of the ``pusher_server`` fixture's app
-#: (:mod:`flask_pusher.pytest_plugin`).
-TEST_APP_ID, TEST_KEY, TEST_SECRET = "1", "flask-pusher-test", "flask-pusher-test-secret"
+#: The app id of the ``pusher_server`` fixture's app (:mod:`flask_pusher.pytest_plugin`).
+TEST_APP_ID = "1"
+#: The key of the ``pusher_server`` fixture's app.
+TEST_KEY = "flask-pusher-test"
+#: The secret of the ``pusher_server`` fixture's app.
+TEST_SECRET = "flask-pusher-test-secret"
 #: The encryption master key of the ``pusher_config`` fixture: 32 bytes, base64.
 TEST_MASTER_KEY = "Zmxhc2stcHVzaGVyLXRlc3QtbWFzdGVyLWtleS0zMmI="
