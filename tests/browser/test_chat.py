@@ -82,7 +82,7 @@ def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        unavailable('Playwright is missing: pip install -e . --group browser (pip >= 25.1).')
+        unavailable("Playwright is missing: pip install -e . --group browser (pip >= 25.1).")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
