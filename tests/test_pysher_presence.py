@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import json
 import queue
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pysher
 import pytest
 from flask import Flask
-from werkzeug.serving import make_server
 
 from flask_pusher import Pusher
 from flask_pusher.server import LocalServer
 from flask_pusher.testing import TEST_KEY
+
+from .serving import serve_http
 
 MEMBER = {"user_id": "7", "user_info": {"name": "Ann", "langs": ["fr", "en"]}}
 
@@ -32,14 +32,8 @@ def auth_url(pusher_config: dict[str, Any]) -> Iterator[str]:
     pusher = Pusher(app)
     pusher.auth(lambda channel_name, socket_id: True)
     pusher.channel_data(lambda channel_name, socket_id: MEMBER)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}/pusher/auth"
-    finally:
-        server.shutdown()
-        thread.join(5)
+    with serve_http(app) as url:
+        yield f"{url}/pusher/auth"
 
 
 def test_channel_data_is_encoded_as_the_official_library_does(

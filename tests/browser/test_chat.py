@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from werkzeug.serving import make_server
 
 from examples.chat import create_app
 from flask_pusher import local
 
 from ..needs import unavailable
+from ..serving import serve_http
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -64,14 +63,10 @@ def chat_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
             "PUSHER_LOCAL_SERVER_PORT": _free_port(),
         }
     )
-    http = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{http.server_port}"
+        with serve_http(app) as url:
+            yield url
     finally:
-        http.shutdown()
-        thread.join(10)
         local.stop_all()
 
 
