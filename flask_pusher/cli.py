@@ -14,6 +14,11 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from .server.cli import serve as run_server
+from .server.cli import server_options
+from .server.config import AppConfig
+from .server.config import WebhookConfig
+
 pusher_cli = AppGroup("pusher", help="Pusher Channels: the local server and the client.")
 
 
@@ -27,38 +32,19 @@ def _extension() -> Any:
 
 
 @pusher_cli.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", default=6001, show_default=True, type=click.IntRange(0, 65535))
-@click.option(
-    "--webhook",
-    "webhooks",
-    multiple=True,
-    metavar="URL",
-    help="Send webhooks to URL (repeatable), e.g. http://127.0.0.1:5000/pusher/events.",
-)
-@click.option("--debug", is_flag=True, help="Log one line per connection event.")
+@server_options
 def serve(host: str, port: int, webhooks: tuple[str, ...], debug: bool) -> None:
     """Run a local Pusher Channels server for this app's credentials.
 
-    Point the app at it with PUSHER_HOST=127.0.0.1, PUSHER_PORT=6001 and
-    PUSHER_SSL=false. Stops cleanly on Ctrl-C.
+    The same server as ``python -m flask_pusher.server``, with the app's
+    PUSHER_APP_ID, PUSHER_KEY and PUSHER_SECRET. Point the app at it with
+    PUSHER_HOST=127.0.0.1, PUSHER_PORT=6001 and PUSHER_SSL=false. Stops
+    cleanly on Ctrl-C.
     """
     settings = _extension().settings
-    try:
-        from .server import AppConfig
-        from .server import run
-        from .server import WebhookConfig
-    except ImportError as e:
-        raise click.ClickException(
-            f'The local server needs its extra: pip install "flask-pusher[server]" ({e}).'
-        ) from None
-    app_config = AppConfig(
-        settings.app_id,
-        settings.key,
-        settings.secret,
-        webhooks=tuple(WebhookConfig(url) for url in webhooks),
-    )
-    run([app_config], host=host, port=port, debug=debug)
+    hooks = tuple(WebhookConfig(url) for url in webhooks)
+    app_config = AppConfig(settings.app_id, settings.key, settings.secret, webhooks=hooks)
+    run_server([app_config], host, port, debug)
 
 
 @pusher_cli.command("trigger")

@@ -275,19 +275,16 @@ class PusherClient(pusher.Pusher):  # type: ignore[misc]
 
 
 def bridge_encoder(default: Callable[[Any], Any] | None) -> type[json.JSONEncoder]:
-    """A compact :class:`json.JSONEncoder` class that falls back to ``default``.
+    """A :class:`json.JSONEncoder` class that falls back to ``default``.
 
     Used for the presence ``channel_data`` and the ``user_data`` that the base class
-    encodes itself. Compact separators give the same bytes as pusher-http-node and
-    the reference's test vectors (reference §1.3); ``default`` is the app's JSON
-    provider's, so what ``jsonify`` accepts can be sent.
+    encodes itself, with :func:`json.dumps`'s default separators, as the official
+    library does: clients that rebuild ``channel_data`` themselves, such as pysher's
+    ``json.dumps(user_data)``, then send the bytes that were signed. ``default`` is the
+    app's JSON provider's, so what ``jsonify`` accepts can be sent.
     """
 
     class AppJSONEncoder(json.JSONEncoder):
-        def __init__(self, **kwargs: Any) -> None:
-            kwargs["separators"] = (",", ":")
-            super().__init__(**kwargs)
-
         def default(self, o: Any) -> Any:
             if default is None:
                 return super().default(o)

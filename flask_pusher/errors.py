@@ -93,7 +93,8 @@ class WebhookHandlerError(PusherHTTPError, InternalServerError):
 
 
 class JSONMethodNotAllowed(PusherHTTPError, MethodNotAllowed):
-    """405 with a JSON body, for a ``GET`` on the auth route when JSONP is off."""
+    """405 with a JSON body and an ``Allow`` header: a method other than ``POST`` on the
+    extension's routes (or ``GET`` on the auth route, with ``PUSHER_AUTH_JSONP`` on)."""
 
 
 class ConfigurationError(ValueError):

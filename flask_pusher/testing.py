@@ -5,10 +5,10 @@
 - :func:`webhook_request` builds a signed webhook, as Pusher sends it (reference §3.1).
 - :func:`record_events` records what an app triggers instead of sending it, like
   Flask-Mail's ``record_messages()``.
-- A pytest plugin, loaded automatically once Flask-Pusher is installed, with the
-  fixtures :func:`pusher_server` (a running local server, extra ``server``),
-  :func:`pusher_config` (the ``PUSHER_*`` config pointing at it) and
-  :func:`pusher_app` (a Flask app with the extension configured against it).
+- :data:`TEST_APP_ID`, :data:`TEST_KEY`, :data:`TEST_SECRET` and
+  :data:`TEST_MASTER_KEY`: the credentials of the pytest plugin's local server
+  (:mod:`flask_pusher.pytest_plugin`, loaded automatically once Flask-Pusher is
+  installed, with the fixtures ``pusher_server``, ``pusher_config`` and ``pusher_app``).
 
 Example::
 
@@ -36,20 +36,11 @@ from collections.abc import Mapping
 from contextlib import contextmanager
 from typing import Any
 from typing import NamedTuple
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from flask import current_app
 from flask import Flask
 from pusher.signature import sign
-
-if TYPE_CHECKING:
-    from .server import LocalServer
-
-try:
-    import pytest
-except ImportError:  # pragma: no cover - pytest is optional for users
-    pytest = None  # type: ignore[assignment]
 
 #: The ``Content-Type`` pusher-js sends to the auth endpoints.
 AUTH_CONTENT_TYPE = "application/x-www-form-urlencoded"
@@ -209,53 +200,11 @@ def record_events(app: Flask | None = None) -> Iterator[list[RecordedEvent]]:
         client.recorder = previous
 
 
-#: The credentials of the :func:`pusher_server` fixture's app.
-TEST_APP_ID, TEST_KEY, TEST_SECRET = "1", "flask-pusher-test", "flask-pusher-test-secret"
-#: The encryption master key of :func:`pusher_config`: 32 bytes, base64.
+#: The app id of the ``pusher_server`` fixture's app (:mod:`flask_pusher.pytest_plugin`).
+TEST_APP_ID = "1"
+#: The key of the ``pusher_server`` fixture's app.
+TEST_KEY = "flask-pusher-test"
+#: The secret of the ``pusher_server`` fixture's app.
+TEST_SECRET = "flask-pusher-test-secret"
+#: The encryption master key of the ``pusher_config`` fixture: 32 bytes, base64.
 TEST_MASTER_KEY = "Zmxhc2stcHVzaGVyLXRlc3QtbWFzdGVyLWtleS0zMmI="
-
-if pytest is not None:
-
-    @pytest.fixture(scope="session")
-    def pusher_server() -> Iterator[LocalServer]:
-        """A local Pusher Channels server on a free port, for the whole test session.
-
-        It serves one app, :data:`TEST_APP_ID` / :data:`TEST_KEY` /
-        :data:`TEST_SECRET`, and holds ``channel_vacated`` and ``member_removed``
-        webhooks back 0.1 s instead of 3 s. Needs the ``server`` extra.
-        """
-        pytest.importorskip("aiohttp", reason='needs "flask-pusher[server]"')
-        from .server import AppConfig
-        from .server import LocalServer
-
-        with LocalServer(
-            [AppConfig(TEST_APP_ID, TEST_KEY, TEST_SECRET)], webhook_delay=0.1
-        ) as server:
-            yield server
-
-    @pytest.fixture
-    def pusher_config(pusher_server: LocalServer) -> dict[str, Any]:
-        """The ``PUSHER_*`` config of an app that uses :func:`pusher_server`.
-
-        ``app.config.update(pusher_config)`` before ``init_app``.
-        """
-        return {
-            "PUSHER_APP_ID": TEST_APP_ID,
-            "PUSHER_KEY": TEST_KEY,
-            "PUSHER_SECRET": TEST_SECRET,
-            "PUSHER_HOST": pusher_server.host,
-            "PUSHER_PORT": pusher_server.port,
-            "PUSHER_SSL": False,
-            "PUSHER_ENCRYPTION_MASTER_KEY_BASE64": TEST_MASTER_KEY,
-        }
-
-    @pytest.fixture
-    def pusher_app(pusher_config: dict[str, Any]) -> Flask:
-        """A Flask app with a :class:`~flask_pusher.Pusher` configured for
-        :func:`pusher_server`; reach the extension as ``app.extensions["pusher"]``."""
-        from .extension import Pusher
-
-        app = Flask("pusher_app")
-        app.config.update(TESTING=True, **pusher_config)
-        Pusher(app)
-        return app

@@ -33,6 +33,7 @@ from flask.blueprints import BlueprintSetupState
 from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import MethodNotAllowed
 
 from . import names
 from .errors import ChannelAuthorizationDenied
@@ -40,6 +41,7 @@ from .errors import InvalidRequest
 from .errors import JSONMethodNotAllowed
 from .errors import PusherHTTPError
 from .errors import UserAuthenticationDenied
+from .errors import WebhookVerificationError
 from .settings import PusherSettings
 from .webhooks import GROUPS
 from .webhooks import verify
@@ -61,25 +63,27 @@ BATCH_KEY_RE = re.compile(r"channel_name\[([0-9]{1,6})\]")
 JSONP_CALLBACK_RE = re.compile(
     r"[A-Za-z_$][\w$]{0,63}(?:\.[A-Za-z_$][\w$]{0,63}|\[(?:'[\w$]{1,64}'|\"[\w$]{1,64}\"|[0-9]{1,9})\]){0,8}"
 )
-ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 @blueprint.record
 def _add_url_rules(state: BlueprintSetupState) -> None:
+    # POST only (and GET on the auth route for JSONP): any other method gets the JSON
+    # 405 of reject_other_methods, with werkzeug's Allow header.
     settings: PusherSettings = state.options["pusher_settings"]
     # Not the blueprint's static_folder: with no URL prefix its /static/<filename>
     # would lie behind the app's own static route.
     static = "/static" if settings.url_prefix else "/pusher-static"
     state.add_url_rule(f"{static}/<path:filename>", "static", static_view)
-    state.add_url_rule(settings.auth_path, "auth", auth_view, methods=ALL_METHODS)
-    state.add_url_rule(settings.user_auth_path, "user_auth", user_auth_view, methods=ALL_METHODS)
-    state.add_url_rule(settings.webhooks_path, "webhooks", webhook_view, methods=ALL_METHODS)
+    auth_methods = ["GET", "POST"] if settings.auth_jsonp else ["POST"]
+    state.add_url_rule(settings.auth_path, "auth", auth_view, methods=auth_methods)
+    state.add_url_rule(settings.user_auth_path, "user_auth", user_auth_view, methods=["POST"])
+    state.add_url_rule(settings.webhooks_path, "webhooks", webhook_view, methods=["POST"])
     groups = ", ".join(GROUPS)
     state.add_url_rule(
         f"{settings.webhooks_path}/<any({groups}):group>",
         "webhooks_group",
         webhook_view,
-        methods=ALL_METHODS,
+        methods=["POST"],
     )
 
 
@@ -93,6 +97,30 @@ def static_view(filename: str) -> Response:
 def _json_error(error: HTTPException) -> PusherHTTPError:
     # werkzeug's own errors (malformed bodies, MAX_CONTENT_LENGTH) as JSON too.
     return PusherHTTPError.wrap_exception(error)
+
+
+def reject_other_methods() -> None:
+    """Answer a method the extension's routes do not take with a JSON 405.
+
+    Werkzeug's routing raises :exc:`~werkzeug.exceptions.MethodNotAllowed` before any
+    blueprint is known, so the blueprint's error handler never sees it and Flask
+    would answer an HTML page. ``init_app`` puts this first among the app's
+    ``before_request`` functions (they run before the routing error is raised): for
+    a path of this blueprint, it raises the JSON form with the same ``Allow`` header.
+    Other paths keep the app's own handling.
+    """
+    error = request.routing_exception
+    if not isinstance(error, MethodNotAllowed):
+        return
+    adapter = current_app.create_url_adapter(request)
+    try:
+        # The path's route, found with one of the methods it does take.
+        method = next(iter(error.valid_methods or ["POST"]))
+        endpoint, _ = adapter.match(method=method)  # type: ignore[union-attr]
+    except HTTPException:
+        return
+    if isinstance(endpoint, str) and endpoint.startswith(f"{blueprint.name}."):
+        raise JSONMethodNotAllowed(valid_methods=error.valid_methods)
 
 
 WEBHOOK_ENDPOINTS = frozenset({"pusher.webhooks", "pusher.webhooks_group"})
@@ -115,11 +143,6 @@ def _extension() -> tuple[Pusher, PusherSettings, Any]:
     """The extension, and the current app's settings and client."""
     ext: Pusher = current_app.extensions["pusher"]
     return ext, ext.settings, ext.client
-
-
-def _only(*methods: str) -> None:
-    if request.method not in methods:
-        raise JSONMethodNotAllowed(valid_methods=list(methods))
 
 
 def _params() -> Mapping[str, Any]:
@@ -153,7 +176,8 @@ def _batch_channels(params: Mapping[str, Any]) -> list[Any] | None:
     """The channel names of a pusher-js-auth batch in index order, or ``None``."""
     indexed = []
     for key in params:
-        match = BATCH_KEY_RE.fullmatch(key)
+        # A multipart part without a name has the key None in werkzeug's form.
+        match = BATCH_KEY_RE.fullmatch(key) if isinstance(key, str) else None
         if match:
             indexed.append((int(match.group(1)), params[key]))
     if not indexed:
@@ -264,7 +288,6 @@ def auth_view() -> Response:
             raise InvalidRequest("The JSONP callback parameter is missing or not a valid name.")
         params: Mapping[str, Any] = request.args
     else:
-        _only(*(("POST", "GET") if settings.auth_jsonp else ("POST",)))
         params = _params()
     authorize = _Authorizer(ext, settings, client, _socket_id(params))
     names = _batch_channels(params)
@@ -302,7 +325,6 @@ def user_auth_view() -> Response:
     the dict that ``@pusher.user_data`` returned, or 403 when it returns ``None``
     or none is registered.
     """
-    _only("POST")
     ext, _, client = _extension()
     socket_id = _socket_id(_params())
     user_data = ext.callbacks.user_data
@@ -332,14 +354,18 @@ def webhook_view(group: str | None = None) -> Response:
     401 for a missing or wrong key or signature or a stale ``time_ms``, 400 for a
     malformed body, 500 when a handler raises (so Pusher retries).
     """
-    _only("POST")
     ext, settings, _ = _extension()
-    payload = verify(
-        settings,
-        request.headers.get("X-Pusher-Key"),
-        request.headers.get("X-Pusher-Signature"),
-        request.get_data(),
-    )
+    try:
+        payload = verify(
+            settings,
+            request.headers.get("X-Pusher-Key"),
+            request.headers.get("X-Pusher-Signature"),
+            request.get_data(),
+        )
+    except WebhookVerificationError as e:
+        # The access log shows only "401": say why on the app side.
+        current_app.logger.warning("Refused a Pusher webhook (401): %s", e.description)
+        raise
     ext.webhooks.dispatch(payload)
     return jsonify({})
 
@@ -401,7 +427,9 @@ def pusher_options(**overrides: Any) -> Markup:
     if settings.host and not settings.host.endswith(HOSTED_SUFFIXES):
         port = settings.port or (443 if settings.ssl else 80)
         options.update(wsHost=settings.host, wsPort=port, wssPort=port)
-        options["enabledTransports"] = ["wss"] if settings.ssl else ["ws"]
+        # pusher-js 8 knows one WebSocket transport, "ws", which uses wss:// with
+        # forceTLS (src/runtimes/isomorphic/transports/transports.ts).
+        options["enabledTransports"] = ["ws"]
     headers = {}
     if "csrf" in current_app.extensions:
         from flask_wtf.csrf import generate_csrf

@@ -116,7 +116,9 @@ async def subscribe_and_receive(app: Flask, pusher: Pusher, http_port: int, ws_p
                     return frame
 
 
-def test_the_pytest_fixtures(pusher_app: Flask, pusher_server: Any, pusher_config: dict) -> None:
+def test_the_pytest_fixtures(
+    pusher_app: Flask, pusher_server: Any, pusher_config: dict[str, Any]
+) -> None:
     assert pusher_config["PUSHER_PORT"] == pusher_server.port
     pusher = pusher_app.extensions["pusher"]
     with pusher_app.app_context():

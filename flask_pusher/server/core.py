@@ -1,11 +1,19 @@
-"""Sans-IO state and rules of the local server.
+"""The rules of the server, sans I/O: WebSocket frames and HTTP API requests in,
+:class:`~flask_pusher.server.state.Effects` out.
 
-Nothing here touches a socket or a clock of its own: every operation of
+Nothing here touches a socket or a clock of its own. Every public operation of
 :class:`Core` returns an :class:`Effects` listing the frames to write, the
-connections to close and the webhook events to emit, and the I/O layer
-(:mod:`flask_pusher.server.app`) carries them out. The state it
-works on is in :mod:`flask_pusher.server.state`; users, signin and watchlists
-are in :mod:`flask_pusher.server.users`.
+connections to close, the webhook events to emit and, for an HTTP API
+operation, the JSON body to answer; a refused HTTP API request raises
+:class:`~flask_pusher.server.errors.APIError`. The I/O layers
+(:mod:`flask_pusher.server.app`, :mod:`flask_pusher.server.http_api`) only
+translate between the network and these calls. The state is in
+:mod:`flask_pusher.server.state`; users, signin and watchlists are in
+:mod:`flask_pusher.server.users`.
+
+The rules follow Pusher's protocol
+(https://pusher.com/docs/channels/library_auth_reference/pusher-websockets-protocol/)
+and HTTP API (https://pusher.com/docs/channels/library_auth_reference/rest-api/).
 """
 
 from __future__ import annotations
@@ -18,37 +26,45 @@ import random
 import time
 from collections.abc import Callable
 from collections.abc import Iterable
+from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
 
+from .. import names
 from . import protocol
 from . import users
 from .config import AppConfig
+from .errors import APIError
 from .signing import check_auth
+from .signing import check_request
 from .state import AppState
 from .state import Channel
 from .state import Connection
 from .state import Effects
-from .state import is_cache
-from .state import is_presence
-from .state import is_private
-from .state import Member
 
-__all__ = ["AppState", "Channel", "Connection", "Core", "Effects", "Member"]
+__all__ = ["APIError", "AppState", "Connection", "Core", "Effects"]
 
 log = logging.getLogger("flask_pusher.server")
 
-#: Above this many subscribers, counts are sent at most every 5 s (§5.11).
+#: Above this many subscribers, counts are sent at most every 5 s.
 COUNT_THROTTLE_SUBSCRIBERS = 100
 COUNT_THROTTLE_INTERVAL = 5.0
+#: Channels one HTTP API trigger may name.
+MAX_CHANNELS_PER_TRIGGER = 100
+#: Events one ``batch_events`` request may hold.
+MAX_BATCH = 10
+#: The ``info`` attributes each HTTP API operation accepts.
+TRIGGER_INFO = frozenset({"user_count", "subscription_count"})
+CHANNELS_INFO = frozenset({"user_count", "subscription_count"})
+CHANNEL_INFO = frozenset({"user_count", "subscription_count", "cache"})
 
 
 class Core:
-    """State and rules of the server for several apps (reference §5).
+    """State and rules of the server for several apps.
 
     :param apps: the apps served; app IDs and keys must be unique.
     :param clock: monotonic clock in seconds, injectable for tests.
-    :raises ValueError: on duplicate app IDs or keys.
+    :raises ValueError: on duplicate app IDs or keys, or no app.
     """
 
     def __init__(
@@ -71,19 +87,24 @@ class Core:
 
     # -- connections ------------------------------------------------------
 
-    def connect(self, app: AppState, transport: Any = None) -> tuple[Connection, Effects]:
-        """Register a connection and greet it (reference §5.3)."""
+    def connect(self, app: AppState) -> Effects:
+        """Register a connection and greet it with ``pusher:connection_established``.
+
+        :returns: effects whose ``result`` is the new :class:`Connection`.
+        """
         socket_id = f"{next(self._ids)}.{random.randrange(10**9)}"
-        conn = Connection(socket_id, app, self.clock(), transport)
+        conn = Connection(socket_id, app, self.clock())
         app.connections[socket_id] = conn
         effects = Effects()
+        effects.result = conn
         timeout = app.config.activity_timeout
         effects.send(conn, protocol.connection_established(socket_id, timeout))
         log.debug("connected %s to app %s", socket_id, app.config.app_id)
-        return conn, effects
+        return effects
 
     def disconnect(self, conn: Connection) -> Effects:
-        """Forget a closed connection: unsubscribe it everywhere, sign it out."""
+        """Forget a connection that closed or is closing: unsubscribe it
+        everywhere, sign it out. Does nothing the second time."""
         effects = Effects()
         if conn.closed:
             return effects
@@ -98,7 +119,7 @@ class Core:
     def receive(self, conn: Connection, text: str | bytes) -> Effects:
         """Handle one frame from ``conn``; never raises on bad input."""
         effects = Effects()
-        if conn.closed:
+        if conn.closing:
             return effects
         conn.last_seen = self.clock()
         conn.ping_sent = None
@@ -113,7 +134,7 @@ class Core:
             pass
         elif event == "pusher:subscribe":
             if isinstance(data, dict):
-                self.subscribe(conn, data, effects)
+                self._subscribe(conn, data, effects)
             else:
                 effects.send(conn, protocol.error("pusher:subscribe needs object data"))
         elif event == "pusher:unsubscribe":
@@ -124,93 +145,85 @@ class Core:
                 effects.send(conn, protocol.error("pusher:unsubscribe needs a channel"))
         elif event == "pusher:signin":
             users.signin(conn, data, effects)
-        elif event.startswith("client-"):
-            self.client_event(conn, event, frame.channel, data, effects)
+        elif event.startswith(names.CLIENT_EVENT_PREFIX):
+            self._client_event(conn, event, frame.channel, data, effects)
         else:
             effects.send(conn, protocol.error(f"Unsupported event {event[:200]!r}"))
         return effects
 
+    def binary(self, conn: Connection) -> Effects:
+        """Answer a binary frame, which the protocol does not use."""
+        effects = Effects()
+        effects.send(conn, protocol.error("Binary frames are not supported"))
+        return effects
+
     # -- subscriptions ----------------------------------------------------
 
-    def subscribe(self, conn: Connection, data: dict[str, Any], effects: Effects) -> None:
-        """Handle ``pusher:subscribe`` (reference §5.5)."""
+    def _subscribe(self, conn: Connection, data: dict[str, Any], effects: Effects) -> None:
         name = data.get("channel")
-        if not isinstance(name, str) or not protocol.valid_channel_name(name):
+        if not isinstance(name, str) or not names.valid_channel_name(name):
             shown = name if isinstance(name, str) else ""
             message = f"Invalid channel name {shown[:210]!r}"
             effects.send(conn, protocol.subscription_error(shown, message, 400, "InvalidChannel"))
             return
-        if name.startswith(protocol.SERVER_TO_USER_PREFIX):
+        if name.startswith(names.SERVER_TO_USER_PREFIX):
             users.subscribe_server_to_user(conn, name, effects)
             return
         app = conn.app
         user_id: str | None = None
         user_info: Any = None
-        if is_private(name):
+        presence = names.is_presence(name)
+        if names.is_private(name):
             channel_data = data.get("channel_data")
             to_sign = f"{conn.socket_id}:{name}"
-            if is_presence(name) and isinstance(channel_data, str):
+            if presence and isinstance(channel_data, str):
                 to_sign += ":" + channel_data
             error = check_auth(app.config, data.get("auth"), to_sign)
-            if error is None and is_presence(name):
+            if error is None and presence:
                 user_id, user_info, error = _presence_user(conn, channel_data)
             if error is not None:
                 effects.send(conn, protocol.subscription_error(name, error, 401))
                 log.debug("refused %s on %s: %s", conn.socket_id, name, error)
                 return
-        channel = app.channels.get(name)
-        if name in conn.channels and channel is not None:
+        if name in conn.channels:
             # Already subscribed: confirm again, change nothing.
-            effects.send(conn, self._succeeded_frame(channel))
+            effects.send(conn, self._succeeded_frame(app, name))
             return
-        if user_id is not None and channel is not None:
+        if user_id is not None:
+            members = app.members(name)
             limit = app.config.max_presence_members
-            if user_id not in channel.members and len(channel.members) >= limit:
+            if user_id not in members and len(members) >= limit:
                 message = f"Presence channel {name} is full ({limit} members)"
-                effects.send(
-                    conn,
-                    protocol.subscription_error(name, message, 403, "LimitReached"),
-                )
+                effects.send(conn, protocol.subscription_error(name, message, 403, "LimitReached"))
                 return
-        if channel is None:
-            channel = app.channels[name] = Channel(name)
+        channel, occupied = app.subscribe(conn, name)
+        if occupied:
             effects.hook(app, {"name": "channel_occupied", "channel": name})
-        channel.subscribers[conn] = None
-        channel._snapshot = None
         conn.channels.add(name)
         if user_id is not None:
+            if conn.presence is None:
+                conn.presence = {}
             conn.presence[name] = user_id
-            member = channel.members.get(user_id)
-            if member is None:
-                member = channel.members[user_id] = Member(user_info)
-                others = [c for c in channel.subscribers if c is not conn]
-                effects.broadcast(others, protocol.member_added(name, user_id, user_info))
-                hook = {"name": "member_added", "channel": name, "user_id": user_id}
-                effects.hook(app, hook)
-            member.connections.add(conn)
-        effects.send(conn, self._succeeded_frame(channel))
+            if app.add_member(channel, user_id, user_info, conn):
+                frame = protocol.member_added(name, user_id, user_info)
+                effects.broadcast(channel.others(conn), frame)
+                effects.hook(app, {"name": "member_added", "channel": name, "user_id": user_id})
+        effects.send(conn, self._succeeded_frame(app, name))
         log.debug("subscribed %s to %s", conn.socket_id, name)
-        if is_cache(name):
-            cached = self.cached(app, name)
+        if names.is_cache(name):
+            cached = self._cached(app, name)
             if cached is not None:
                 effects.send(conn, protocol.channel_event(cached[0], name, cached[1]))
             else:
                 effects.send(conn, protocol.cache_miss(name))
                 effects.hook(app, {"name": "cache_miss", "channel": name})
-        if user_id is None:
+        if not presence:
             self._count_changed(app, channel, effects)
 
-    def _succeeded_frame(self, channel: Channel) -> str:
-        if not is_presence(channel.name):
-            return protocol.subscription_succeeded(channel.name)
-        members = {uid: m.user_info for uid, m in channel.members.items()}
-        return protocol.subscription_succeeded(channel.name, protocol.presence_data(members))
-
-    def unsubscribe(self, conn: Connection, name: str) -> Effects:
-        """Handle ``pusher:unsubscribe``; there is no reply (reference §5.5)."""
-        effects = Effects()
-        self._unsubscribe(conn, name, effects)
-        return effects
+    def _succeeded_frame(self, app: AppState, name: str) -> str:
+        if not names.is_presence(name):
+            return protocol.subscription_succeeded(name)
+        return protocol.subscription_succeeded(name, protocol.presence_data(app.members(name)))
 
     def _unsubscribe(self, conn: Connection, name: str, effects: Effects) -> None:
         if name not in conn.channels:
@@ -220,38 +233,22 @@ class Core:
         channel = app.channels.get(name)
         if channel is None:  # #server-to-user-<id>: no channel state
             return
-        channel.subscribers.pop(conn, None)
-        channel._snapshot = None
-        user_id = conn.presence.pop(name, None)
-        if user_id is not None:
-            member = channel.members.get(user_id)
-            if member is not None:
-                member.connections.discard(conn)
-                if not member.connections:
-                    del channel.members[user_id]
-                    effects.broadcast(
-                        list(channel.subscribers),
-                        protocol.member_removed(name, user_id),
-                    )
-                    hook = {
-                        "name": "member_removed",
-                        "channel": name,
-                        "user_id": user_id,
-                    }
-                    effects.hook(app, hook)
+        user_id = conn.presence.pop(name, None) if conn.presence else None
+        vacated = app.unsubscribe(conn, channel)
+        if user_id is not None and app.remove_member(channel, user_id, conn):
+            effects.broadcast(channel.targets(), protocol.member_removed(name, user_id))
+            effects.hook(app, {"name": "member_removed", "channel": name, "user_id": user_id})
         log.debug("unsubscribed %s from %s", conn.socket_id, name)
-        if not channel.subscribers:
-            del app.channels[name]
-            app.dirty_counts.discard(name)
+        if vacated:
             effects.hook(app, {"name": "channel_vacated", "channel": name})
-        elif not is_presence(name):
+        elif not names.is_presence(name):
             self._count_changed(app, channel, effects)
 
     def _count_changed(self, app: AppState, channel: Channel, effects: Effects) -> None:
         if not app.config.enable_subscription_count:
             return
         now = self.clock()
-        big = len(channel.subscribers) > COUNT_THROTTLE_SUBSCRIBERS
+        big = len(channel) > COUNT_THROTTLE_SUBSCRIBERS
         if big and now - channel.count_sent_at < COUNT_THROTTLE_INTERVAL:
             app.dirty_counts.add(channel.name)
             return
@@ -260,20 +257,14 @@ class Core:
     def _send_count(self, app: AppState, channel: Channel, now: float, effects: Effects) -> None:
         channel.count_sent_at = now
         app.dirty_counts.discard(channel.name)
-        count = len(channel.subscribers)
-        effects.broadcast(
-            list(channel.subscribers), protocol.subscription_count(channel.name, count)
-        )
-        hook = {
-            "name": "subscription_count",
-            "channel": channel.name,
-            "subscription_count": count,
-        }
+        count = len(channel)
+        effects.broadcast(channel.targets(), protocol.subscription_count(channel.name, count))
+        hook = {"name": "subscription_count", "channel": channel.name, "subscription_count": count}
         effects.hook(app, hook)
 
     # -- client events ----------------------------------------------------
 
-    def client_event(
+    def _client_event(
         self,
         conn: Connection,
         event: str,
@@ -281,23 +272,21 @@ class Core:
         data: Any,
         effects: Effects,
     ) -> None:
-        """Relay a ``client-`` event to the channel's other subscribers (§5.7)."""
+        """Relay a ``client-`` event to the channel's other subscribers."""
         app = conn.app
         config = app.config
         if not config.enable_client_events:
             effects.send(conn, protocol.error("Client events are not enabled for this app"))
             return
-        if name is None or name not in conn.channels or not is_private(name):
+        if name is None or name not in conn.channels or not names.is_private(name):
             message = "Client events need a private or presence channel you are subscribed to"
             effects.send(conn, protocol.error(message))
             return
-        if name.startswith("private-encrypted-"):
-            effects.send(
-                conn,
-                protocol.error("Client events are not allowed on encrypted channels"),
-            )
+        if names.is_encrypted(name):
+            message = "Client events are not allowed on encrypted channels"
+            effects.send(conn, protocol.error(message))
             return
-        if len(event) > protocol.MAX_EVENT_NAME:
+        if len(event) > names.MAX_NAME_LENGTH:
             effects.send(conn, protocol.error("Event name too long (200 characters at most)"))
             return
         now = self.clock()
@@ -317,9 +306,9 @@ class Core:
             effects.send(conn, protocol.error("Client event data too large"))
             return
         channel = app.channels[name]
-        user_id = conn.presence.get(name)
+        user_id = conn.presence.get(name) if conn.presence else None
         frame = protocol.channel_event(event, name, data, user_id)
-        effects.broadcast([c for c in channel.subscribers if c is not conn], frame)
+        effects.broadcast(channel.others(conn), frame)
         hook = {
             "name": "client_event",
             "channel": name,
@@ -331,47 +320,228 @@ class Core:
             hook["user_id"] = user_id
         effects.hook(app, hook)
 
-    # -- HTTP API operations ----------------------------------------------
+    # -- HTTP API ---------------------------------------------------------
 
-    def trigger(
+    def app_for_request(self, app_id: str | None, auth_key: str) -> AppState:
+        """The app an HTTP API request is for: by its app ID, or for the path
+        without ``/apps/{app_id}`` that pusher-http-python 3.3.4's
+        ``terminate_user_connections`` uses, by ``auth_key``.
+
+        :raises APIError: 404 for an unknown app ID, 401 for an unknown key.
+        """
+        if app_id is not None:
+            app = self.apps_by_id.get(app_id)
+            if app is None:
+                raise APIError(404, f"Unknown app ID {app_id[:60]!r}")
+            return app
+        app = self.apps_by_key.get(auth_key)
+        if app is None:
+            raise APIError(401, "Unknown auth_key")
+        return app
+
+    def authenticate(
         self,
         app: AppState,
-        channels: Sequence[str],
-        event: str,
-        data: str,
-        socket_id: str | None = None,
-    ) -> Effects:
-        """Deliver an HTTP API event (reference §5.8); cache it on cache channels."""
+        method: str,
+        paths: tuple[str, ...],
+        query: Mapping[str, str],
+        body: bytes,
+    ) -> None:
+        """Check an HTTP API request's signature and that the app is enabled.
+
+        :raises APIError: as :func:`~flask_pusher.server.signing.check_request`,
+            or 403 for a disabled app.
+        """
+        check_request(app.config, method, paths, query, body)
+        if not app.config.enabled:
+            raise APIError(403, f"App {app.config.app_id} is disabled")
+
+    def trigger(self, app: AppState, payload: Any) -> Effects:
+        """``POST /apps/{app_id}/events``: validate and deliver one event.
+
+        :param payload: the decoded JSON body: ``name``, ``data`` (a string),
+            ``channels`` (1 to 100 names) or ``channel``, optional
+            ``socket_id`` (excluded from delivery) and ``info``.
+        :returns: effects whose ``result`` is the JSON answer, ``{}`` or
+            ``{"channels": {name: {attribute: count}}}`` when ``info`` asks.
+        :raises APIError: 400 for a malformed event, 413 for data too large.
+        """
+        if not isinstance(payload, dict):
+            raise APIError(400, "The body must be a JSON object")
+        channels = payload.get("channels")
+        if channels is None and "channel" in payload:
+            channels = [payload["channel"]]
+        if not isinstance(channels, list) or not channels:
+            raise APIError(400, "channels must be a non-empty list of channel names")
+        if len(channels) > MAX_CHANNELS_PER_TRIGGER:
+            raise APIError(400, f"At most {MAX_CHANNELS_PER_TRIGGER} channels per event")
+        attributes = _validate_event(app, payload, channels)
         effects = Effects()
+        self._deliver(app, payload, channels, effects)
+        info = self._trigger_info(app, channels, attributes)
+        effects.result = {} if info is None else {"channels": info}
+        return effects
+
+    def trigger_batch(self, app: AppState, payload: Any) -> Effects:
+        """``POST /apps/{app_id}/batch_events``: validate every event, then
+        deliver them in order.
+
+        :param payload: ``{"batch": [event, ...]}``, 1 to 10 events of one
+            channel each, as for :meth:`trigger`.
+        :returns: effects whose ``result`` is ``{}``, or ``{"batch": [...]}``
+            with one info object per event when any asks for ``info``.
+        :raises APIError: 400 for a malformed batch or event, 413 for data too large.
+        """
+        batch = payload.get("batch") if isinstance(payload, dict) else None
+        if not isinstance(batch, list) or not batch:
+            raise APIError(400, "batch must be a non-empty list of events")
+        if len(batch) > MAX_BATCH:
+            raise APIError(400, f"At most {MAX_BATCH} events per batch")
+        checked = []
+        for item in batch:
+            if not isinstance(item, dict):
+                raise APIError(400, "Each batch item must be an object")
+            checked.append((item, _validate_event(app, item, [item.get("channel")])))
+        effects = Effects()
+        results = []
+        for item, attributes in checked:
+            self._deliver(app, item, [item["channel"]], effects)
+            results.append(self._trigger_info(app, [item["channel"]], attributes))
+        if all(r is None for r in results):
+            effects.result = {}
+        else:
+            effects.result = {
+                "batch": [
+                    (r or {}).get(item["channel"], {})
+                    for r, (item, _) in zip(results, checked, strict=True)
+                ]
+            }
+        return effects
+
+    def _deliver(
+        self, app: AppState, item: dict[str, Any], channels: list[str], effects: Effects
+    ) -> None:
+        """Deliver a validated event; cache it on cache channels."""
+        event, data, socket_id = item["name"], item["data"], item.get("socket_id")
         for name in channels:
             targets: Sequence[Connection]
-            if name.startswith(protocol.SERVER_TO_USER_PREFIX):
-                uid = name[len(protocol.SERVER_TO_USER_PREFIX) :]
+            if name.startswith(names.SERVER_TO_USER_PREFIX):
+                uid = name[len(names.SERVER_TO_USER_PREFIX) :]
                 targets = tuple(app.users.get(uid, ()))
             else:
                 channel = app.channels.get(name)
                 targets = channel.targets() if channel is not None else ()
-                if is_cache(name):
+                if names.is_cache(name):
                     app.cache[name] = (event, data, self.clock() + app.config.cache_ttl)
             if socket_id is not None:
                 targets = [c for c in targets if c.socket_id != socket_id]
             effects.broadcast(targets, protocol.channel_event(event, name, data))
+
+    def _trigger_info(
+        self, app: AppState, channels: list[str], attributes: frozenset[str]
+    ) -> dict[str, dict[str, int]] | None:
+        if not attributes:
+            return None
+        result: dict[str, dict[str, int]] = {}
+        for name in channels:
+            counts = app.counts(name)
+            entry: dict[str, int] = {}
+            if "user_count" in attributes and names.is_presence(name):
+                entry["user_count"] = counts.user_count if counts else 0
+            if "subscription_count" in attributes:
+                entry["subscription_count"] = counts.subscription_count if counts else 0
+            result[name] = entry
+        return result
+
+    def channels(self, app: AppState, query: Mapping[str, str]) -> Effects:
+        """``GET /apps/{app_id}/channels``: the occupied channels.
+
+        :param query: ``filter_by_prefix`` and ``info`` (``user_count`` only
+            with a ``presence-`` prefix; ``subscription_count``).
+        :returns: effects whose ``result`` is ``{"channels": {name: {...}}}``.
+        :raises APIError: 400 for an unsupported ``info``.
+        """
+        prefix = query.get("filter_by_prefix", "")
+        attributes = _attributes(query.get("info", ""), CHANNELS_INFO)
+        if "user_count" in attributes and not prefix.startswith(names.PRESENCE_PREFIX):
+            raise APIError(400, "info=user_count needs filter_by_prefix starting with 'presence-'")
+        result: dict[str, dict[str, int]] = {}
+        for name, counts in app.occupied(prefix):
+            entry: dict[str, int] = {}
+            if "user_count" in attributes:
+                entry["user_count"] = counts.user_count
+            if "subscription_count" in attributes:
+                entry["subscription_count"] = counts.subscription_count
+            result[name] = entry
+        effects = Effects()
+        effects.result = {"channels": result}
         return effects
 
-    def cached(self, app: AppState, name: str) -> tuple[str, str, float] | None:
+    def channel(self, app: AppState, name: str, query: Mapping[str, str]) -> Effects:
+        """``GET /apps/{app_id}/channels/{name}``: one channel's state.
+
+        :param query: ``info``: ``user_count`` (presence channels),
+            ``subscription_count`` (any channel), ``cache`` (cache channels).
+        :returns: effects whose ``result`` is ``{"occupied": bool, ...}``.
+        :raises APIError: 400 for an invalid name or an unsupported ``info``.
+        """
+        _check_channel_name(name)
+        attributes = _attributes(query.get("info", ""), CHANNEL_INFO)
+        if "user_count" in attributes and not names.is_presence(name):
+            raise APIError(400, "info=user_count is only available for presence channels")
+        if "cache" in attributes and not names.is_cache(name):
+            raise APIError(400, "info=cache is only available for cache channels")
+        counts = app.counts(name)
+        result: dict[str, Any] = {"occupied": counts is not None}
+        if "user_count" in attributes:
+            result["user_count"] = counts.user_count if counts else 0
+        if "subscription_count" in attributes:
+            result["subscription_count"] = counts.subscription_count if counts else 0
+        if "cache" in attributes:
+            cached = self._cached(app, name)
+            result["cache"] = None
+            if cached is not None:
+                ttl = max(0, int(cached[2] - self.clock()))
+                result["cache"] = {"data": cached[1], "ttl": ttl}
+        effects = Effects()
+        effects.result = result
+        return effects
+
+    def users(self, app: AppState, name: str) -> Effects:
+        """``GET /apps/{app_id}/channels/{name}/users``: a presence channel's members.
+
+        :returns: effects whose ``result`` is ``{"users": [{"id": user_id}, ...]}``.
+        :raises APIError: 400 for an invalid name or a channel that is not presence.
+        """
+        _check_channel_name(name)
+        if not names.is_presence(name):
+            raise APIError(400, "Users can only be listed for presence channels")
+        effects = Effects()
+        effects.result = {"users": [{"id": uid} for uid in app.members(name)]}
+        return effects
+
+    def terminate(self, app: AppState, user_id: str) -> Effects:
+        """``POST .../users/{user_id}/terminate_connections``: close every
+        connection signed in as ``user_id`` with 4009.
+
+        :returns: effects whose ``result`` is ``{}``.
+        :raises APIError: 400 for an invalid user id.
+        """
+        if not names.valid_name(user_id):
+            raise APIError(400, f"Invalid user id: use 1 to 200 of {names.NAME_CHARS}")
+        effects = Effects()
+        for conn in list(app.users.get(user_id, ())):
+            effects.close(conn, 4009, "Connection terminated by the app")
+        effects.result = {}
+        return effects
+
+    def _cached(self, app: AppState, name: str) -> tuple[str, str, float] | None:
         """The cached ``(event, data, expires_at)`` of a cache channel, if fresh."""
         entry = app.cache.get(name)
         if entry is not None and entry[2] <= self.clock():
             del app.cache[name]
             return None
         return entry
-
-    def terminate(self, app: AppState, user_id: str) -> Effects:
-        """Close every connection signed in as ``user_id`` with 4009 (§4.2)."""
-        effects = Effects()
-        for conn in list(app.users.get(user_id, ())):
-            effects.close(conn, 4009, "Connection terminated by the app")
-        return effects
 
     # -- time -------------------------------------------------------------
 
@@ -403,7 +573,7 @@ class Core:
         return effects
 
     def shutdown(self) -> Effects:
-        """Close every connection with 4200, "reconnect immediately" (§5.12)."""
+        """Close every connection with 4200, "reconnect immediately"."""
         effects = Effects()
         for app in self.apps_by_id.values():
             for conn in list(app.connections.values()):
@@ -412,7 +582,7 @@ class Core:
 
 
 def _presence_user(conn: Connection, channel_data: Any) -> tuple[str | None, Any, str | None]:
-    """``(user_id, user_info, error)`` of a presence subscription (§1.3)."""
+    """``(user_id, user_info, error)`` of a presence subscription."""
     if channel_data is None:
         if conn.user_id is None:
             return (
@@ -434,3 +604,53 @@ def _presence_user(conn: Connection, channel_data: Any) -> tuple[str | None, Any
     if not user_id or len(user_id) > 128:
         return None, None, "user_id must have 1 to 128 characters"
     return user_id, parsed.get("user_info"), None
+
+
+def _validate_event(app: AppState, item: dict[str, Any], channels: list[Any]) -> frozenset[str]:
+    """Check one HTTP API event; return its ``info`` attributes.
+
+    :raises APIError: 400, or 413 for data over ``max_event_size``.
+    """
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        raise APIError(400, "name must be a non-empty string")
+    if len(name) > names.MAX_NAME_LENGTH:
+        raise APIError(400, f"Event name too long ({names.MAX_NAME_LENGTH} characters at most)")
+    data = item.get("data")
+    if not isinstance(data, str):
+        raise APIError(400, "data must be a string")
+    size = len(data.encode("utf-8", "surrogatepass"))
+    if size > app.config.max_event_size:
+        raise APIError(
+            413, f"Event data too large: {size} bytes (at most {app.config.max_event_size})"
+        )
+    for channel in channels:
+        if not names.valid_channel_name(channel):
+            raise APIError(400, f"Invalid channel name {channel!r}"[:300])
+    if len(channels) > 1 and any(names.is_encrypted(c) for c in channels):
+        raise APIError(400, "An event to an encrypted channel must have only that channel")
+    socket_id = item.get("socket_id")
+    if socket_id is not None and not names.valid_socket_id(socket_id):
+        raise APIError(400, f"Invalid socket_id {socket_id!r}"[:300])
+    # A 400 for a bad info before anything is sent.
+    return _attributes(item.get("info") or "", TRIGGER_INFO)
+
+
+def _attributes(info: Any, allowed: frozenset[str]) -> frozenset[str]:
+    """The attributes of a comma-separated ``info``.
+
+    :raises APIError: 400 if ``info`` is not a string or names others than ``allowed``.
+    """
+    if not isinstance(info, str):
+        raise APIError(400, "info must be a comma-separated string")
+    attributes = frozenset(a.strip() for a in info.split(",") if a.strip())
+    unknown = attributes - allowed
+    if unknown:
+        shown = ", ".join(sorted(unknown))[:200]
+        raise APIError(400, f"Unsupported info attributes: {shown}")
+    return attributes
+
+
+def _check_channel_name(name: str) -> None:
+    if not names.valid_channel_name(name):
+        raise APIError(400, f"Invalid channel name {name!r}"[:300])

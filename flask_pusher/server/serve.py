@@ -36,11 +36,11 @@ class LocalServer:
     :param port: the TCP port; 0 (the default) picks a free port, read it back
         from :attr:`port` after :meth:`start`.
     :param webhook_delay: seconds ``channel_vacated`` and ``member_removed``
-        webhooks are held back (reference §3.1). Default 3.0; tests use less.
+        webhooks are held back. Default 3.0; tests use less.
     :param webhook_backoff: seconds before the first webhook retry, doubled
         after each failure. Default 1.0.
     :param webhook_retry_for: seconds after which a failing webhook is
-        dropped. Default 300.0 (reference §3.1).
+        dropped. Default 300.0.
     :param tick_interval: seconds between heartbeat checks (pings, 4201
         closes) and throttled subscription counts. Default 1.0.
     :raises ValueError: if no app is given or IDs or keys repeat.
@@ -148,8 +148,8 @@ class LocalServer:
             self._thread = self._loop = self._server = self._runner = None
 
     async def _shutdown(self) -> None:
-        assert self._server is not None and self._runner is not None
-        await stop_site(self._server, self._runner)
+        assert self._runner is not None
+        await stop_site(self._runner)
 
     def __enter__(self) -> LocalServer:
         return self.start()
@@ -230,4 +230,4 @@ async def _serve(apps: Sequence[AppConfig], host: str, port: int, webhook_delay:
         log.info("Shutting down: closing connections, sending pending webhooks")
         for sig in installed:
             loop.remove_signal_handler(sig)
-        await stop_site(server, runner)
+        await stop_site(runner)

@@ -1,5 +1,7 @@
-"""Signature checks: WebSocket ``auth`` strings (reference §1.3, §5.5) and
-HTTP API requests (reference §4.3)."""
+"""Signature checks: WebSocket ``auth`` strings
+(https://pusher.com/docs/channels/library_auth_reference/auth-signatures/) and
+HTTP API requests
+(https://pusher.com/docs/channels/library_auth_reference/rest-api/#authentication)."""
 
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from typing import Any
 import pusher.signature
 
 from .config import AppConfig
+from .errors import APIError
 
-#: Accepted skew of ``auth_timestamp``, in seconds (reference §4.3).
+#: Accepted skew of ``auth_timestamp``, in seconds.
 TIMESTAMP_WINDOW = 600
 EMPTY_MD5 = hashlib.md5(b"").hexdigest()
 
@@ -41,15 +44,6 @@ def check_auth(app: AppConfig, auth: Any, string_to_sign: str) -> str | None:
     )
 
 
-class RequestAuthError(Exception):
-    """An HTTP API request failed its signature check; ``status`` is 400 or 401."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 def _iso(timestamp: float) -> str:
     moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -63,34 +57,34 @@ def check_request(
     body: bytes,
     now: float | None = None,
 ) -> None:
-    """Check an HTTP API request's signature (reference §4.3).
+    """Check an HTTP API request's signature.
 
     :param paths: the request path as candidates (decoded, then raw); the
         signature may cover either.
     :param query: the *decoded* query parameters.
     :param body: the raw body bytes, hashed as received.
     :param now: Unix time in seconds, for tests.
-    :raises RequestAuthError: 401 for a wrong key, timestamp, body hash or
+    :raises APIError: 401 for a wrong key, timestamp, body hash or
         signature; 400 for missing or malformed parameters.
     """
     now = time.time() if now is None else now
     params = {k.lower(): v for k, v in query.items()}
     for name in ("auth_key", "auth_timestamp", "auth_version", "auth_signature"):
         if name not in params:
-            raise RequestAuthError(401, f"Missing {name} query parameter")
+            raise APIError(401, f"Missing {name} query parameter")
     if not hmac.compare_digest(params["auth_key"].encode(), app.key.encode()):
-        raise RequestAuthError(401, "Unknown auth_key")
+        raise APIError(401, "Unknown auth_key")
     if params["auth_version"] != "1.0":
-        raise RequestAuthError(401, "auth_version must be 1.0")
+        raise APIError(401, "auth_version must be 1.0")
     try:
         timestamp = int(params["auth_timestamp"])
     except ValueError:
-        raise RequestAuthError(401, "auth_timestamp must be an integer") from None
+        raise APIError(401, "auth_timestamp must be an integer") from None
     # Compare in integers: a huge auth_timestamp must not overflow a float.
     if abs(int(now) - timestamp) > TIMESTAMP_WINDOW:
         # A date only for timestamps a datetime can hold (years 1 to 9999).
         given = _iso(timestamp) if -62e9 < timestamp < 253e9 else str(timestamp)[:40]
-        raise RequestAuthError(
+        raise APIError(
             401,
             f"Timestamp expired: Given timestamp ({given}) not within "
             f"{TIMESTAMP_WINDOW}s of server time ({_iso(now)})",
@@ -98,11 +92,11 @@ def check_request(
     body_md5 = params.get("body_md5")
     if body:
         if body_md5 is None:
-            raise RequestAuthError(401, "body_md5 is required for a request with a body")
+            raise APIError(401, "body_md5 is required for a request with a body")
         if body_md5 != hashlib.md5(body).hexdigest():
-            raise RequestAuthError(401, "body_md5 does not match the MD5 of the body")
+            raise APIError(401, "body_md5 does not match the MD5 of the body")
     elif body_md5 is not None and body_md5 != EMPTY_MD5:
-        raise RequestAuthError(401, "body_md5 does not match the MD5 of the empty body")
+        raise APIError(401, "body_md5 does not match the MD5 of the empty body")
     signed = "&".join(f"{k}={params[k]}" for k in sorted(params) if k != "auth_signature")
     given = params["auth_signature"]
     for path in dict.fromkeys(paths):
@@ -111,7 +105,7 @@ def check_request(
         if hmac.compare_digest(given.encode(), expected.encode()):
             return
     string_to_sign = f"{method.upper()}\n{paths[0]}\n{signed}"
-    raise RequestAuthError(
+    raise APIError(
         401,
         f'Invalid signature: you should have sent HmacSHA256Hex("{string_to_sign}", '
         f'your_secret_key), but you sent "{given}"',

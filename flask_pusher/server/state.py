@@ -1,9 +1,18 @@
-"""The server's state: connections, channels, presence members, apps, and
-:class:`Effects`, what an operation asks the I/O layer to do (reference §5)."""
+"""The server's state, and :class:`Effects`, what an operation asks the I/O layer to do.
+
+Where channel and presence state lives is :class:`AppState`: the core reads and
+changes it only through its methods (:meth:`AppState.subscribe`,
+:meth:`AppState.add_member`, :meth:`AppState.channel_counts`, ...), so that a
+second implementation (shared between server processes) can stand beside this
+in-memory one without touching the rules in :mod:`flask_pusher.server.core`.
+Nothing here holds a socket: a :class:`Connection` is the core's record of a
+client, and the I/O layer keeps its own map from connections to sockets.
+"""
 
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
@@ -20,14 +29,17 @@ is_cache = names.is_cache
 
 @dataclass(eq=False, slots=True)
 class Connection:
-    """One client connection. ``transport`` belongs to the I/O layer."""
+    """One client connection, as the core knows it.
+
+    ``closing`` is set once a close was decided (by the core or the I/O layer):
+    from then on nothing more is sent to it.
+    """
 
     socket_id: str
     app: AppState
     last_seen: float
-    transport: Any = None
     channels: set[str] = field(default_factory=set)
-    presence: dict[str, str] = field(default_factory=dict)
+    presence: dict[str, str] | None = None  # channel -> user_id, created on first use
     user_id: str | None = None
     user_info: Any = None
     watchlist: tuple[str, ...] = ()
@@ -37,7 +49,7 @@ class Connection:
     closed: bool = False
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Member:
     """A presence member: one user, possibly over several connections."""
 
@@ -45,69 +57,211 @@ class Member:
     connections: set[Connection] = field(default_factory=set)
 
 
-@dataclass(eq=False)
 class Channel:
-    """An occupied channel (it is forgotten when its last subscriber leaves)."""
+    """An occupied channel: its subscribers and presence members.
 
-    name: str
-    subscribers: dict[Connection, None] = field(default_factory=dict)
-    members: dict[str, Member] = field(default_factory=dict)
-    count_sent_at: float = float("-inf")
-    _snapshot: tuple[Connection, ...] | None = None
+    It is forgotten when its last subscriber leaves. :meth:`targets` returns
+    the same tuple until the subscribers change, so the I/O layer can merge
+    consecutive broadcasts to the same audience into one write each.
+    """
+
+    __slots__ = ("_snapshot", "_subscribers", "count_sent_at", "members", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._subscribers: dict[Connection, None] = {}
+        self._snapshot: tuple[Connection, ...] | None = None
+        self.members: dict[str, Member] = {}
+        self.count_sent_at = float("-inf")
+
+    def add(self, conn: Connection) -> None:
+        """Add a subscriber."""
+        self._subscribers[conn] = None
+        self._snapshot = None
+
+    def remove(self, conn: Connection) -> None:
+        """Remove a subscriber, if subscribed."""
+        if self._subscribers.pop(conn, False) is None:
+            self._snapshot = None
+
+    def __len__(self) -> int:
+        return len(self._subscribers)
+
+    def __contains__(self, conn: object) -> bool:
+        return conn in self._subscribers
 
     def targets(self) -> tuple[Connection, ...]:
-        """The subscribers as a tuple, the same object until they change, so
-        the I/O layer can merge consecutive broadcasts to the same audience."""
+        """The subscribers, in subscription order, as a tuple."""
         if self._snapshot is None:
-            self._snapshot = tuple(self.subscribers)
+            self._snapshot = tuple(self._subscribers)
         return self._snapshot
 
+    def others(self, conn: Connection) -> list[Connection]:
+        """The subscribers but ``conn``."""
+        return [c for c in self._subscribers if c is not conn]
 
-@dataclass(eq=False)
+
+@dataclass(frozen=True, slots=True)
+class ChannelCounts:
+    """What the HTTP API reports of a channel: subscriptions and presence users."""
+
+    subscription_count: int
+    user_count: int
+
+
 class AppState:
-    """Everything the server knows about one app."""
+    """Everything the server knows about one app, in this process's memory."""
 
-    config: AppConfig
-    connections: dict[str, Connection] = field(default_factory=dict)
-    channels: dict[str, Channel] = field(default_factory=dict)
-    users: dict[str, set[Connection]] = field(default_factory=dict)
-    watchers: dict[str, set[Connection]] = field(default_factory=dict)
-    cache: dict[str, tuple[str, str, float]] = field(default_factory=dict)
-    dirty_counts: set[str] = field(default_factory=set)
+    __slots__ = (
+        "cache",
+        "channels",
+        "config",
+        "connections",
+        "dirty_counts",
+        "users",
+        "watchers",
+    )
+
+    def __init__(self, config: AppConfig) -> None:
+        self.config = config
+        self.connections: dict[str, Connection] = {}
+        self.channels: dict[str, Channel] = {}
+        self.users: dict[str, set[Connection]] = {}
+        self.watchers: dict[str, set[Connection]] = {}
+        self.cache: dict[str, tuple[str, str, float]] = {}
+        self.dirty_counts: set[str] = set()
+
+    # -- channels ---------------------------------------------------------
+
+    def subscribe(self, conn: Connection, name: str) -> tuple[Channel, bool]:
+        """Add ``conn`` to channel ``name``; return it and whether it was vacant."""
+        channel = self.channels.get(name)
+        occupied = channel is None
+        if channel is None:
+            channel = self.channels[name] = Channel(name)
+        channel.add(conn)
+        return channel, occupied
+
+    def unsubscribe(self, conn: Connection, channel: Channel) -> bool:
+        """Remove ``conn`` from ``channel``; return whether it is now vacant."""
+        channel.remove(conn)
+        if len(channel):
+            return False
+        del self.channels[channel.name]
+        self.dirty_counts.discard(channel.name)
+        return True
+
+    def add_member(self, channel: Channel, user_id: str, user_info: Any, conn: Connection) -> bool:
+        """Count ``conn`` as a connection of member ``user_id``; return whether
+        the user is new to the channel."""
+        member = channel.members.get(user_id)
+        first = member is None
+        if member is None:
+            member = channel.members[user_id] = Member(user_info)
+        member.connections.add(conn)
+        return first
+
+    def remove_member(self, channel: Channel, user_id: str, conn: Connection) -> bool:
+        """Forget one connection of ``user_id``; return whether it was the last."""
+        member = channel.members.get(user_id)
+        if member is None:
+            return False
+        member.connections.discard(conn)
+        if member.connections:
+            return False
+        del channel.members[user_id]
+        return True
+
+    def members(self, name: str) -> dict[str, Any]:
+        """``{user_id: user_info}`` of a presence channel (empty if vacant)."""
+        channel = self.channels.get(name)
+        if channel is None:
+            return {}
+        return {uid: m.user_info for uid, m in channel.members.items()}
+
+    def counts(self, name: str) -> ChannelCounts | None:
+        """The counts of channel ``name``, or ``None`` if it is vacant."""
+        channel = self.channels.get(name)
+        if channel is None:
+            return None
+        return ChannelCounts(len(channel), len(channel.members))
+
+    def occupied(self, prefix: str = "") -> Iterator[tuple[str, ChannelCounts]]:
+        """The occupied channels whose names start with ``prefix``, with counts."""
+        for name, channel in self.channels.items():
+            if name.startswith(prefix):
+                yield name, ChannelCounts(len(channel), len(channel.members))
+
+
+# -- effects ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Write one encoded frame to every connection of ``to``, in order."""
+
+    to: Sequence[Connection]
+    frame: str
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close ``conn`` with the WebSocket close ``code`` and ``reason``."""
+
+    conn: Connection
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """Emit one webhook event of ``app`` (a dict as Pusher's webhooks carry it)."""
+
+    app: AppConfig
+    event: dict[str, Any]
 
 
 class Effects:
-    """What an operation asks the I/O layer to do, in order per kind.
+    """What one core operation asks the I/O layer to do, in order per kind.
 
-    ``sends`` holds ``(connections, frame_text)`` pairs: one encoded frame for
-    all its targets. ``closes`` holds ``(connection, code, reason)``.
-    ``webhooks`` holds ``(app, event)`` pairs, events as in reference §3.2.
+    :ivar sends: :class:`Send` entries, each frame encoded once for all its targets.
+    :ivar closes: :class:`Close` entries, carried out after the sends.
+    :ivar webhooks: :class:`Webhook` entries.
+    :ivar result: what the operation answers: the new :class:`Connection` of
+        :meth:`~flask_pusher.server.core.Core.connect`, the JSON body of an HTTP
+        API operation, else ``None``.
     """
 
-    __slots__ = ("closes", "sends", "webhooks")
+    __slots__ = ("closes", "result", "sends", "webhooks")
 
     def __init__(self) -> None:
-        self.sends: list[tuple[Sequence[Connection], str]] = []
-        self.closes: list[tuple[Connection, int, str]] = []
-        self.webhooks: list[tuple[AppConfig, dict[str, Any]]] = []
+        self.sends: list[Send] = []
+        self.closes: list[Close] = []
+        self.webhooks: list[Webhook] = []
+        self.result: Any = None
 
     def send(self, conn: Connection, frame: str) -> None:
         """Queue ``frame`` for one connection."""
-        self.sends.append(((conn,), frame))
+        self.sends.append(Send((conn,), frame))
 
     def broadcast(self, conns: Sequence[Connection], frame: str) -> None:
         """Queue one encoded ``frame`` for several connections."""
         if conns:
-            self.sends.append((conns, frame))
+            self.sends.append(Send(conns, frame))
 
     def close(self, conn: Connection, code: int, reason: str) -> None:
-        """Queue ``pusher:error`` then a close with ``code`` (reference §5.12)."""
+        """Queue a ``pusher:error`` frame with ``reason`` and ``code``, then a
+        close with ``code`` (https://pusher.com/docs/channels/library_auth_reference/pusher-websockets-protocol/#error-codes).
+
+        Once a connection is closing, later closes are ignored and the I/O
+        layer sends it nothing more.
+        """
         if not conn.closing:
-            conn.closing = True
             self.send(conn, protocol.error(reason, code))
-            self.closes.append((conn, code, reason))
+            conn.closing = True
+            self.closes.append(Close(conn, code, reason))
 
     def hook(self, app: AppState, event: dict[str, Any]) -> None:
         """Queue a webhook event, if the app has webhooks."""
         if app.config.webhooks:
-            self.webhooks.append((app.config, event))
+            self.webhooks.append(Webhook(app.config, event))

@@ -13,10 +13,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from click.testing import CliRunner
 
 from flask_pusher.server import AppConfig
-from flask_pusher.server.__main__ import load_config
-from flask_pusher.server.__main__ import parse_args
+from flask_pusher.server import WebhookConfig
+from flask_pusher.server.cli import apps_from_options
+from flask_pusher.server.cli import load_config
+from flask_pusher.server.cli import main
 
 from .helpers import APP_ID
 from .helpers import KEY
@@ -26,10 +29,23 @@ from .helpers import SECRET
 from .helpers import WS
 
 
+def exit_code(argv: list[str]) -> int:
+    """Run ``python -m flask_pusher.server ARGV`` in-process (usage errors only)."""
+    return CliRunner().invoke(main, argv).exit_code
+
+
+def test_credentials_may_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[Any] = []
+    monkeypatch.setattr("flask_pusher.server.cli.serve", lambda *args: seen.append(args))
+    env = {"PUSHER_APP_ID": "1", "PUSHER_KEY": "k", "PUSHER_SECRET": "s"}
+    result = CliRunner().invoke(main, ["--port", "0"], env=env)
+    assert result.exit_code == 0, result.output
+    assert seen == [([AppConfig("1", "k", "s")], "127.0.0.1", 0, False)]
+
+
 def test_options_make_one_app() -> None:
-    args, apps = parse_args(["--app-id", "1", "--key", "k", "--secret", "s", "--port", "0"])
-    assert apps == [AppConfig("1", "k", "s")]
-    assert (args.host, args.port) == ("127.0.0.1", 0)
+    apps = apps_from_options("1", "k", "s", None, ["http://h/1"])
+    assert apps == [AppConfig("1", "k", "s", webhooks=[WebhookConfig("http://h/1")])]
 
 
 def test_config_file_makes_several_apps(tmp_path: Path) -> None:
@@ -57,16 +73,13 @@ def test_config_file_makes_several_apps(tmp_path: Path) -> None:
     [[], ["--app-id", "1", "--key", "k"], ["--webhook", "http://x"], ["--config", "/no/such"]],
 )
 def test_usage_errors_exit_2(argv: list[str]) -> None:
-    with pytest.raises(SystemExit) as info:
-        parse_args(argv)
-    assert info.value.code == 2
+    assert exit_code(argv) == 2
 
 
 def test_bad_config_field_is_a_usage_error(tmp_path: Path) -> None:
     path = tmp_path / "apps.json"
     path.write_text(json.dumps({"apps": [{"app_id": "1", "key": "k", "secret": "s", "x": 1}]}))
-    with pytest.raises(SystemExit):
-        parse_args(["--config", str(path)])
+    assert exit_code(["--config", str(path)]) == 2
 
 
 def test_serves_then_shuts_down_cleanly_on_sigterm() -> None:
@@ -114,6 +127,4 @@ def test_bad_webhooks_in_config_are_a_usage_error(tmp_path: Path, webhooks: Any)
     path = tmp_path / "apps.json"
     app = {"app_id": "1", "key": "k", "secret": "s", "webhooks": webhooks}
     path.write_text(json.dumps({"apps": [app]}))
-    with pytest.raises(SystemExit) as info:
-        parse_args(["--config", str(path)])
-    assert info.value.code == 2
+    assert exit_code(["--config", str(path)]) == 2

@@ -45,10 +45,11 @@ def core(clock: Clock) -> Core:
 
 
 def connect(core: Core) -> Connection:
-    conn, effects = core.connect(core.apps_by_key[KEY])
-    ((targets, text),) = effects.sends
-    assert targets == (conn,)
-    frame = json.loads(text)
+    effects = core.connect(core.apps_by_key[KEY])
+    conn = effects.result
+    (greeting,) = effects.sends
+    assert greeting.to == (conn,)
+    frame = json.loads(greeting.frame)
     assert frame["event"] == "pusher:connection_established"
     data = json.loads(frame["data"])
     assert data == {"socket_id": conn.socket_id, "activity_timeout": 120}
@@ -57,7 +58,7 @@ def connect(core: Core) -> Connection:
 
 def frames(effects: Effects, conn: Connection) -> list[dict[str, Any]]:
     """The frames ``effects`` sends to ``conn``, decoded."""
-    return [json.loads(text) for targets, text in effects.sends if conn in targets]
+    return [json.loads(s.frame) for s in effects.sends if conn in s.to]
 
 
 def events(effects: Effects, conn: Connection) -> list[str]:
@@ -65,7 +66,7 @@ def events(effects: Effects, conn: Connection) -> list[str]:
 
 
 def hooks(effects: Effects) -> list[dict[str, Any]]:
-    return [event for _, event in effects.webhooks]
+    return [hook.event for hook in effects.webhooks]
 
 
 def send(
@@ -85,6 +86,12 @@ def subscribe(
         data.update(channel_auth(conn.socket_id, channel, channel_data))
         data.pop("shared_secret", None)  # pusher-js strips it (reference §1.3)
     return send(core, conn, "pusher:subscribe", data)
+
+
+def trigger(core: Core, channels: list[str], name: str, data: str, **extra: Any) -> Effects:
+    """An HTTP API trigger, as the decoded JSON body ``POST /events`` carries."""
+    payload = {"channels": channels, "name": name, "data": data, **extra}
+    return core.trigger(core.apps_by_key[KEY], payload)
 
 
 def signin(core: Core, conn: Connection, user_data: dict[str, Any]) -> Effects:
@@ -133,7 +140,7 @@ def test_public_subscription_and_occupied_webhook(core: Core) -> None:
         {"name": "channel_occupied", "channel": "news"},
         {"name": "subscription_count", "channel": "news", "subscription_count": 1},
     ]
-    effects = core.unsubscribe(conn, "news")
+    effects = send(core, conn, "pusher:unsubscribe", {"channel": "news"})
     assert hooks(effects) == [{"name": "channel_vacated", "channel": "news"}]
     assert "news" not in core.apps_by_key[KEY].channels
 
@@ -289,8 +296,7 @@ def test_signin_and_server_to_user_routing(core: Core) -> None:
     assert err["event"] == "pusher:subscription_error" and err["data"]["status"] == 403
     e = send(core, a, "pusher:subscribe", {"channel": "#server-to-user-u1", "auth": ""})
     assert events(e, a) == ["pusher_internal:subscription_succeeded"]
-    app = core.apps_by_key[KEY]
-    e = core.trigger(app, ["#server-to-user-u1"], "hello", "{}")
+    e = trigger(core, ["#server-to-user-u1"], "hello", "{}")
     assert events(e, a) == ["hello"] and events(e, b) == []
 
 
@@ -329,7 +335,6 @@ def test_watchlist_limit_gives_4302(clock: Clock) -> None:
 
 
 def test_cache_channel_replays_last_http_event(core: Core, clock: Clock) -> None:
-    app = core.apps_by_key[KEY]
     conn = connect(core)
     e = subscribe(core, conn, "cache-x")
     assert events(e, conn) == [
@@ -338,8 +343,8 @@ def test_cache_channel_replays_last_http_event(core: Core, clock: Clock) -> None
         "pusher_internal:subscription_count",
     ]
     assert {"name": "cache_miss", "channel": "cache-x"} in hooks(e)
-    core.trigger(app, ["cache-x"], "ev", "1")
-    core.trigger(app, ["cache-x"], "ev", "2")
+    trigger(core, ["cache-x"], "ev", "1")
+    trigger(core, ["cache-x"], "ev", "2")
     late = connect(core)
     e = subscribe(core, late, "cache-x")
     assert frames(e, late)[1] == {"event": "ev", "channel": "cache-x", "data": "2"}
@@ -349,11 +354,10 @@ def test_cache_channel_replays_last_http_event(core: Core, clock: Clock) -> None
 
 
 def test_trigger_excludes_socket_id(core: Core) -> None:
-    app = core.apps_by_key[KEY]
     a, b = connect(core), connect(core)
     subscribe(core, a, "news")
     subscribe(core, b, "news")
-    e = core.trigger(app, ["news"], "ev", "x", socket_id=a.socket_id)
+    e = trigger(core, ["news"], "ev", "x", socket_id=a.socket_id)
     assert events(e, a) == [] and events(e, b) == ["ev"]
     assert len(e.sends) == 1  # encoded once for all targets
 
@@ -387,7 +391,7 @@ def test_heartbeat_ping_then_4201(core: Core, clock: Clock) -> None:
     assert core.tick().closes == []
     clock.now += 1
     e = core.tick()
-    assert [(c, code) for c, code, _ in e.closes] == [(conn, 4201)]
+    assert [(c.conn, c.code) for c in e.closes] == [(conn, 4201)]
 
 
 def test_any_frame_counts_as_activity(core: Core, clock: Clock) -> None:
@@ -404,12 +408,12 @@ def test_terminate_closes_signed_in_connections(core: Core) -> None:
     a, _other = connect(core), connect(core)
     signin(core, a, {"id": "u1"})
     e = core.terminate(core.apps_by_key[KEY], "u1")
-    assert [(c, code) for c, code, _ in e.closes] == [(a, 4009)]
+    assert [(c.conn, c.code) for c in e.closes] == [(a, 4009)]
 
 
 def test_shutdown_closes_everything_with_4200(core: Core) -> None:
     conns = [connect(core) for _ in range(3)]
-    assert sorted(code for _, code, _ in core.shutdown().closes) == [4200] * 3
+    assert sorted(c.code for c in core.shutdown().closes) == [4200] * 3
     assert all(c.closing for c in conns)
 
 
@@ -424,9 +428,9 @@ def test_disconnect_is_idempotent(core: Core) -> None:
 def test_expired_cache_entries_are_forgotten(clock: Clock) -> None:
     core = make_core(clock, cache_ttl=10)
     app = core.apps_by_key[KEY]
-    core.trigger(app, ["cache-a", "cache-b"], "ev", "1")
+    trigger(core, ["cache-a", "cache-b"], "ev", "1")
     clock.now += 5
-    core.trigger(app, ["cache-b"], "ev", "2")
+    trigger(core, ["cache-b"], "ev", "2")
     clock.now += 6
     core.tick()
     assert list(app.cache) == ["cache-b"]  # nobody asked for cache-a, it is gone anyway

@@ -160,6 +160,13 @@ def test_channel_info(server: LocalServer, client: Any, subscribed: None) -> Non
     assert client.channel_info("empty") == {"occupied": False}
     with pytest.raises(pusher.errors.PusherBadRequest, match="presence"):
         client.channel_info("news", ["user_count"])
+
+
+def test_presence_channel_info_answers_both_counts(client: Any, subscribed: None) -> None:
+    # Pusher's HTTP API clients document info=user_count,subscription_count as "all
+    # attributes, supported for presence channels" (reference §4.2).
+    info = client.channel_info("presence-room", ["user_count", "subscription_count"])
+    assert info == {"occupied": True, "user_count": 2, "subscription_count": 2}
     with pytest.raises(pusher.errors.PusherBadRequest, match="cache"):
         client.channel_info("news", ["cache"])
 
@@ -211,7 +218,10 @@ def test_trigger_info_attributes(server: LocalServer, subscribed: None) -> None:
     response = signed(server, "POST", f"/apps/{APP_ID}/events", body)
     assert response.status_code == 200, response.text
     assert response.json() == {
-        "channels": {"news": {"subscription_count": 2}, "presence-room": {"user_count": 2}}
+        "channels": {
+            "news": {"subscription_count": 2},
+            "presence-room": {"user_count": 2, "subscription_count": 2},
+        }
     }
     batch = {
         "batch": [

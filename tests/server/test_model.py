@@ -55,7 +55,7 @@ class ServerModel(RuleBasedStateMachine):
         return [s for s in self.slots.values() if channel in s.channels]
 
     def members(self, channel: str) -> set[str]:
-        return {s.channels[channel] for s in self.subscribers(channel)} - {None}  # type: ignore[misc]
+        return {m for s in self.subscribers(channel) if (m := s.channels[channel]) is not None}
 
     def snapshot(self) -> dict[str, tuple[int, frozenset[str]]]:
         names = {c for s in self.slots.values() for c in s.channels}
@@ -78,12 +78,12 @@ class ServerModel(RuleBasedStateMachine):
                 expected[f"member_removed {channel} {uid}"] += 1
         got = Counter(
             " ".join(str(e[k]) for k in ("name", "channel", "user_id") if k in e)
-            for _, e in effects.webhooks
+            for e in (hook.event for hook in effects.webhooks)
             if e["name"] != "subscription_count"
         )
         assert got == expected
-        for targets, text in effects.sends:
-            frame = json.loads(text)
+        for send in effects.sends:
+            frame, targets = json.loads(send.frame), send.to
             if frame["event"] in ("pusher_internal:member_added", "pusher_internal:member_removed"):
                 channel = frame["channel"]
                 uid = json.loads(frame["data"])["user_id"]
@@ -97,7 +97,7 @@ class ServerModel(RuleBasedStateMachine):
     @rule(slot=SLOTS)
     def connect(self, slot: int) -> None:
         if slot not in self.slots:
-            conn, _ = self.core.connect(self.app)
+            conn = self.core.connect(self.app).result
             self.slots[slot] = Slot(conn)
 
     @rule(slot=SLOTS, channel=CHANNELS, user=st.none() | USERS)
@@ -113,7 +113,7 @@ class ServerModel(RuleBasedStateMachine):
             data.update(channel_auth(s.conn.socket_id, channel, channel_data))
         effects = self.core.receive(s.conn, json.dumps({"event": "pusher:subscribe", "data": data}))
         refused = any(
-            json.loads(t)["event"] == "pusher:subscription_error" for _, t in effects.sends
+            json.loads(s.frame)["event"] == "pusher:subscription_error" for s in effects.sends
         )
         if channel not in s.channels:
             if channel.startswith("presence-"):
@@ -163,7 +163,7 @@ class ServerModel(RuleBasedStateMachine):
         occupied = {name for name, (count, _) in model.items() if count}
         assert set(self.app.channels) == occupied
         for name, channel in self.app.channels.items():
-            assert len(channel.subscribers) == model[name][0]
+            assert len(channel) == model[name][0]
             assert set(channel.members) == model[name][1]
         online = {s.user for s in self.slots.values() if s.user is not None}
         assert set(self.app.users) == online

@@ -1,0 +1,246 @@
+"""Bytes a client controls, sent over raw sockets: answered with a 4xx or a close,
+never a 500 and never a traceback in the log (issue 7; reference §4.5, §5.12)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from flask_pusher.server import LocalServer
+
+from .helpers import APP_ID
+from .helpers import KEY
+from .helpers import pusher_client
+from .helpers import user_auth
+
+TIMEOUT = 10.0
+
+
+def tracebacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    records = caplog.get_records("call")
+    return [r for r in records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+def raw_request(server: LocalServer, data: bytes) -> bytes:
+    """Send ``data`` on a new connection; return everything the server answers."""
+    with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+@pytest.fixture
+def logged(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    caplog.set_level(logging.DEBUG)
+    yield caplog
+    assert tracebacks(caplog) == []
+
+
+def test_a_gzip_body_that_is_not_gzip_is_a_400(
+    server: LocalServer, logged: pytest.LogCaptureFixture
+) -> None:
+    body = b"this is not gzip"
+    request = (
+        f"POST /apps/{APP_ID}/events?auth_key={KEY} HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Encoding: gzip\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    response = raw_request(server, request)
+    assert status_of(response) == 400, response
+    assert b"could not be read" in response
+
+
+@pytest.mark.parametrize("expect", [b"100-contin\xffue", b"\xe2\x98\x83", b"something-else"])
+def test_an_expect_header_nobody_can_meet_is_a_417(
+    server: LocalServer, logged: pytest.LogCaptureFixture, expect: bytes
+) -> None:
+    request = (
+        f"POST /apps/{APP_ID}/events HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+        "Connection: close\r\n".encode()
+        + b"Expect: "
+        + expect
+        + b"\r\n\r\n{}"
+    )
+    assert status_of(raw_request(server, request)) == 417
+
+
+def test_expect_100_continue_still_works(server: LocalServer) -> None:
+    request = f"POST /apps/{APP_ID}/events HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+    request += "Connection: close\r\n"
+    response = raw_request(server, request.encode() + b"Expect: 100-Continue\r\n\r\n{}")
+    assert response.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 401"), response
+
+
+MALFORMED = [
+    b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n",
+    b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(200)) + b"\r\n",
+    b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET / HTTP/9.9\r\n\r\n",
+    b"GET " + b"/a" * 5000 + b" HTTP/1.1\r\n\r\n",
+    b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+    b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+]
+
+
+def test_malformed_requests_get_a_400_and_no_traceback(
+    server: LocalServer, logged: pytest.LogCaptureFixture
+) -> None:
+    for _ in range(10):
+        for request in MALFORMED:
+            response = raw_request(server, request)
+            assert 400 <= status_of(response) < 500, (request[:60], response[:200])
+    # At most one line about them, whoever sends how many (rate-limited).
+    lines = [r for r in logged.records if r.name == "flask_pusher.server.http"]
+    assert len(lines) <= 1, [r.getMessage() for r in lines]
+
+
+# -- WebSocket over a raw socket ------------------------------------------------
+
+
+class RawWS:
+    """A WebSocket client on a plain socket: it reads only when asked to."""
+
+    def __enter__(self) -> RawWS:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+    def __init__(self, server: LocalServer, rcvbuf: int | None = None) -> None:
+        self.sock = socket.socket()
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(TIMEOUT)
+        self.sock.connect((server.host, server.port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            f"GET /app/{KEY}?protocol=7 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        self.buffer = b""
+        while b"\r\n\r\n" not in self.buffer:
+            self.buffer += self._recv()
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    def _recv(self) -> bytes:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError
+        return chunk
+
+    def send(self, opcode: int, payload: bytes) -> None:
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        size = len(payload)
+        if size < 126:
+            header = bytes((0x80 | opcode, 0x80 | size))
+        else:
+            header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, size)
+        self.sock.sendall(header + mask + masked)
+
+    def send_json(self, frame: dict[str, Any]) -> None:
+        self.send(0x1, json.dumps(frame).encode())
+
+    def read(self) -> tuple[int, bytes]:
+        """The next frame's opcode and payload. :raises EOFError: at end of stream."""
+        while True:
+            if len(self.buffer) >= 2:
+                size = self.buffer[1] & 0x7F
+                start = 2
+                if size == 126:
+                    (size,), start = struct.unpack("!H", self.buffer[2:4]), 4
+                elif size == 127:
+                    (size,), start = struct.unpack("!Q", self.buffer[2:10]), 10
+                if len(self.buffer) >= start + size:
+                    opcode = self.buffer[0] & 0x0F
+                    payload = self.buffer[start : start + size]
+                    self.buffer = self.buffer[start + size :]
+                    return opcode, payload
+            self.buffer += self._recv()
+
+    def read_event(self) -> dict[str, Any]:
+        opcode, payload = self.read()
+        assert opcode == 0x1, (opcode, payload)
+        event: dict[str, Any] = json.loads(payload)
+        return event
+
+
+def test_nothing_is_sent_after_the_close_frame(server: LocalServer) -> None:
+    """RFC 6455 §5.5.1: once the server has sent its Close frame (here for a
+    terminated user, 4009) it sends no more data frames, although the client
+    stays subscribed until it answers the close, which this one never does."""
+    client = pusher_client(server.port)
+    with RawWS(server) as ws:
+        check_nothing_after_close(client, ws)
+
+
+def check_nothing_after_close(client: Any, ws: RawWS) -> None:
+    established = ws.read_event()
+    socket_id = json.loads(established["data"])["socket_id"]
+    ws.send_json({"event": "pusher:subscribe", "data": {"channel": "news"}})
+    ws.send_json({"event": "pusher:signin", "data": user_auth(socket_id, {"id": "u1"})})
+    seen = {ws.read_event()["event"] for _ in range(3)}
+    assert "pusher:signin_success" in seen
+    assert "pusher_internal:subscription_succeeded" in seen
+    client.terminate_user_connections("u1")
+    for i in range(5):
+        client.trigger("news", "after-close", {"i": i})
+    frames = []
+    try:
+        while True:
+            frames.append(ws.read())
+    except EOFError:
+        pass  # the server closes the TCP connection once it stops waiting
+    opcodes = [opcode for opcode, _ in frames]
+    assert 0x8 in opcodes, frames
+    after_close = frames[opcodes.index(0x8) + 1 :]
+    assert after_close == []
+    close_payload = frames[opcodes.index(0x8)][1]
+    assert struct.unpack("!H", close_payload[:2])[0] == 4009
+    # The server forgot the subscription as soon as the close began.
+    assert client.channel_info("news") == {"occupied": False}
+
+
+def test_a_ping_flood_then_a_reset_leaves_no_traceback(
+    server: LocalServer, logged: pytest.LogCaptureFixture
+) -> None:
+    """A client that sends pings and never reads its pongs, then resets the
+    connection: aiohttp's automatic pong fails on the closed transport."""
+    with RawWS(server, rcvbuf=4096) as ws:
+        for _ in range(20_000):
+            try:
+                ws.send(0x9, b"x" * 100)
+            except OSError:
+                break
+        ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    # closed with SO_LINGER 0: a reset
+    wait_for_no_connections(server)
+    # One more request through the event loop: the handler's step has ended.
+    assert pusher_client(server.port).channels_info() == {"channels": {}}
+
+
+def wait_for_no_connections(server: LocalServer) -> None:
+    """Wait (bounded) until the server has forgotten every connection."""
+    assert server._server is not None
+    core = server._server.core
+    deadline = time.monotonic() + TIMEOUT
+    while any(app.connections for app in core.apps_by_id.values()):
+        assert time.monotonic() < deadline, "connections were not forgotten"
+        time.sleep(0.01)
