@@ -4,7 +4,6 @@ out of the delivery while another page gets the event (reference §4.2)."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,10 +11,10 @@ import pytest
 from flask import Flask
 from flask import render_template_string
 from flask import request
-from werkzeug.serving import make_server
 
 from flask_pusher import Pusher
 
+from ..serving import serve_http
 from .test_chat import browser  # noqa: F401  (the module-scoped Chromium fixture)
 from .test_chat import TIMEOUT_MS
 
@@ -58,14 +57,8 @@ def app_url(pusher_config: dict[str, Any]) -> Iterator[str]:
         pusher.trigger("room", "said", {"by": by}, to_others=True)
         return {"x_socket_id": request.headers.get("X-Socket-ID")}
 
-    http = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{http.server_port}"
-    finally:
-        http.shutdown()
-        thread.join(10)
+    with serve_http(app) as url:
+        yield url
 
 
 def test_a_page_is_left_out_of_its_own_to_others_trigger(
