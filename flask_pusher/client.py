@@ -35,10 +35,11 @@ class PusherClient(pusher.Pusher):  # type: ignore[misc]
       passes ``app.json.dumps``), so what ``jsonify`` accepts (``Decimal``,
       ``datetime``, ``UUID``, dataclasses) can be triggered.
     - :meth:`authenticate` returns ``shared_secret`` as a base64 ``str``; the base
-      class returns ``bytes``, which ``jsonify`` cannot encode (reference §1.4).
+      class returns ``bytes``, which ``jsonify`` cannot encode (pusher-http-python
+      3.3.4, ``pusher/authentication_client.py``).
     - :meth:`terminate_user_connections` POSTs to
-      ``/apps/{app_id}/users/{user_id}/terminate_connections``; the base class
-      leaves out ``/apps/{app_id}`` (reference §4.6).
+      ``/apps/{app_id}/users/{user_id}/terminate_connections``, as pusher-http-node
+      does; the base class leaves out ``/apps/{app_id}`` (``pusher/pusher_client.py``).
 
     :param dumps: encodes event data that is not already a string; ``None`` leaves
         it to the base class (``json.dumps`` with ``json_encoder``).
@@ -220,7 +221,8 @@ class PusherClient(pusher.Pusher):  # type: ignore[misc]
         return self.send(self.users_info_request(channel))
 
     def terminate_user_connections(self, user_id: str) -> Any:
-        """Close every connection of a signed-in user (reference §4.2, §4.6)."""
+        """Close every connection of a signed-in user
+        (https://pusher.com/docs/channels/server_api/terminating-user-connections/)."""
         return self.send(self.terminate_user_connections_request(user_id))
 
     # --- awaitable twins: the same requests, sent over aiohttp -----------------------
@@ -266,7 +268,7 @@ class PusherClient(pusher.Pusher):  # type: ignore[misc]
     def authenticate(
         self, channel: str, socket_id: str, custom_data: Any | None = None
     ) -> dict[str, str]:
-        """Sign a channel subscription; ``shared_secret`` is a ``str`` (reference §1.3)."""
+        """Sign a channel subscription; ``shared_secret`` is a ``str``."""
         result: dict[str, Any] = super().authenticate(channel, socket_id, custom_data)
         secret = result.get("shared_secret")
         if isinstance(secret, bytes):

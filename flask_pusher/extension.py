@@ -165,9 +165,10 @@ class Pusher:
 
         ``callback(channel_name: str, socket_id: str) -> bool`` is called in the
         request context for each private, presence and encrypted channel that a
-        client asks to subscribe to (reference §1.2, §5.5). Return a true value to
-        allow the subscription. It may be ``async def``. Without it every channel is
-        refused with 403.
+        client asks to subscribe to
+        (https://pusher.com/docs/channels/server_api/authorizing-users/). Return a true
+        value to allow the subscription. It may be ``async def``. Without it every
+        channel is refused with 403.
         """
         self._auth = callback
         return callback
@@ -178,8 +179,9 @@ class Pusher:
         ``callback(channel_name: str, socket_id: str) -> dict`` returns the presence
         member for a ``presence-`` channel: a dict with ``user_id`` (a string or
         number, at most 128 characters) and optionally ``user_info`` (any JSON,
-        at most 1 KB), merged over ``{"user_id": socket_id}`` (reference §1.3). It
-        may be ``async def``.
+        at most 1 KB), merged over ``{"user_id": socket_id}``
+        (https://pusher.com/docs/channels/using_channels/presence-channels/). It may
+        be ``async def``.
         """
         self._channel_data = callback
         return callback
@@ -189,8 +191,9 @@ class Pusher:
 
         ``callback(socket_id: str) -> dict | None`` returns the signed-in user:
         ``{"id": str, "user_info": {...}, "watchlist": [str, ...]}``, where only
-        ``id`` is required (reference §1.3, §1.5). Return ``None`` to refuse the
-        signin with 403. It may be ``async def``.
+        ``id`` is required
+        (https://pusher.com/docs/channels/server_api/authenticating-users/). Return
+        ``None`` to refuse the signin with 403. It may be ``async def``.
         """
         self._user_data = callback
         return callback

@@ -1,8 +1,11 @@
 """Helpers for testing apps that use Flask-Pusher.
 
 - :func:`auth_body`, :func:`batch_auth_body` and :func:`user_auth_body` build the
-  exact request bodies that pusher-js 8 and pusher-js-auth 4 send (reference §1.2, §2).
-- :func:`webhook_request` builds a signed webhook, as Pusher sends it (reference §3.1).
+  exact request bodies that pusher-js 8 (``src/core/auth/channel_authorizer.ts``,
+  ``src/core/auth/user_authenticator.ts``) and pusher-js-auth 4 (``lib/pusher-auth.js``)
+  send.
+- :func:`webhook_request` builds a signed webhook, as Pusher sends it
+  (https://pusher.com/docs/channels/server_api/webhooks/).
 - :func:`record_events` records what an app triggers instead of sending it, like
   Flask-Mail's ``record_messages()``.
 - :data:`TEST_APP_ID`, :data:`TEST_KEY`, :data:`TEST_SECRET` and
@@ -56,7 +59,7 @@ def _params(params: Mapping[str, object] | None) -> str:
 
 
 def auth_body(socket_id: str, channel_name: str, params: Mapping[str, object] | None = None) -> str:
-    """The form body pusher-js 8 POSTs for channel authorization (reference §1.2).
+    """The form body pusher-js 8 POSTs for channel authorization.
 
     :param socket_id: the connection's ``socket_id``, ``digits.digits``.
     :param channel_name: the channel to authorize.
@@ -71,7 +74,7 @@ def auth_body(socket_id: str, channel_name: str, params: Mapping[str, object] | 
 def batch_auth_body(
     socket_id: str, channel_names: Iterable[str], params: Mapping[str, object] | None = None
 ) -> str:
-    """The form body pusher-js-auth 4.0.1 POSTs for a batch (reference §2).
+    """The form body pusher-js-auth 4.0.1 POSTs for a batch.
 
     It starts with ``&``, and the brackets of ``channel_name[N]`` are not encoded.
     """
@@ -82,7 +85,7 @@ def batch_auth_body(
 
 
 def user_auth_body(socket_id: str, params: Mapping[str, object] | None = None) -> str:
-    """The form body pusher-js 8 POSTs for user authentication (reference §1.2)."""
+    """The form body pusher-js 8 POSTs for user authentication."""
     return f"socket_id={_uri_component(socket_id)}{_params(params)}"
 
 
@@ -103,7 +106,7 @@ def webhook_request(
     secret: str | None = None,
     time_ms: int | None = None,
 ) -> WebhookRequest:
-    """Build a webhook as Pusher sends it (reference §3.1).
+    """Build a webhook as Pusher sends it.
 
     :param events: event dicts, such as ``{"name": "channel_occupied", "channel": "c"}``.
     :param key: the app key for ``X-Pusher-Key``; default: the current app's.

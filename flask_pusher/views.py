@@ -4,11 +4,14 @@ Defined at import; :meth:`flask_pusher.Pusher.init_app` registers it on each app
 with that app's settings, which give the paths of the routes:
 
 - ``POST {PUSHER_URL_PREFIX}{PUSHER_AUTH}``: channel authorization, single or batch
-  (endpoint ``pusher.auth``; reference §1.2, §1.3, §2).
+  (endpoint ``pusher.auth``;
+  https://pusher.com/docs/channels/server_api/authorizing-users/, and batches as
+  pusher-js-auth 4 sends them, ``lib/pusher-auth.js``).
 - ``POST {PUSHER_URL_PREFIX}{PUSHER_USER_AUTH}``: user authentication (endpoint
-  ``pusher.user_auth``; reference §1.3, §1.5).
+  ``pusher.user_auth``; https://pusher.com/docs/channels/server_api/authenticating-users/).
 - ``POST {PUSHER_URL_PREFIX}{PUSHER_WEBHOOKS}[/<group>]``: webhooks (endpoints
-  ``pusher.webhooks`` and ``pusher.webhooks_group``; reference §3).
+  ``pusher.webhooks`` and ``pusher.webhooks_group``;
+  https://pusher.com/docs/channels/server_api/webhooks/).
 
 Every error these routes answer is JSON: ``{"error": "..."}``.
 """
@@ -57,9 +60,10 @@ PUSHER_JS = "pusher-with-encryption.min.js"
 #: The helper that sends the ``X-Socket-ID`` header (see :doc:`/to-others`).
 HELPER_JS = "flask-pusher.js"
 
-#: pusher-js-auth's batch keys, ``channel_name[0]``, ``channel_name[1]``... (reference §2).
+#: pusher-js-auth's batch keys, ``channel_name[0]``, ``channel_name[1]``...
 BATCH_KEY_RE = re.compile(r"channel_name\[([0-9]{1,6})\]")
-#: A JavaScript callee such as ``Pusher.auth_callbacks['1']`` (reference §1.2).
+#: A JavaScript callee such as ``Pusher.auth_callbacks['1']`` (pusher-js
+#: ``src/runtimes/web/auth/jsonp_auth.ts``).
 JSONP_CALLBACK_RE = re.compile(
     r"[A-Za-z_$][\w$]{0,63}(?:\.[A-Za-z_$][\w$]{0,63}|\[(?:'[\w$]{1,64}'|\"[\w$]{1,64}\"|[0-9]{1,9})\]){0,8}"
 )
@@ -200,7 +204,7 @@ class _Authorizer:
         )
 
     def __call__(self, channel: Any) -> dict[str, str]:
-        """Authorize one channel subscription: the JSON body pusher-js expects (reference §1.3).
+        """Authorize one channel subscription: the JSON body pusher-js expects.
 
         :raises InvalidRequest: an invalid or public channel name.
         :raises ChannelAuthorizationDenied: refused by ``@pusher.auth``, none registered,
@@ -270,7 +274,7 @@ def _is_member_id(value: Any) -> bool:
 
 
 def auth_view() -> Response:
-    """Channel authorization, single or batch (reference §1.2, §1.3, §2).
+    """Channel authorization, single or batch.
 
     Single: ``socket_id`` and ``channel_name``; answers ``{"auth": "KEY:sig"}`` plus
     ``channel_data`` (presence) or ``shared_secret`` (encrypted). Batch:
@@ -319,7 +323,7 @@ def auth_view() -> Response:
 
 
 def user_auth_view() -> Response:
-    """User authentication for ``pusher.signin()`` (reference §1.3, §1.5).
+    """User authentication for ``pusher.signin()``.
 
     Takes ``socket_id``; answers ``{"auth": "KEY:sig", "user_data": "<JSON>"}`` with
     the dict that ``@pusher.user_data`` returned, or 403 when it returns ``None``
@@ -349,7 +353,7 @@ def user_auth_view() -> Response:
 
 
 def webhook_view(group: str | None = None) -> Response:
-    """Receive a webhook (reference §3): verify it, run the handlers, answer 200.
+    """Receive a webhook: verify it, run the handlers, answer 200.
 
     401 for a missing or wrong key or signature or a stale ``time_ms``, 400 for a
     malformed body, 500 when a handler raises (so Pusher retries).
@@ -415,9 +419,9 @@ def pusher_options(**overrides: Any) -> Markup:
     ``wsHost``/``wsPort``/``wssPort``/``enabledTransports`` when ``PUSHER_HOST`` is
     not one of Pusher's own hosts (a local server), and the
     ``channelAuthorization`` and ``userAuthentication`` endpoints under the prefix
-    (reference §1.1, §5.1). With Flask-WTF's ``CSRFProtect`` installed, both
-    endpoints also send the ``X-CSRFToken`` header. ``overrides`` are merged over
-    the top level.
+    (pusher-js ``src/core/options.ts``, ``src/core/config.ts``). With Flask-WTF's
+    ``CSRFProtect`` installed, both endpoints also send the ``X-CSRFToken`` header.
+    ``overrides`` are merged over the top level.
     """
     settings: PusherSettings = current_app.extensions["pusher"].settings
     options: dict[str, Any] = {
