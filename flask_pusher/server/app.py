@@ -365,7 +365,11 @@ async def start_site(server: Server, host: str, port: int) -> tuple[web.AppRunne
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=4096)
-    await site.start()
+    try:
+        await site.start()
+    except BaseException:  # the address is taken: stop what setup() started
+        await runner.cleanup()
+        raise
     return runner, int(runner.addresses[0][1])
 
 
