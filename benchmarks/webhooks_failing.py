@@ -35,18 +35,11 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from fanout import rss_bytes  # this directory's fan-out benchmark
 
 APP_ID, KEY, SECRET = "1", "bench-key", "bench-secret"
 CHANNEL = "private-bench"
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 async def failing_receiver() -> tuple[web.AppRunner, str, list[int]]:

@@ -54,9 +54,10 @@ class PusherHTTPError(HTTPException):
 class InvalidRequest(PusherHTTPError, BadRequest):
     """400: the request to an auth or webhook route is malformed.
 
-    For example a missing or malformed ``socket_id`` (``digits.digits``, reference
-    §5.3), an invalid channel name, a public channel sent for authorization, or a
-    batch of more than ``PUSHER_AUTH_BATCH_LIMIT`` channels.
+    For example a missing or malformed ``socket_id`` (``digits.digits``, as
+    pusher-http-python checks it in ``pusher/util.py``), an invalid channel name, a
+    public channel sent for authorization, or a batch of more than
+    ``PUSHER_AUTH_BATCH_LIMIT`` channels.
     """
 
 
@@ -66,7 +67,7 @@ class ChannelAuthorizationDenied(PusherHTTPError, Forbidden):
     Raised when no ``@pusher.auth`` callback is registered, when it returns a
     false value, or for an encrypted channel when no encryption master key is
     configured. pusher-js emits ``pusher:subscription_error`` with ``status: 403``
-    (reference §1.2).
+    (``src/core/channels/channel.ts``).
     """
 
 
@@ -74,13 +75,13 @@ class UserAuthenticationDenied(PusherHTTPError, Forbidden):
     """403: user authentication (signin) was refused.
 
     Raised when no ``@pusher.user_data`` callback is registered or it returned
-    ``None``. pusher-js emits ``pusher:signin_error`` (reference §1.2).
+    ``None``. pusher-js emits ``pusher:signin_error`` (``src/core/user.ts``).
     """
 
 
 class WebhookVerificationError(PusherHTTPError, Unauthorized):
     """401: a webhook's ``X-Pusher-Key``, ``X-Pusher-Signature`` or ``time_ms`` is
-    missing or wrong (reference §3.1, §3.3)."""
+    missing or wrong (https://pusher.com/docs/channels/server_api/webhooks/#authentication)."""
 
 
 class InvalidWebhook(PusherHTTPError, BadRequest):
@@ -89,11 +90,13 @@ class InvalidWebhook(PusherHTTPError, BadRequest):
 
 class WebhookHandlerError(PusherHTTPError, InternalServerError):
     """500: a webhook handler raised. The error is logged, and Pusher retries the
-    webhook with backoff for up to 5 minutes (reference §3.1)."""
+    webhook with backoff for up to 5 minutes
+    (https://pusher.com/docs/channels/server_api/webhooks/)."""
 
 
 class JSONMethodNotAllowed(PusherHTTPError, MethodNotAllowed):
-    """405 with a JSON body, for a ``GET`` on the auth route when JSONP is off."""
+    """405 with a JSON body and an ``Allow`` header: a method other than ``POST`` on the
+    extension's routes (or ``GET`` on the auth route, with ``PUSHER_AUTH_JSONP`` on)."""
 
 
 class ConfigurationError(ValueError):

@@ -12,11 +12,13 @@ from weakref import WeakKeyDictionary
 from flask import current_app
 from flask import Flask
 
+from . import delivery
 from . import local
 from . import views
 from .client import bridge_encoder
 from .client import PusherClient
 from .errors import ConfigurationError
+from .routes import ChannelRoutes
 from .settings import check_keywords
 from .settings import PusherSettings
 from .settings import resolve
@@ -27,6 +29,20 @@ F = TypeVar("F", bound=Callable[..., Any])
 AuthCallback = Callable[[str, str], Any]
 ChannelDataCallback = Callable[[str, str], Any]
 UserDataCallback = Callable[[str], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Callbacks:
+    """What :attr:`Pusher.callbacks` returns: the registered callbacks, or ``None``."""
+
+    #: ``@pusher.auth``: ``(channel_name, socket_id) -> bool``.
+    auth: AuthCallback | None
+    #: ``@pusher.channel_data``: ``(channel_name, socket_id) -> dict``.
+    channel_data: ChannelDataCallback | None
+    #: ``@pusher.user_data``: ``(socket_id) -> dict | None``.
+    user_data: UserDataCallback | None
+    #: The ``@pusher.channel`` routes, in registration order.
+    channels: ChannelRoutes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +77,7 @@ class Pusher:
         self._auth: AuthCallback | None = None
         self._channel_data: ChannelDataCallback | None = None
         self._user_data: UserDataCallback | None = None
+        self._channels = ChannelRoutes()
         #: The webhook handler registry: ``@pusher.webhooks.on("member_added")``,
         #: ``@pusher.webhooks.presence`` and so on. See :class:`Webhooks`.
         self.webhooks = Webhooks()
@@ -99,6 +116,9 @@ class Pusher:
         )
         # Runs before Flask-WTF's CSRFProtect check, whichever is initialised first.
         app.before_request_funcs.setdefault(None, []).insert(0, views.exempt_webhooks_from_csrf)
+        # First of all: a method our routes do not take gets a JSON 405, even before CSRF.
+        app.before_request_funcs[None].insert(0, views.reject_other_methods)
+        app.teardown_request(delivery.drop_unsent)
         if settings.local_server:
             app.before_request(local.start_before_first_request)
 
@@ -145,9 +165,10 @@ class Pusher:
 
         ``callback(channel_name: str, socket_id: str) -> bool`` is called in the
         request context for each private, presence and encrypted channel that a
-        client asks to subscribe to (reference §1.2, §5.5). Return a true value to
-        allow the subscription. It may be ``async def``. Without it every channel is
-        refused with 403.
+        client asks to subscribe to
+        (https://pusher.com/docs/channels/server_api/authorizing-users/). Return a true
+        value to allow the subscription. It may be ``async def``. Without it every
+        channel is refused with 403.
         """
         self._auth = callback
         return callback
@@ -158,8 +179,9 @@ class Pusher:
         ``callback(channel_name: str, socket_id: str) -> dict`` returns the presence
         member for a ``presence-`` channel: a dict with ``user_id`` (a string or
         number, at most 128 characters) and optionally ``user_info`` (any JSON,
-        at most 1 KB), merged over ``{"user_id": socket_id}`` (reference §1.3). It
-        may be ``async def``.
+        at most 1 KB), merged over ``{"user_id": socket_id}``
+        (https://pusher.com/docs/channels/using_channels/presence-channels/). It may
+        be ``async def``.
         """
         self._channel_data = callback
         return callback
@@ -169,13 +191,49 @@ class Pusher:
 
         ``callback(socket_id: str) -> dict | None`` returns the signed-in user:
         ``{"id": str, "user_info": {...}, "watchlist": [str, ...]}``, where only
-        ``id`` is required (reference §1.3, §1.5). Return ``None`` to refuse the
-        signin with 403. It may be ``async def``.
+        ``id`` is required
+        (https://pusher.com/docs/channels/server_api/authenticating-users/). Return
+        ``None`` to refuse the signin with 403. It may be ``async def``.
         """
         self._user_data = callback
         return callback
 
-    # --- forwarded client methods ------------------------------------------------
+    def channel(self, pattern: str) -> Callable[[F], F]:
+        """Register a channel route: authorize the channels that match ``pattern``.
+
+        ::
+
+            @pusher.channel("private-orders.{order_id:int}")
+            def order_channel(order_id: int) -> bool:
+                return Order.query.get(order_id).user_id == current_user.id
+
+        ``pattern`` is a channel name with ``{name}`` or ``{name:converter}``
+        placeholders, converted with Werkzeug's URL converters (``int``, ``float``,
+        ``uuid``, ``any(a, b)``, ``path``, ``string(length=2)``...; see
+        https://werkzeug.palletsprojects.com/en/stable/routing/#built-in-converters).
+        A plain ``{name}`` stops at ``.``; ``{name:path}`` spans dots. The callback gets
+        the parameters as keyword arguments and is called in the request context; it
+        may be ``async def``. For a ``private-`` (or ``private-encrypted-``) channel it
+        returns a true value to allow the subscription; for a ``presence-`` channel it
+        returns the member dict, ``{"user_id": ..., "user_info": {...}}``, merged over
+        ``{"user_id": socket_id}``, or a false value to refuse.
+
+        Routes are tried in registration order and the first match decides; a
+        channel that matches none falls back to :meth:`auth` and
+        :meth:`channel_data`, and without those is refused with 403.
+
+        :param pattern: a pattern that starts with ``private-`` or ``presence-``.
+        :raises ValueError: at registration, for an invalid pattern or an unknown
+            converter.
+        """
+        return self._channels.route(pattern)
+
+    @property
+    def callbacks(self) -> Callbacks:
+        """The registered callbacks and channel routes, as the views use them."""
+        return Callbacks(self._auth, self._channel_data, self._user_data, self._channels)
+
+    # --- the HTTP API, forwarded to the current app's client ------------------------
 
     def trigger(
         self,
@@ -183,74 +241,242 @@ class Pusher:
         event_name: str,
         data: Any,
         socket_id: str | None = None,
+        *,
+        to_others: bool = False,
+        defer: bool | None = None,
     ) -> Any:
-        """Trigger an event on 1 to 100 channels (``POST /apps/{id}/events``, reference §4.2).
+        """Trigger an event on 1 to 100 channels (``POST /apps/{app_id}/events``,
+        https://pusher.com/docs/channels/library_auth_reference/rest-api/#post-event-trigger-an-event).
 
         :param channels: a channel name or a list of them.
         :param event_name: the event name, at most 200 characters.
         :param data: a string, sent as it is, or anything the app's JSON provider
             can encode (at most 10 KB encoded).
         :param socket_id: a connection to leave out of the delivery.
-        :raises ValueError: too many channels, too much data, or an invalid name.
+        :param to_others: leave out the connection named by the request's
+            ``X-Socket-ID`` header (see :doc:`/to-others`); nothing is left out with no
+            header, an invalid one, or outside a request.
+        :param defer: send after the response (see :doc:`/after-the-response`);
+            ``None`` uses ``PUSHER_DEFER``. Outside a request the event is sent at once.
+        :returns: the HTTP API's JSON answer, or ``{}`` when deferred.
+        :raises ValueError: too many channels, too much data, an invalid name, or
+            both ``socket_id`` and ``to_others``.
         :raises pusher.errors.PusherError: the HTTP API answered with an error.
         """
-        return self.client.trigger(channels, event_name, data, socket_id)
+        client = self.client
+        socket_id = _excluded(socket_id, to_others)
+        request = client.trigger_request(channels, event_name, data, socket_id)
+        if self._defers(defer) and delivery.defer(client, request):
+            return {}
+        return client.send(request)
 
     def trigger_batch(
-        self, batch: Iterable[dict[str, Any]] = (), already_encoded: bool = False
+        self,
+        batch: Iterable[dict[str, Any]] = (),
+        already_encoded: bool = False,
+        *,
+        to_others: bool = False,
+        defer: bool | None = None,
     ) -> Any:
-        """Trigger up to 10 events in one request (``POST /apps/{id}/batch_events``).
+        """Trigger up to 10 events in one request (``POST /apps/{app_id}/batch_events``,
+        https://pusher.com/docs/channels/library_auth_reference/rest-api/#post-batch-events).
 
-        :param batch: dicts with ``channel``, ``name``, ``data`` and optional ``socket_id``.
+        :param batch: dicts with ``channel``, ``name``, ``data`` and optional
+            ``socket_id``; they are copied, not changed.
         :param already_encoded: ``True`` if every ``data`` is already a JSON string.
+        :param to_others: set each event's ``socket_id`` that is not given to the
+            request's ``X-Socket-ID`` header, as for :meth:`trigger`.
+        :param defer: as for :meth:`trigger`.
+        :raises ValueError: an invalid name or too much data.
+        :raises pusher.errors.PusherError: the HTTP API answered with an error.
         """
-        return self.client.trigger_batch(batch, already_encoded)
+        client = self.client
+        batch = _exclude_in_batch(batch, to_others)
+        request = client.trigger_batch_request(batch, already_encoded)
+        if self._defers(defer) and delivery.defer(client, request):
+            return {}
+        return client.send(request)
 
     def send_to_user(self, user_id: str, event_name: str, data: Any) -> Any:
-        """Send an event to every connection signed in as ``user_id`` (reference §4.2)."""
+        """Send an event to every connection signed in as ``user_id``
+        (https://pusher.com/docs/channels/server_api/http-api/#sending-events-to-users).
+
+        Always sent at once.
+
+        :raises ValueError: an invalid user id or event name, or too much data.
+        :raises pusher.errors.PusherError: the HTTP API answered with an error.
+        """
         return self.client.send_to_user(user_id, event_name, data)
 
     def channels_info(
         self, prefix_filter: str | None = None, attributes: Iterable[str] = ()
     ) -> Any:
-        """List occupied channels (``GET /apps/{id}/channels``, reference §4.2)."""
-        return self.client.channels_info(prefix_filter, list(attributes))
+        """List occupied channels (``GET /apps/{app_id}/channels``): ``{"channels": {...}}``.
+
+        :param prefix_filter: only the channels whose name starts with it.
+        :param attributes: such as ``["user_count"]`` (presence channels only).
+        """
+        return self.client.channels_info(prefix_filter, attributes)
 
     def channel_info(self, channel: str, attributes: Iterable[str] = ()) -> Any:
-        """Describe one channel (``GET /apps/{id}/channels/{channel}``, reference §4.2)."""
-        return self.client.channel_info(channel, list(attributes))
+        """Describe one channel (``GET /apps/{app_id}/channels/{channel}``):
+        ``{"occupied": bool, ...}``.
+
+        :param attributes: ``user_count``, ``subscription_count`` or ``cache``.
+        """
+        return self.client.channel_info(channel, attributes)
 
     def users_info(self, channel: str) -> Any:
-        """List the users of a presence channel (``GET .../channels/{channel}/users``)."""
+        """List the users of a presence channel
+        (``GET /apps/{app_id}/channels/{channel}/users``): ``{"users": [{"id": ...}]}``."""
         return self.client.users_info(channel)
 
     def terminate_user_connections(self, user_id: str) -> Any:
-        """Close every connection of a signed-in user (reference §4.2, §4.6)."""
+        """Close every connection of a signed-in user
+        (``POST /apps/{app_id}/users/{user_id}/terminate_connections``)."""
         return self.client.terminate_user_connections(user_id)
+
+    # --- awaitable twins, for async views and background tasks ----------------------
+
+    async def trigger_async(
+        self,
+        channels: str | Iterable[str],
+        event_name: str,
+        data: Any,
+        socket_id: str | None = None,
+        *,
+        to_others: bool = False,
+    ) -> Any:
+        """Awaitable :meth:`trigger`, sent over aiohttp (needs ``aiohttp``). Never deferred."""
+        client = self.client
+        socket_id = _excluded(socket_id, to_others)
+        return await client.trigger_async(channels, event_name, data, socket_id)
+
+    async def trigger_batch_async(
+        self,
+        batch: Iterable[dict[str, Any]] = (),
+        already_encoded: bool = False,
+        *,
+        to_others: bool = False,
+    ) -> Any:
+        """Awaitable :meth:`trigger_batch`, sent over aiohttp. Never deferred."""
+        batch = _exclude_in_batch(batch, to_others)
+        return await self.client.trigger_batch_async(batch, already_encoded)
+
+    async def send_to_user_async(self, user_id: str, event_name: str, data: Any) -> Any:
+        """Awaitable :meth:`send_to_user`."""
+        return await self.client.send_to_user_async(user_id, event_name, data)
+
+    async def channels_info_async(
+        self, prefix_filter: str | None = None, attributes: Iterable[str] = ()
+    ) -> Any:
+        """Awaitable :meth:`channels_info`."""
+        return await self.client.channels_info_async(prefix_filter, attributes)
+
+    async def channel_info_async(self, channel: str, attributes: Iterable[str] = ()) -> Any:
+        """Awaitable :meth:`channel_info`."""
+        return await self.client.channel_info_async(channel, attributes)
+
+    async def users_info_async(self, channel: str) -> Any:
+        """Awaitable :meth:`users_info`."""
+        return await self.client.users_info_async(channel)
+
+    async def terminate_user_connections_async(self, user_id: str) -> Any:
+        """Awaitable :meth:`terminate_user_connections`."""
+        return await self.client.terminate_user_connections_async(user_id)
+
+    async def aclose(self) -> None:
+        """Close the current app's aiohttp session of the running event loop.
+
+        Not needed in Flask's ``async def`` views or under :func:`asyncio.run`: the
+        session closes when its loop shuts down. Call it before closing a loop that
+        you run by hand.
+        """
+        await self.client.aclose()
+
+    # --- signing, no HTTP request ---------------------------------------------------
 
     def authenticate(
         self, channel: str, socket_id: str, custom_data: Any | None = None
     ) -> dict[str, str]:
-        """Sign a channel subscription (reference §1.3); ``shared_secret`` is a ``str``."""
+        """Sign a channel subscription
+        (https://pusher.com/docs/channels/library_auth_reference/auth-signatures/):
+        ``{"auth": "key:signature"}``, plus ``channel_data`` (presence) or
+        ``shared_secret`` (encrypted channels, a base64 ``str``)."""
         return self.client.authenticate(channel, socket_id, custom_data)
 
     def authenticate_user(self, socket_id: str, user_data: dict[str, Any]) -> dict[str, str]:
-        """Sign a user authentication (reference §1.3): ``{"auth", "user_data"}``."""
+        """Sign a user authentication (signin): ``{"auth", "user_data"}``."""
         result: dict[str, str] = self.client.authenticate_user(socket_id, user_data)
         return result
 
     def validate_webhook(
         self, key: str, signature: str, body: str | bytes
     ) -> dict[str, Any] | None:
-        """Check a webhook as pusher-http-python does (reference §3.3); ``None`` if invalid."""
+        """Check a webhook as pusher-http-python does; the decoded body, or ``None``
+        if the key or signature is wrong
+        (https://pusher.com/docs/channels/server_api/webhooks/#authentication)."""
         result: dict[str, Any] | None = self.client.validate_webhook(key, signature, body)
         return result
 
-    def __getattr__(self, name: str) -> Any:
-        # Any other public attribute of pusher.Pusher, for methods added later.
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.client, name)
+    # --- the client's settings, as FlaskPusher 1.0.1 offered them -------------------
+
+    @property
+    def app_id(self) -> str:
+        """The current app's app id (``PUSHER_APP_ID``)."""
+        return self.client.app_id
+
+    @property
+    def key(self) -> str:
+        """The current app's key (``PUSHER_KEY``)."""
+        return self.client.key
+
+    @property
+    def secret(self) -> str:
+        """The current app's secret (``PUSHER_SECRET``)."""
+        return self.client.secret
+
+    @property
+    def host(self) -> str:
+        """The HTTP API host (``PUSHER_HOST``, or the cluster's)."""
+        return self.client.host
+
+    @property
+    def port(self) -> int:
+        """The HTTP API port (``PUSHER_PORT``, or 443/80)."""
+        return self.client.port
+
+    @property
+    def ssl(self) -> bool:
+        """Whether the HTTP API is reached over TLS (``PUSHER_SSL``)."""
+        return self.client.ssl
+
+    @property
+    def timeout(self) -> float:
+        """The HTTP API timeout in seconds (``PUSHER_TIMEOUT``)."""
+        return self.client.timeout
+
+    def _defers(self, defer: bool | None) -> bool:
+        return self.settings.defer if defer is None else defer
+
+
+def _excluded(socket_id: str | None, to_others: bool) -> str | None:
+    if not to_others:
+        return socket_id
+    if socket_id is not None:
+        raise ValueError("Give socket_id or to_others=True, not both.")
+    return delivery.socket_id_to_exclude()
+
+
+def _exclude_in_batch(batch: Iterable[dict[str, Any]], to_others: bool) -> list[dict[str, Any]]:
+    if not to_others:
+        return list(batch)
+    socket_id = delivery.socket_id_to_exclude()
+    if socket_id is None:
+        return list(batch)
+    return [
+        event if event.get("socket_id") else {**event, "socket_id": socket_id} for event in batch
+    ]
 
 
 def _build_client(app: Flask, settings: PusherSettings) -> PusherClient:

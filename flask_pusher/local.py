@@ -20,6 +20,8 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
+import pusher
+import pusher.errors
 from flask import current_app
 from flask import request
 from flask import url_for
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("flask_pusher")
 _lock = threading.Lock()
 _servers: dict[int, LocalServer] = {}
+#: Ports where another process's server (a sibling pre-fork worker, say) serves the app.
+_shared: set[int] = set()
 
 
 def running(port: int) -> LocalServer | None:
@@ -47,20 +51,28 @@ def console_url(settings: PusherSettings) -> str | None:
     return f"http://127.0.0.1:{settings.local_server_port}/console"
 
 
-def ensure_started(settings: PusherSettings, webhook_url: str | None = None) -> LocalServer:
+def ensure_started(settings: PusherSettings, webhook_url: str | None = None) -> LocalServer | None:
     """Start the in-process server for ``settings`` unless it runs already.
+
+    When the port is taken by a server that answers the app's signed HTTP API
+    requests (the one a sibling worker of ``gunicorn -w 4`` started, or the one
+    of the running app when ``flask pusher trigger`` runs), that server is
+    used: the workers of a pre-fork server share one local server.
 
     :param settings: the app's settings; serves its app id, key and secret.
     :param webhook_url: where the server sends webhooks, or ``None``.
-    :raises RuntimeError: the ``server`` extra is not installed, or the port is taken.
+    :returns: the server this process started, or ``None`` when another
+        process's server is used.
+    :raises RuntimeError: the ``server`` extra is not installed, or the port is
+        taken by something that does not serve this app.
     """
     port = settings.local_server_port
     server = _servers.get(port)
-    if server is not None:
+    if server is not None or port in _shared:
         return server
     with _lock:
         server = _servers.get(port)
-        if server is not None:
+        if server is not None or port in _shared:
             return server
         try:
             from .server import AppConfig
@@ -76,9 +88,14 @@ def ensure_started(settings: PusherSettings, webhook_url: str | None = None) -> 
         try:
             server = LocalServer([app], host="127.0.0.1", port=port, console=True).start()
         except OSError as e:
+            if _serves_app(settings):
+                _shared.add(port)
+                log.info("Using the local Pusher server already on 127.0.0.1:%d", port)
+                return None
             raise RuntimeError(
-                f"The local Pusher server cannot listen on 127.0.0.1:{port} ({e}). Stop what"
-                " uses that port or set PUSHER_LOCAL_SERVER_PORT."
+                f"The local Pusher server cannot listen on 127.0.0.1:{port} ({e}), and what"
+                " listens there does not serve this app. Stop it or set"
+                " PUSHER_LOCAL_SERVER_PORT."
             ) from None
         atexit.register(server.stop)
         _servers[port] = server
@@ -87,10 +104,28 @@ def ensure_started(settings: PusherSettings, webhook_url: str | None = None) -> 
         return server
 
 
+def _serves_app(settings: PusherSettings) -> bool:
+    """Whether the server on the local port answers this app's signed requests."""
+    client = pusher.Pusher(
+        settings.app_id,
+        settings.key,
+        settings.secret,
+        host="127.0.0.1",
+        port=settings.local_server_port,
+        ssl=False,
+        timeout=2,
+    )
+    try:
+        client.channels_info()
+    except (pusher.errors.PusherError, OSError):  # requests errors are OSErrors
+        return False
+    return True
+
+
 def start_before_first_request() -> None:
     """A ``before_request`` function: start the server, with webhooks to this app."""
     settings: PusherSettings = current_app.extensions["pusher"].settings
-    if settings.local_server_port in _servers:
+    if settings.local_server_port in _servers or settings.local_server_port in _shared:
         return
     webhook_url = request.url_root.rstrip("/") + url_for("pusher.webhooks")
     ensure_started(settings, webhook_url)
@@ -101,6 +136,7 @@ def stop_all() -> None:
     with _lock:
         servers = list(_servers.values())
         _servers.clear()
+        _shared.clear()
     for server in servers:
         server.stop()
         atexit.unregister(server.stop)

@@ -13,15 +13,19 @@ given on their own at any level.
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import difflib
 import json
 import re
 import warnings
 from collections.abc import Callable
+from collections.abc import Iterable
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 from urllib.parse import urlsplit
+
+from werkzeug.utils import import_string
+from werkzeug.utils import ImportStringError
 
 from .errors import ConfigurationError
 
@@ -62,6 +66,7 @@ class PusherSettings:
     webhook_tolerance: float = 300
     auth_batch_limit: int = 100
     auth_jsonp: bool = False
+    defer: bool = False
     local_server: bool = False
     local_server_port: int = 6001
 
@@ -159,10 +164,9 @@ def _prefix(value: Any) -> str:
 def _import(value: Any) -> Any:
     if not isinstance(value, str):
         return value
-    module_name, _, attr = value.replace(":", ".").rpartition(".")
     try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError):
+        return import_string(value)  # "package.module.Name" or "package.module:Name"
+    except (ImportStringError, ValueError):
         raise ValueError(f"an importable dotted path, {value!r} cannot be imported") from None
 
 
@@ -226,6 +230,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("webhook_tolerance", "PUSHER_WEBHOOK_TOLERANCE", 300, _number(float, 0, 86400)),
     Option("auth_batch_limit", "PUSHER_AUTH_BATCH_LIMIT", 100, _number(int, 1, 10000)),
     Option("auth_jsonp", "PUSHER_AUTH_JSONP", False, _bool),
+    Option("defer", "PUSHER_DEFER", False, _bool),
     Option("local_server", "PUSHER_LOCAL_SERVER", False, _bool),
     Option("local_server_port", "PUSHER_LOCAL_SERVER_PORT", 6001, _number(int, 1, 65535)),
 )
@@ -244,16 +249,53 @@ OBSOLETE_KEYS = ("PUSHER_NOTIFICATION_HOST", "PUSHER_NOTIFICATION_SSL")
 
 KEYWORDS = frozenset(o.name for o in OPTIONS) | frozenset(EXTRA_OPTIONS)
 _BY_NAME = {o.name: o for o in OPTIONS}
+#: Every ``PUSHER_*`` key the extension reads.
+CONFIG_KEYS = (
+    frozenset(o.config_key for o in OPTIONS)
+    | frozenset(EXTRA_OPTIONS.values())
+    | frozenset(OBSOLETE_KEYS)
+)
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str | None:
+    """The known name closest to a misspelt ``name``, if one is close enough."""
+    normalized = {k.replace("_", "").lower(): k for k in known}
+    same = normalized.get(name.replace("_", "").lower())  # PUSHER_APPID, pusher_app_id
+    if same is not None:
+        return same
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+    return close[0] if close else None
 
 
 def check_keywords(options: Mapping[str, Any], where: str) -> None:
     """Raise :class:`TypeError` for a keyword that is not a setting."""
     unknown = sorted(set(options) - KEYWORDS)
     if unknown:
+        hints = [
+            f" Did you mean {hint}= instead of {name}=?"
+            for name in unknown
+            if (hint := _did_you_mean(name, KEYWORDS))
+        ]
         raise TypeError(
-            f"{where} got unknown keyword option(s) {', '.join(unknown)}."
+            f"{where} got unknown keyword option(s) {', '.join(unknown)}.{''.join(hints)}"
             f" Known options: {', '.join(sorted(KEYWORDS))}."
         )
+
+
+def misspelt_keys(config: Mapping[str, Any]) -> dict[str, str]:
+    """The ``PUSHER_*`` keys of ``config`` that look like a misspelt setting.
+
+    :returns: ``{misspelt key: the setting's key}``, for example
+        ``{"PUSHER_APPID": "PUSHER_APP_ID"}``. Other unknown ``PUSHER_*`` keys
+        (an app's own) are left out.
+    """
+    found = {}
+    for key in config:
+        if isinstance(key, str) and key.upper().startswith("PUSHER_") and key not in CONFIG_KEYS:
+            hint = _did_you_mean(key, CONFIG_KEYS)
+            if hint is not None:
+                found[key] = hint
+    return found
 
 
 def parse_url(url: str) -> dict[str, Any]:
@@ -315,6 +357,17 @@ def resolve(
                 stacklevel=4,
             )
 
+    typos = misspelt_keys(config)
+    for typo, key in typos.items():
+        if key in config:
+            continue
+        warnings.warn(
+            f"app.config[{typo!r}] is not a Flask-Pusher setting and is ignored:"
+            f" did you mean {key}?",
+            UserWarning,
+            stacklevel=4,
+        )
+
     from_url: dict[str, Any] = {}
     url = lookup("url", "PUSHER_URL")
     if url is not _MISSING and url not in (None, ""):
@@ -335,11 +388,16 @@ def resolve(
         if raw is _MISSING and local:
             raw = LOCAL_DEFAULTS[option.name]
         if raw is _MISSING:
+            misspelt = [k for k, v in typos.items() if v == option.config_key]
             raise ConfigurationError(
-                f"{option.config_key} is not set. Set app.config[{option.config_key!r}]"
-                f" (or PUSHER_URL), or pass {option.name}= to Pusher() or init_app()."
-                " The app id, key and secret are on your app's 'App Keys' page in the"
-                " Pusher dashboard; for the local server pick any values."
+                f"{option.config_key} is not set."
+                + (f" {misspelt[0]} is set: did you mean {option.config_key}?" if misspelt else "")
+                + f" Set app.config[{option.config_key!r}] (or PUSHER_URL), or pass"
+                f" {option.name}= to Pusher() or init_app(). The app id, key and secret"
+                " are on your app's 'App Keys' page in the Pusher dashboard. With no"
+                " Pusher account, set PUSHER_LOCAL_SERVER = True: the app then runs a"
+                " local Pusher-compatible server in its own process and needs no"
+                " credentials."
             )
         try:
             values[option.name] = option.coerce(raw)

@@ -1,14 +1,17 @@
 """Helpers for testing apps that use Flask-Pusher.
 
 - :func:`auth_body`, :func:`batch_auth_body` and :func:`user_auth_body` build the
-  exact request bodies that pusher-js 8 and pusher-js-auth 4 send (reference §1.2, §2).
-- :func:`webhook_request` builds a signed webhook, as Pusher sends it (reference §3.1).
+  exact request bodies that pusher-js 8 (``src/core/auth/channel_authorizer.ts``,
+  ``src/core/auth/user_authenticator.ts``) and pusher-js-auth 4 (``lib/pusher-auth.js``)
+  send.
+- :func:`webhook_request` builds a signed webhook, as Pusher sends it
+  (https://pusher.com/docs/channels/server_api/webhooks/).
 - :func:`record_events` records what an app triggers instead of sending it, like
   Flask-Mail's ``record_messages()``.
-- A pytest plugin, loaded automatically once Flask-Pusher is installed, with the
-  fixtures :func:`pusher_server` (a running local server, extra ``server``),
-  :func:`pusher_config` (the ``PUSHER_*`` config pointing at it) and
-  :func:`pusher_app` (a Flask app with the extension configured against it).
+- :data:`TEST_APP_ID`, :data:`TEST_KEY`, :data:`TEST_SECRET` and
+  :data:`TEST_MASTER_KEY`: the credentials of the pytest plugin's local server
+  (:mod:`flask_pusher.pytest_plugin`, loaded automatically once Flask-Pusher is
+  installed, with the fixtures ``pusher_server``, ``pusher_config`` and ``pusher_app``).
 
 Example::
 
@@ -36,20 +39,11 @@ from collections.abc import Mapping
 from contextlib import contextmanager
 from typing import Any
 from typing import NamedTuple
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from flask import current_app
 from flask import Flask
 from pusher.signature import sign
-
-if TYPE_CHECKING:
-    from .server import LocalServer
-
-try:
-    import pytest
-except ImportError:  # pragma: no cover - pytest is optional for users
-    pytest = None  # type: ignore[assignment]
 
 #: The ``Content-Type`` pusher-js sends to the auth endpoints.
 AUTH_CONTENT_TYPE = "application/x-www-form-urlencoded"
@@ -65,7 +59,7 @@ def _params(params: Mapping[str, object] | None) -> str:
 
 
 def auth_body(socket_id: str, channel_name: str, params: Mapping[str, object] | None = None) -> str:
-    """The form body pusher-js 8 POSTs for channel authorization (reference §1.2).
+    """The form body pusher-js 8 POSTs for channel authorization.
 
     :param socket_id: the connection's ``socket_id``, ``digits.digits``.
     :param channel_name: the channel to authorize.
@@ -80,7 +74,7 @@ def auth_body(socket_id: str, channel_name: str, params: Mapping[str, object] | 
 def batch_auth_body(
     socket_id: str, channel_names: Iterable[str], params: Mapping[str, object] | None = None
 ) -> str:
-    """The form body pusher-js-auth 4.0.1 POSTs for a batch (reference §2).
+    """The form body pusher-js-auth 4.0.1 POSTs for a batch.
 
     It starts with ``&``, and the brackets of ``channel_name[N]`` are not encoded.
     """
@@ -91,7 +85,7 @@ def batch_auth_body(
 
 
 def user_auth_body(socket_id: str, params: Mapping[str, object] | None = None) -> str:
-    """The form body pusher-js 8 POSTs for user authentication (reference §1.2)."""
+    """The form body pusher-js 8 POSTs for user authentication."""
     return f"socket_id={_uri_component(socket_id)}{_params(params)}"
 
 
@@ -112,7 +106,7 @@ def webhook_request(
     secret: str | None = None,
     time_ms: int | None = None,
 ) -> WebhookRequest:
-    """Build a webhook as Pusher sends it (reference §3.1).
+    """Build a webhook as Pusher sends it.
 
     :param events: event dicts, such as ``{"name": "channel_occupied", "channel": "c"}``.
     :param key: the app key for ``X-Pusher-Key``; default: the current app's.
@@ -145,12 +139,15 @@ class RecordedEvent:
     :param data: the ``data`` string exactly as Pusher would receive it (for an
         encrypted channel, the ``{"nonce", "ciphertext"}`` JSON).
     :param socket_id: the excluded connection, or ``None``.
+    :param deferred: whether it was deferred to after the response
+        (``defer=True`` or ``PUSHER_DEFER``).
     """
 
     channels: tuple[str, ...]
     name: str
     data: str
     socket_id: str | None = None
+    deferred: bool = False
 
     @property
     def json(self) -> Any:
@@ -158,96 +155,59 @@ class RecordedEvent:
         return json.loads(self.data)
 
 
-class _RecordingBackend:
-    """Stands in for the client's HTTP backend: records event requests, answers ``{}``."""
+class _Recorder:
+    """Put on the client by :func:`record_events`: records event requests."""
 
-    def __init__(self, backend: Any, events: list[RecordedEvent]) -> None:
-        self._backend = backend
+    def __init__(self, events: list[RecordedEvent]) -> None:
         self._events = events
 
-    def send_request(self, request: Any) -> Any:
-        path = request.path
-        if request.method != "POST" or not path.endswith(("/events", "/batch_events")):
-            return self._backend.send_request(request)
+    def record(self, request: Any, deferred: bool) -> bool:
+        if request.method != "POST" or not request.path.endswith(("/events", "/batch_events")):
+            return False
         body = json.loads(request.body)
         for event in body.get("batch", [body]):
             channels = event.get("channels") or [event["channel"]]
             self._events.append(
-                RecordedEvent(tuple(channels), event["name"], event["data"], event.get("socket_id"))
+                RecordedEvent(
+                    tuple(channels), event["name"], event["data"], event.get("socket_id"), deferred
+                )
             )
-        return {}
+        return True
 
 
 @contextmanager
 def record_events(app: Flask | None = None) -> Iterator[list[RecordedEvent]]:
     """Record the events an app triggers instead of sending them.
 
-    Within the block, ``trigger``, ``trigger_batch`` and ``send_to_user`` reach no
-    server: each event is appended to the yielded list as a :class:`RecordedEvent`,
-    encoded as Pusher would receive it. Other HTTP API calls (``channels_info``...)
-    still go to the configured host.
+    Within the block, ``trigger``, ``trigger_batch`` and ``send_to_user`` and their
+    ``*_async`` twins reach no server: each event is appended to the yielded list as
+    a :class:`RecordedEvent`, encoded as Pusher would receive it. Other HTTP API
+    calls (``channels_info``...) still go to the configured host.
+
+    Deferred events are recorded when the response is ready (not when it is
+    closed, which Flask's test client leaves to the test), with ``deferred=True``,
+    one per channel, as they would be sent; the events of a 5xx response are
+    dropped and not recorded.
 
     :param app: the app; default: the current app.
     """
     app = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
     with app.app_context():
-        http_client = current_app.extensions["pusher"].client._pusher_client
+        client = current_app.extensions["pusher"].client
     events: list[RecordedEvent] = []
-    backend = http_client.http
-    http_client.http = _RecordingBackend(backend, events)
+    previous = client.recorder
+    client.recorder = _Recorder(events)
     try:
         yield events
     finally:
-        http_client.http = backend
+        client.recorder = previous
 
 
-#: The credentials of the :func:`pusher_server` fixture's app.
-TEST_APP_ID, TEST_KEY, TEST_SECRET = "1", "flask-pusher-test", "flask-pusher-test-secret"
-#: The encryption master key of :func:`pusher_config`: 32 bytes, base64.
+#: The app id of the ``pusher_server`` fixture's app (:mod:`flask_pusher.pytest_plugin`).
+TEST_APP_ID = "1"
+#: The key of the ``pusher_server`` fixture's app.
+TEST_KEY = "flask-pusher-test"
+#: The secret of the ``pusher_server`` fixture's app.
+TEST_SECRET = "flask-pusher-test-secret"
+#: The encryption master key of the ``pusher_config`` fixture: 32 bytes, base64.
 TEST_MASTER_KEY = "Zmxhc2stcHVzaGVyLXRlc3QtbWFzdGVyLWtleS0zMmI="
-
-if pytest is not None:
-
-    @pytest.fixture(scope="session")
-    def pusher_server() -> Iterator[LocalServer]:
-        """A local Pusher Channels server on a free port, for the whole test session.
-
-        It serves one app, :data:`TEST_APP_ID` / :data:`TEST_KEY` /
-        :data:`TEST_SECRET`, and holds ``channel_vacated`` and ``member_removed``
-        webhooks back 0.1 s instead of 3 s. Needs the ``server`` extra.
-        """
-        pytest.importorskip("aiohttp", reason='needs "flask-pusher[server]"')
-        from .server import AppConfig
-        from .server import LocalServer
-
-        with LocalServer(
-            [AppConfig(TEST_APP_ID, TEST_KEY, TEST_SECRET)], webhook_delay=0.1
-        ) as server:
-            yield server
-
-    @pytest.fixture
-    def pusher_config(pusher_server: LocalServer) -> dict[str, Any]:
-        """The ``PUSHER_*`` config of an app that uses :func:`pusher_server`.
-
-        ``app.config.update(pusher_config)`` before ``init_app``.
-        """
-        return {
-            "PUSHER_APP_ID": TEST_APP_ID,
-            "PUSHER_KEY": TEST_KEY,
-            "PUSHER_SECRET": TEST_SECRET,
-            "PUSHER_HOST": pusher_server.host,
-            "PUSHER_PORT": pusher_server.port,
-            "PUSHER_SSL": False,
-            "PUSHER_ENCRYPTION_MASTER_KEY_BASE64": TEST_MASTER_KEY,
-        }
-
-    @pytest.fixture
-    def pusher_app(pusher_config: dict[str, Any]) -> Flask:
-        """A Flask app with a :class:`~flask_pusher.Pusher` configured for
-        :func:`pusher_server`; reach the extension as ``app.extensions["pusher"]``."""
-        from .extension import Pusher
-
-        app = Flask("pusher_app")
-        app.config.update(TESTING=True, **pusher_config)
-        Pusher(app)
-        return app

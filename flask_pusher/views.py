@@ -4,11 +4,14 @@ Defined at import; :meth:`flask_pusher.Pusher.init_app` registers it on each app
 with that app's settings, which give the paths of the routes:
 
 - ``POST {PUSHER_URL_PREFIX}{PUSHER_AUTH}``: channel authorization, single or batch
-  (endpoint ``pusher.auth``; reference §1.2, §1.3, §2).
+  (endpoint ``pusher.auth``;
+  https://pusher.com/docs/channels/server_api/authorizing-users/, and batches as
+  pusher-js-auth 4 sends them, ``lib/pusher-auth.js``).
 - ``POST {PUSHER_URL_PREFIX}{PUSHER_USER_AUTH}``: user authentication (endpoint
-  ``pusher.user_auth``; reference §1.3, §1.5).
+  ``pusher.user_auth``; https://pusher.com/docs/channels/server_api/authenticating-users/).
 - ``POST {PUSHER_URL_PREFIX}{PUSHER_WEBHOOKS}[/<group>]``: webhooks (endpoints
-  ``pusher.webhooks`` and ``pusher.webhooks_group``; reference §3).
+  ``pusher.webhooks`` and ``pusher.webhooks_group``;
+  https://pusher.com/docs/channels/server_api/webhooks/).
 
 Every error these routes answer is JSON: ``{"error": "..."}``.
 """
@@ -16,7 +19,9 @@ Every error these routes answer is JSON: ``{"error": "..."}``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from typing import TYPE_CHECKING
 
@@ -25,11 +30,13 @@ from flask import current_app
 from flask import jsonify
 from flask import request
 from flask import Response
+from flask import send_from_directory
 from flask import url_for
 from flask.blueprints import BlueprintSetupState
 from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import MethodNotAllowed
 
 from . import names
 from .errors import ChannelAuthorizationDenied
@@ -37,6 +44,7 @@ from .errors import InvalidRequest
 from .errors import JSONMethodNotAllowed
 from .errors import PusherHTTPError
 from .errors import UserAuthenticationDenied
+from .errors import WebhookVerificationError
 from .settings import PusherSettings
 from .webhooks import GROUPS
 from .webhooks import verify
@@ -45,35 +53,78 @@ if TYPE_CHECKING:
     from .extension import Pusher
 
 blueprint = Blueprint("pusher", __name__)
+#: The files that the ``pusher.static`` endpoint serves.
+STATIC_FOLDER = Path(__file__).with_name("static")
+#: The vendored pusher-js build: 8.6.0 with end-to-end encryption, from npm.
+PUSHER_JS = "pusher-with-encryption.min.js"
+#: The helper that sends the ``X-Socket-ID`` header (see :doc:`/to-others`).
+HELPER_JS = "flask-pusher.js"
 
-#: pusher-js-auth's batch keys, ``channel_name[0]``, ``channel_name[1]``... (reference §2).
+#: pusher-js-auth's batch keys, ``channel_name[0]``, ``channel_name[1]``...
 BATCH_KEY_RE = re.compile(r"channel_name\[([0-9]{1,6})\]")
-#: A JavaScript callee such as ``Pusher.auth_callbacks['1']`` (reference §1.2).
+#: A JavaScript callee such as ``Pusher.auth_callbacks['1']`` (pusher-js
+#: ``src/runtimes/web/auth/jsonp_auth.ts``).
 JSONP_CALLBACK_RE = re.compile(
     r"[A-Za-z_$][\w$]{0,63}(?:\.[A-Za-z_$][\w$]{0,63}|\[(?:'[\w$]{1,64}'|\"[\w$]{1,64}\"|[0-9]{1,9})\]){0,8}"
 )
-ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 @blueprint.record
 def _add_url_rules(state: BlueprintSetupState) -> None:
+    # POST only (and GET on the auth route for JSONP): any other method gets the JSON
+    # 405 of reject_other_methods, with werkzeug's Allow header.
     settings: PusherSettings = state.options["pusher_settings"]
-    state.add_url_rule(settings.auth_path, "auth", auth_view, methods=ALL_METHODS)
-    state.add_url_rule(settings.user_auth_path, "user_auth", user_auth_view, methods=ALL_METHODS)
-    state.add_url_rule(settings.webhooks_path, "webhooks", webhook_view, methods=ALL_METHODS)
+    # Not the blueprint's static_folder: with no URL prefix its /static/<filename>
+    # would lie behind the app's own static route.
+    static = "/static" if settings.url_prefix else "/pusher-static"
+    state.add_url_rule(f"{static}/<path:filename>", "static", static_view)
+    auth_methods = ["GET", "POST"] if settings.auth_jsonp else ["POST"]
+    state.add_url_rule(settings.auth_path, "auth", auth_view, methods=auth_methods)
+    state.add_url_rule(settings.user_auth_path, "user_auth", user_auth_view, methods=["POST"])
+    state.add_url_rule(settings.webhooks_path, "webhooks", webhook_view, methods=["POST"])
     groups = ", ".join(GROUPS)
     state.add_url_rule(
         f"{settings.webhooks_path}/<any({groups}):group>",
         "webhooks_group",
         webhook_view,
-        methods=ALL_METHODS,
+        methods=["POST"],
     )
+
+
+def static_view(filename: str) -> Response:
+    """Serve pusher-js and ``flask-pusher.js`` (endpoint ``pusher.static``): under
+    ``{PUSHER_URL_PREFIX}/static/``, or ``/pusher-static/`` with no prefix."""
+    return send_from_directory(STATIC_FOLDER, filename)
 
 
 @blueprint.errorhandler(HTTPException)
 def _json_error(error: HTTPException) -> PusherHTTPError:
     # werkzeug's own errors (malformed bodies, MAX_CONTENT_LENGTH) as JSON too.
     return PusherHTTPError.wrap_exception(error)
+
+
+def reject_other_methods() -> None:
+    """Answer a method the extension's routes do not take with a JSON 405.
+
+    Werkzeug's routing raises :exc:`~werkzeug.exceptions.MethodNotAllowed` before any
+    blueprint is known, so the blueprint's error handler never sees it and Flask
+    would answer an HTML page. ``init_app`` puts this first among the app's
+    ``before_request`` functions (they run before the routing error is raised): for
+    a path of this blueprint, it raises the JSON form with the same ``Allow`` header.
+    Other paths keep the app's own handling.
+    """
+    error = request.routing_exception
+    if not isinstance(error, MethodNotAllowed):
+        return
+    adapter = current_app.create_url_adapter(request)
+    try:
+        # The path's route, found with one of the methods it does take.
+        method = next(iter(error.valid_methods or ["POST"]))
+        endpoint, _ = adapter.match(method=method)  # type: ignore[union-attr]
+    except HTTPException:
+        return
+    if isinstance(endpoint, str) and endpoint.startswith(f"{blueprint.name}."):
+        raise JSONMethodNotAllowed(valid_methods=error.valid_methods)
 
 
 WEBHOOK_ENDPOINTS = frozenset({"pusher.webhooks", "pusher.webhooks_group"})
@@ -95,13 +146,7 @@ def exempt_webhooks_from_csrf() -> None:
 def _extension() -> tuple[Pusher, PusherSettings, Any]:
     """The extension, and the current app's settings and client."""
     ext: Pusher = current_app.extensions["pusher"]
-    state = ext._state()
-    return ext, state.settings, state.client
-
-
-def _only(*methods: str) -> None:
-    if request.method not in methods:
-        raise JSONMethodNotAllowed(valid_methods=list(methods))
+    return ext, ext.settings, ext.client
 
 
 def _params() -> Mapping[str, Any]:
@@ -135,7 +180,8 @@ def _batch_channels(params: Mapping[str, Any]) -> list[Any] | None:
     """The channel names of a pusher-js-auth batch in index order, or ``None``."""
     indexed = []
     for key in params:
-        match = BATCH_KEY_RE.fullmatch(key)
+        # A multipart part without a name has the key None in werkzeug's form.
+        match = BATCH_KEY_RE.fullmatch(key) if isinstance(key, str) else None
         if match:
             indexed.append((int(match.group(1)), params[key]))
     if not indexed:
@@ -150,11 +196,15 @@ class _Authorizer:
         self.settings = settings
         self.client = client
         self.socket_id = socket_id
-        self.can_subscribe = current_app.ensure_sync(ext._auth) if ext._auth else None
-        self.member = current_app.ensure_sync(ext._channel_data) if ext._channel_data else None
+        callbacks = ext.callbacks
+        self.routes = callbacks.channels
+        self.can_subscribe = current_app.ensure_sync(callbacks.auth) if callbacks.auth else None
+        self.member = (
+            current_app.ensure_sync(callbacks.channel_data) if callbacks.channel_data else None
+        )
 
     def __call__(self, channel: Any) -> dict[str, str]:
-        """Authorize one channel subscription: the JSON body pusher-js expects (reference §1.3).
+        """Authorize one channel subscription: the JSON body pusher-js expects.
 
         :raises InvalidRequest: an invalid or public channel name.
         :raises ChannelAuthorizationDenied: refused by ``@pusher.auth``, none registered,
@@ -172,26 +222,49 @@ class _Authorizer:
                 channel,
             )
             raise ChannelAuthorizationDenied("Encrypted channels are not enabled on this server.")
-        if self.can_subscribe is None:
-            raise ChannelAuthorizationDenied(
-                "No channel authorization callback is registered (@pusher.auth)."
-            )
-        if not self.can_subscribe(channel, self.socket_id):
-            raise ChannelAuthorizationDenied(f"Subscription to {channel} is not authorized.")
+        route = self.routes.match(channel) if self.routes else None
+        member = self._by_route(channel, *route) if route else self._by_callbacks(channel)
         channel_data: dict[str, Any] | None = None
         if names.is_presence(channel):
-            channel_data = {"user_id": self.socket_id}
-            if self.member is not None:
-                member = self.member(channel, self.socket_id)
-                if not isinstance(member, Mapping):
-                    raise TypeError(
-                        f"@pusher.channel_data must return a dict, not {type(member).__name__}."
-                    )
-                channel_data.update(member)
+            channel_data = {"user_id": self.socket_id, **(member or {})}
             if not _is_member_id(channel_data["user_id"]):
                 raise TypeError("A presence member's user_id must be a non-empty string or an int.")
         result: dict[str, str] = self.client.authenticate(channel, self.socket_id, channel_data)
         return result
+
+    def _by_route(
+        self, channel: str, callback: Callable[..., Any], params: dict[str, Any]
+    ) -> Mapping[str, Any] | None:
+        """Judge ``channel`` by its ``@pusher.channel`` route: the member, if presence."""
+        allowed = current_app.ensure_sync(callback)(**params)
+        if not allowed:
+            raise ChannelAuthorizationDenied(f"Subscription to {channel} is not authorized.")
+        if not names.is_presence(channel):
+            return None
+        if not isinstance(allowed, Mapping):
+            raise TypeError(
+                f"A @pusher.channel route for a presence channel must return the member"
+                f" dict or a false value, not {type(allowed).__name__}."
+            )
+        return allowed
+
+    def _by_callbacks(self, channel: str) -> Mapping[str, Any] | None:
+        """Judge ``channel`` by ``@pusher.auth`` and ``@pusher.channel_data``."""
+        if self.can_subscribe is None:
+            raise ChannelAuthorizationDenied(
+                "No channel route (@pusher.channel) matches this channel, and no channel"
+                " authorization callback is registered (@pusher.auth)."
+            )
+        if not self.can_subscribe(channel, self.socket_id):
+            raise ChannelAuthorizationDenied(f"Subscription to {channel} is not authorized.")
+        if not names.is_presence(channel) or self.member is None:
+            return None
+        member = self.member(channel, self.socket_id)
+        if not isinstance(member, Mapping):
+            raise TypeError(
+                f"@pusher.channel_data must return a dict, not {type(member).__name__}."
+            )
+        return member
 
 
 def _is_member_id(value: Any) -> bool:
@@ -201,7 +274,7 @@ def _is_member_id(value: Any) -> bool:
 
 
 def auth_view() -> Response:
-    """Channel authorization, single or batch (reference §1.2, §1.3, §2).
+    """Channel authorization, single or batch.
 
     Single: ``socket_id`` and ``channel_name``; answers ``{"auth": "KEY:sig"}`` plus
     ``channel_data`` (presence) or ``shared_secret`` (encrypted). Batch:
@@ -219,7 +292,6 @@ def auth_view() -> Response:
             raise InvalidRequest("The JSONP callback parameter is missing or not a valid name.")
         params: Mapping[str, Any] = request.args
     else:
-        _only(*(("POST", "GET") if settings.auth_jsonp else ("POST",)))
         params = _params()
     authorize = _Authorizer(ext, settings, client, _socket_id(params))
     names = _batch_channels(params)
@@ -251,20 +323,20 @@ def auth_view() -> Response:
 
 
 def user_auth_view() -> Response:
-    """User authentication for ``pusher.signin()`` (reference §1.3, §1.5).
+    """User authentication for ``pusher.signin()``.
 
     Takes ``socket_id``; answers ``{"auth": "KEY:sig", "user_data": "<JSON>"}`` with
     the dict that ``@pusher.user_data`` returned, or 403 when it returns ``None``
     or none is registered.
     """
-    _only("POST")
     ext, _, client = _extension()
     socket_id = _socket_id(_params())
-    if ext._user_data is None:
+    user_data = ext.callbacks.user_data
+    if user_data is None:
         raise UserAuthenticationDenied(
             "No user authentication callback is registered (@pusher.user_data)."
         )
-    user = current_app.ensure_sync(ext._user_data)(socket_id)
+    user = current_app.ensure_sync(user_data)(socket_id)
     if user is None:
         raise UserAuthenticationDenied("User authentication was refused.")
     if not isinstance(user, Mapping):
@@ -281,19 +353,23 @@ def user_auth_view() -> Response:
 
 
 def webhook_view(group: str | None = None) -> Response:
-    """Receive a webhook (reference §3): verify it, run the handlers, answer 200.
+    """Receive a webhook: verify it, run the handlers, answer 200.
 
     401 for a missing or wrong key or signature or a stale ``time_ms``, 400 for a
     malformed body, 500 when a handler raises (so Pusher retries).
     """
-    _only("POST")
     ext, settings, _ = _extension()
-    payload = verify(
-        settings,
-        request.headers.get("X-Pusher-Key"),
-        request.headers.get("X-Pusher-Signature"),
-        request.get_data(),
-    )
+    try:
+        payload = verify(
+            settings,
+            request.headers.get("X-Pusher-Key"),
+            request.headers.get("X-Pusher-Signature"),
+            request.get_data(),
+        )
+    except WebhookVerificationError as e:
+        # The access log shows only "401": say why on the app side.
+        current_app.logger.warning("Refused a Pusher webhook (401): %s", e.description)
+        raise
     ext.webhooks.dispatch(payload)
     return jsonify({})
 
@@ -301,7 +377,32 @@ def webhook_view(group: str | None = None) -> Response:
 @blueprint.app_context_processor
 def _template_context() -> dict[str, Any]:
     settings: PusherSettings = current_app.extensions["pusher"].settings
-    return {"PUSHER_KEY": settings.key, "pusher_options": pusher_options}
+    return {
+        "PUSHER_KEY": settings.key,
+        "pusher_options": pusher_options,
+        "pusher_script": pusher_script,
+    }
+
+
+def pusher_script(pusher_js: bool = True, helper: bool = True) -> Markup:
+    """``<script>`` tags for the files the ``pusher`` blueprint serves, no CDN needed.
+
+    In a template, before the script that calls ``new Pusher(...)``::
+
+        {{ pusher_script() }}
+
+    :param pusher_js: include pusher-js 8.6.0 with end-to-end encryption
+        (``pusher-with-encryption.min.js``, MIT licence, from npm), which defines
+        ``Pusher``. ``False`` if the page loads pusher-js itself.
+    :param helper: include ``flask-pusher.js``, which adds the ``X-Socket-ID``
+        header to same-origin ``fetch`` and ``XMLHttpRequest`` calls once pusher-js
+        is connected (see :doc:`/to-others`).
+    """
+    files = [name for name, wanted in ((PUSHER_JS, pusher_js), (HELPER_JS, helper)) if wanted]
+    return Markup("\n").join(
+        Markup('<script src="{}"></script>').format(url_for("pusher.static", filename=name))
+        for name in files
+    )
 
 
 HOSTED_SUFFIXES = (".pusher.com", ".pusherapp.com")
@@ -318,9 +419,9 @@ def pusher_options(**overrides: Any) -> Markup:
     ``wsHost``/``wsPort``/``wssPort``/``enabledTransports`` when ``PUSHER_HOST`` is
     not one of Pusher's own hosts (a local server), and the
     ``channelAuthorization`` and ``userAuthentication`` endpoints under the prefix
-    (reference §1.1, §5.1). With Flask-WTF's ``CSRFProtect`` installed, both
-    endpoints also send the ``X-CSRFToken`` header. ``overrides`` are merged over
-    the top level.
+    (pusher-js ``src/core/options.ts``, ``src/core/config.ts``). With Flask-WTF's
+    ``CSRFProtect`` installed, both endpoints also send the ``X-CSRFToken`` header.
+    ``overrides`` are merged over the top level.
     """
     settings: PusherSettings = current_app.extensions["pusher"].settings
     options: dict[str, Any] = {
@@ -330,7 +431,9 @@ def pusher_options(**overrides: Any) -> Markup:
     if settings.host and not settings.host.endswith(HOSTED_SUFFIXES):
         port = settings.port or (443 if settings.ssl else 80)
         options.update(wsHost=settings.host, wsPort=port, wssPort=port)
-        options["enabledTransports"] = ["wss"] if settings.ssl else ["ws"]
+        # pusher-js 8 knows one WebSocket transport, "ws", which uses wss:// with
+        # forceTLS (src/runtimes/isomorphic/transports/transports.ts).
+        options["enabledTransports"] = ["ws"]
     headers = {}
     if "csrf" in current_app.extensions:
         from flask_wtf.csrf import generate_csrf

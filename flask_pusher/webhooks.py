@@ -1,7 +1,8 @@
 """Webhooks: the handler registry, request verification and dispatch.
 
 Pusher POSTs ``{"time_ms": ..., "events": [...]}`` signed with ``X-Pusher-Key`` and
-``X-Pusher-Signature`` (HMAC-SHA256 of the raw body, reference §3.1). Each verified
+``X-Pusher-Signature`` (HMAC-SHA256 of the raw body), as
+https://pusher.com/docs/channels/server_api/webhooks/ describes. Each verified
 event goes to the handlers registered for its name, in order; then each group
 handler (the old Flask-Pusher contract: no arguments, read the request) runs once
 per request whose events include its group.
@@ -29,8 +30,7 @@ from .settings import PusherSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: The event types of each per-type webhook URL, as Pusher's dashboard groups them
-#: (reference §3.2).
+#: The event types of each per-type webhook URL, as Pusher's dashboard groups them.
 GROUPS: dict[str, tuple[str, ...]] = names.WEBHOOK_GROUPS
 GROUP_OF_EVENT = {name: group for group, names in GROUPS.items() for name in names}
 EVENT_NAMES = names.WEBHOOK_EVENT_TYPES
@@ -43,7 +43,7 @@ class Webhooks:
     :meth:`channel_existence`, :meth:`presence`, :meth:`client`,
     :meth:`cache_miss` and :meth:`subscription_count`. Handlers run in the request
     context and may be ``async def``. A handler that raises makes the route answer
-    500, so that Pusher retries the webhook (reference §3.1).
+    500, so that Pusher retries the webhook.
     """
 
     def __init__(self) -> None:
@@ -55,7 +55,7 @@ class Webhooks:
 
         ``handler(event: dict) -> None`` receives the event as Pusher sent it, for
         example ``{"name": "member_added", "channel": "presence-room", "user_id": "7"}``
-        (reference §3.2). Several handlers of one name run in registration order.
+        Several handlers of one name run in registration order.
 
         :param event_name: ``channel_occupied``, ``channel_vacated``,
             ``member_added``, ``member_removed``, ``client_event``, ``cache_miss``
@@ -138,7 +138,7 @@ class Webhooks:
 def verify(
     settings: PusherSettings, key: str | None, signature: str | None, body: bytes
 ) -> dict[str, Any]:
-    """Verify a webhook request and return its parsed body (reference §3.1, §3.3).
+    """Verify a webhook request and return its parsed body.
 
     Checks, in order: ``X-Pusher-Key`` is the app key; ``X-Pusher-Signature`` is the
     HMAC-SHA256 hex of the raw body (constant time); the body is

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from flask_pusher import Pusher
 
@@ -41,3 +43,10 @@ def pusher(app: Flask) -> Pusher:
 @pytest.fixture
 def client(app: Flask, pusher: Pusher) -> FlaskClient:
     return app.test_client()
+
+
+def json_body(response: TestResponse) -> Any:
+    """The response's JSON body; fails the test when it has none."""
+    body = response.get_json(silent=True)
+    assert body is not None, response.get_data(as_text=True)
+    return body

@@ -6,7 +6,9 @@ import base64
 import hashlib
 import hmac
 import json
+from typing import Any
 
+import pusher as pusher_http
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -18,6 +20,8 @@ from flask_pusher.testing import auth_body
 from flask_pusher.testing import AUTH_CONTENT_TYPE
 from flask_pusher.testing import batch_auth_body
 
+from .conftest import APP_ID
+from .conftest import json_body
 from .conftest import KEY
 from .conftest import MASTER_KEY
 from .conftest import SECRET
@@ -35,10 +39,10 @@ def hmac_hex(text: str) -> str:
     return hmac.new(SECRET.encode(), text.encode(), hashlib.sha256).hexdigest()
 
 
-def post(client: FlaskClient, body: str) -> tuple[int, dict]:
+def post(client: FlaskClient, body: str) -> tuple[int, dict[str, Any]]:
     r = client.post("/pusher/auth", data=body, content_type=AUTH_CONTENT_TYPE)
     assert r.content_type == "application/json"
-    return r.status_code, r.json
+    return r.status_code, json_body(r)
 
 
 @pytest.fixture
@@ -71,16 +75,25 @@ def test_private_channel_matches_the_reference_vector(
     }
 
 
-def test_presence_channel_matches_the_reference_vector(client: FlaskClient, pusher: Pusher) -> None:
+def test_presence_channel_is_signed_as_the_official_library_does(
+    client: FlaskClient, pusher: Pusher
+) -> None:
+    # The docs' vector (reference §1.3) signs compact JSON; pusher-http-python, and so
+    # pysher, use json.dumps's default separators (reference §1.3 notes, issue 10 item 5).
     pusher.auth(lambda channel_name, socket_id: True)
     pusher.channel_data(
         lambda channel_name, socket_id: {"user_id": 10, "user_info": {"name": "Mr. Channels"}}
     )
     status, body = post(client, auth_body(SOCKET_ID, "presence-foobar"))
     assert status == 200
-    assert body["channel_data"] == '{"user_id":10,"user_info":{"name":"Mr. Channels"}}'
-    sig = "31935e7d86dba64c2a90aed31fdc61869f9b22ba9d8863bba239c03ca481bc80"
-    assert body["auth"] == f"{KEY}:{sig}"
+    assert body["channel_data"] == '{"user_id": 10, "user_info": {"name": "Mr. Channels"}}'
+    official = pusher_http.Pusher(app_id=APP_ID, key=KEY, secret=SECRET).authenticate(
+        "presence-foobar", SOCKET_ID, {"user_id": 10, "user_info": {"name": "Mr. Channels"}}
+    )
+    assert body == official
+    assert (
+        body["auth"] == f"{KEY}:{hmac_hex(f'{SOCKET_ID}:presence-foobar:' + body['channel_data'])}"
+    )
 
 
 def test_presence_default_member_is_the_socket_id(client: FlaskClient, allow_all: Pusher) -> None:
@@ -130,7 +143,7 @@ def test_cache_channels(client: FlaskClient, allow_all: Pusher, channel: str) ->
 
 def test_json_body(client: FlaskClient, allow_all: Pusher) -> None:
     r = client.post("/pusher/auth", json={"socket_id": SOCKET_ID, "channel_name": "private-foobar"})
-    assert r.status_code == 200 and r.json["auth"].endswith("3651c3a4")
+    assert r.status_code == 200 and json_body(r)["auth"].endswith("3651c3a4")
 
 
 def test_deny_by_default(client: FlaskClient) -> None:
@@ -157,7 +170,7 @@ def test_async_callbacks(client: FlaskClient, pusher: Pusher) -> None:
         return True
 
     @pusher.channel_data
-    async def member(channel_name: str, socket_id: str) -> dict:
+    async def member(channel_name: str, socket_id: str) -> dict[str, Any]:
         return {"user_id": "async"}
 
     status, body = post(client, auth_body(SOCKET_ID, "presence-x"))
@@ -187,18 +200,31 @@ def test_malformed_requests_get_400(
 
 def test_non_object_json_is_400(client: FlaskClient, allow_all: Pusher) -> None:
     r = client.post("/pusher/auth", data="[1]", content_type="application/json")
-    assert r.status_code == 400 and "object" in r.json["error"]
+    assert r.status_code == 400 and "object" in json_body(r)["error"]
 
 
 def test_other_methods_get_a_json_405(client: FlaskClient) -> None:
     r = client.get("/pusher/auth")
-    assert r.status_code == 405 and "error" in r.json
-    assert r.headers["Allow"] == "POST"
+    assert r.status_code == 405 and "error" in json_body(r)
+    assert set(r.headers["Allow"].split(", ")) == {"OPTIONS", "POST"}
+
+
+def test_a_multipart_part_without_a_name_is_ignored(client: FlaskClient, allow_all: Pusher) -> None:
+    # Werkzeug files a part without a name under the key None (issue 7: it answered 500).
+    parts = [
+        b'Content-Disposition: form-data; name="socket_id"\r\n\r\n1.2',
+        b"Content-Disposition: form-data\r\n\r\nno name",
+        b'Content-Disposition: form-data; name="channel_name[0]"\r\n\r\nprivate-a',
+    ]
+    body = b"".join(b"--x\r\n" + part + b"\r\n" for part in parts) + b"--x--\r\n"
+    r = client.post("/pusher/auth", data=body, content_type="multipart/form-data; boundary=x")
+    assert r.status_code == 200
+    assert json_body(r)["private-a"]["status"] == 200
 
 
 def test_errors_can_be_handled_by_the_app(app: Flask, client: FlaskClient) -> None:
     @app.errorhandler(ChannelAuthorizationDenied)
-    def denied(error: ChannelAuthorizationDenied) -> tuple[dict, int]:
+    def denied(error: ChannelAuthorizationDenied) -> tuple[dict[str, Any], int]:
         return {"custom": error.description}, 403
 
     status, body = post(client, auth_body(SOCKET_ID, "private-foobar"))
@@ -220,7 +246,7 @@ def test_batch_as_pusher_js_auth_sends_it(client: FlaskClient, pusher: Pusher) -
         "data": {"auth": f"{KEY}:{hmac_hex(sid + ':private-a')}"},
     }
     presence = body["presence-c"]["data"]
-    assert presence["channel_data"] == '{"user_id":"u1"}'
+    assert presence["channel_data"] == '{"user_id": "u1"}'
     assert presence["auth"] == f"{KEY}:{hmac_hex(sid + ':presence-c:' + presence['channel_data'])}"
     assert body["private-forbidden"]["status"] == 403  # a number, not "403"
 
@@ -240,15 +266,25 @@ def test_batch_channels_fail_alone(client: FlaskClient, allow_all: Pusher) -> No
 
 def test_batch_orders_indexes_numerically(client: FlaskClient, pusher: Pusher) -> None:
     seen: list[str] = []
-    pusher.auth(lambda channel_name, socket_id: seen.append(channel_name) or True)
+
+    @pusher.auth
+    def allow_and_record(channel_name: str, socket_id: str) -> bool:
+        seen.append(channel_name)
+        return True
+
     body = "&socket_id=1.2&channel_name[10]=private-k&channel_name[2]=private-c"
     assert set(post(client, body)[1]) == {"private-c", "private-k"}
     assert seen == ["private-c", "private-k"]
 
 
 def test_batch_repeated_name_is_answered_once(client: FlaskClient, pusher: Pusher) -> None:
-    calls = []
-    pusher.auth(lambda channel_name, socket_id: calls.append(channel_name) or True)
+    calls: list[str] = []
+
+    @pusher.auth
+    def allow_and_record(channel_name: str, socket_id: str) -> bool:
+        calls.append(channel_name)
+        return True
+
     status, body = post(client, batch_auth_body("1.2", ["private-a"] * 50))
     assert status == 200 and list(body) == ["private-a"] and calls == ["private-a"]
 
@@ -301,4 +337,4 @@ def test_jsonp_callback_is_validated(app: Flask, callback: str) -> None:
         "/pusher/auth",
         query_string={"callback": callback, "socket_id": "1.2", "channel_name": "private-a"},
     )
-    assert r.status_code == 400 and "callback" in r.json["error"]
+    assert r.status_code == 400 and "callback" in json_body(r)["error"]

@@ -19,6 +19,8 @@ from flask_pusher.testing import record_events
 from flask_pusher.testing import user_auth_body
 from flask_pusher.testing import webhook_request
 
+from .conftest import json_body
+
 SOCKET_ID = "1234.5678"
 
 
@@ -104,11 +106,11 @@ def test_presence_member_and_signin_are_the_name(app: Flask) -> None:
         data=auth_body(SOCKET_ID, "presence-room"),
         content_type=AUTH_CONTENT_TYPE,
     )
-    assert json.loads(r.json["channel_data"])["user_id"] == "alice"
+    assert json.loads(json_body(r)["channel_data"])["user_id"] == "alice"
     r = client.post(
         "/pusher/user-auth", data=user_auth_body(SOCKET_ID), content_type=AUTH_CONTENT_TYPE
     )
-    assert json.loads(r.json["user_data"])["id"] == "alice"
+    assert json.loads(json_body(r)["user_data"])["id"] == "alice"
 
 
 def test_posts_trigger_events(app: Flask) -> None:
@@ -145,7 +147,7 @@ def test_webhooks_fill_the_activity_log(app: Flask) -> None:
         )
     client = app.test_client()
     assert client.post("/pusher/events", data=hook.body, headers=hook.headers).status_code == 200
-    log = client.get("/activity").json
+    log = json_body(client.get("/activity"))
     assert [(e["name"], e["user_id"]) for e in log] == [
         ("channel_occupied", None),
         ("member_added", "alice"),

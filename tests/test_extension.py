@@ -8,6 +8,7 @@ import decimal
 import inspect
 import json
 import uuid
+from typing import Any
 
 import pusher as pusher_http
 import pytest
@@ -21,6 +22,7 @@ from pusher.crypto import generate_shared_secret
 from flask_pusher import Pusher
 
 from .conftest import APP_ID
+from .conftest import json_body
 from .conftest import KEY
 from .conftest import MASTER_KEY
 
@@ -59,7 +61,7 @@ def test_one_extension_serves_two_apps_with_their_own_settings() -> None:
         r = app.test_client().post(
             f"/rt{n}/auth", data={"socket_id": "1.1", "channel_name": "private-x"}
         )
-        assert r.json["auth"].startswith(f"key{n}:")
+        assert json_body(r)["auth"].startswith(f"key{n}:")
 
 
 def test_second_init_app_on_the_same_app_raises(app: Flask, pusher: Pusher) -> None:
@@ -95,6 +97,26 @@ def test_every_public_client_method_is_forwarded(app: Flask, pusher: Pusher) -> 
             assert callable(getattr(pusher, name)), name
 
 
+def test_no_attribute_forwarding(app: Flask, pusher: Pusher) -> None:
+    """Every method is written out: a typo is an AttributeError, and hasattr is honest."""
+    with app.app_context():
+        assert not hasattr(pusher, "triger")
+        with pytest.raises(AttributeError):
+            pusher.from_url  # type: ignore[attr-defined]  # noqa: B018
+    assert "__getattr__" not in vars(Pusher)
+
+
+def test_forwarded_methods_take_the_official_arguments(pusher: Pusher) -> None:
+    for name, member in inspect.getmembers(pusher_http.Pusher, inspect.isfunction):
+        if name.startswith("_"):
+            continue
+        ours = inspect.signature(getattr(Pusher, name)).parameters
+        theirs = inspect.signature(member).parameters
+        assert list(theirs) == list(ours)[: len(theirs)], name
+        extra = list(ours)[len(theirs) :]
+        assert all(ours[p].kind is inspect.Parameter.KEYWORD_ONLY for p in extra), name
+
+
 def test_settings_are_readable_as_flaskpusher_offered_them(app: Flask) -> None:
     pusher = Pusher(app, host="example.com", port="8080", ssl="false", timeout=3)
     with app.app_context():
@@ -111,8 +133,9 @@ def test_settings_are_readable_as_flaskpusher_offered_them(app: Flask) -> None:
         )
 
 
-def sent_body(call: responses.Call) -> dict:
-    return json.loads(call.request.body)
+def sent_body(call: responses.Call) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(call.request.body or "")
+    return body
 
 
 @responses.activate
@@ -171,7 +194,7 @@ def test_terminate_user_connections_reaches_the_documented_path(app: Flask, push
         assert pusher.terminate_user_connections("u-7") == {}
         assert pusher.client.terminate_user_connections("u-7") == {}
     assert len(responses.calls) == 2
-    assert "auth_signature=" in responses.calls[0].request.url
+    assert "auth_signature=" in (responses.calls[0].request.url or "")
 
 
 @responses.activate

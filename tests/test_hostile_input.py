@@ -6,6 +6,7 @@ import json
 import string
 import time
 
+import pytest
 from flask import Flask
 from hypothesis import given
 from hypothesis import HealthCheck
@@ -16,6 +17,7 @@ from pusher.signature import sign
 from flask_pusher import Pusher
 
 from .conftest import APP_ID
+from .conftest import json_body
 from .conftest import KEY
 from .conftest import MASTER_KEY
 from .conftest import SECRET
@@ -81,6 +83,12 @@ content_types = st.sampled_from(
 )
 
 
+#: Any method token (RFC 9110 §9.1, tchar of §5.6.2).
+methods = st.text(
+    alphabet=string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~", min_size=1, max_size=12
+)
+
+
 def check(response) -> None:  # type: ignore[no-untyped-def]
     assert response.status_code < 500, response.get_data()
     if response.status_code != 200 or response.mimetype != "text/javascript":
@@ -91,7 +99,10 @@ def check(response) -> None:  # type: ignore[no-untyped-def]
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     path=st.sampled_from(PATHS),
-    method=st.sampled_from(["POST", "POST", "POST", "GET", "PUT", "DELETE"]),
+    method=st.one_of(
+        st.sampled_from(["POST", "POST", "POST", "GET", "PUT", "DELETE", "TRACE", "PROPFIND"]),
+        methods,
+    ),
     form=st.one_of(fields, st.tuples(fields, batch_fields).map(lambda t: {**t[0], **t[1]})),
     raw=st.one_of(st.none(), st.binary(max_size=300), st.text(max_size=300)),
     content_type=content_types,
@@ -169,7 +180,70 @@ def test_json_nested_deeper_than_the_decoder_is_400() -> None:
     client = APP.test_client()
     for path in ("/pusher/auth", "/pusher/user-auth"):
         response = client.post(path, data=DEEP, content_type="application/json")
-        assert response.status_code == 400 and "object" in response.json["error"]
+        assert response.status_code == 400 and "object" in json_body(response)["error"]
     headers = {"X-Pusher-Key": KEY, "X-Pusher-Signature": sign(SECRET, DEEP)}
     response = client.post("/pusher/events", data=DEEP, headers=headers)
-    assert response.status_code == 400 and "JSON" in response.json["error"]
+    assert response.status_code == 400 and "JSON" in json_body(response)["error"]
+
+
+# --- multipart bodies with arbitrary parts (issue 7: a part without a name answered 500) ---
+
+part_names = st.one_of(
+    st.none(),
+    st.sampled_from(["socket_id", "channel_name", "channel_name[0]", "channel_name[1]", ""]),
+    st.text(max_size=20).filter(lambda s: '"' not in s and "\r" not in s and "\n" not in s),
+)
+part_values = st.one_of(
+    socket_ids, names, st.binary(max_size=60).map(lambda b: b.decode("latin-1"))
+)
+parts = st.tuples(
+    part_names,
+    st.one_of(st.none(), st.just("f.txt"), st.just("")),  # filename
+    st.one_of(st.none(), st.sampled_from(["text/plain", "application/json", "x/y; charset=nope"])),
+    part_values,
+)
+
+
+def multipart(parts: list[tuple[str | None, str | None, str | None, str]], boundary: str) -> bytes:
+    body = b""
+    for name, filename, content_type, value in parts:
+        disposition = "form-data"
+        if name is not None:
+            disposition += f'; name="{name}"'
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        head = f"Content-Disposition: {disposition}\r\n"
+        if content_type is not None:
+            head += f"Content-Type: {content_type}\r\n"
+        body += f"--{boundary}\r\n{head}\r\n".encode() + value.encode("utf-8", "surrogatepass")
+        body += b"\r\n"
+    return body + f"--{boundary}--\r\n".encode()
+
+
+# Werkzeug's form parser leaves the temporary file of a file part unclosed when the body
+# ends inside that part (it is closed when collected); a leak in werkzeug, not a 5xx.
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <function SpooledTemporaryFile.__del__"
+    ":pytest.PytestUnraisableExceptionWarning"
+)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    path=st.sampled_from(PATHS),
+    method=st.one_of(st.just("POST"), methods),
+    body_parts=st.lists(parts, max_size=6),
+    boundary=st.sampled_from(["x", "----WebKitFormBoundary7MA4YWxkTrZu0gW"]),
+    truncate=st.one_of(st.none(), st.integers(min_value=0, max_value=400)),
+)
+def test_arbitrary_multipart_bodies_never_get_a_5xx(  # type: ignore[no-untyped-def]
+    path, method, body_parts, boundary, truncate
+) -> None:
+    body = multipart(body_parts, boundary)
+    if truncate is not None:
+        body = body[:truncate]
+    response = APP.test_client().open(
+        path, method=method, data=body, content_type=f"multipart/form-data; boundary={boundary}"
+    )
+    check(response)
+    if method not in ("POST", "GET", "HEAD", "OPTIONS"):
+        assert response.status_code == 405, (method, response.get_data())
+        assert "POST" in response.headers["Allow"]

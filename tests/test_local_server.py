@@ -22,6 +22,14 @@ from flask_pusher.settings import LOCAL_DEFAULTS
 
 aiohttp = pytest.importorskip("aiohttp")
 
+from flask_pusher.server import AppConfig  # noqa: E402
+from flask_pusher.server import LocalServer  # noqa: E402
+
+from .server.helpers import APP_ID  # noqa: E402
+from .server.helpers import KEY  # noqa: E402
+from .server.helpers import SECRET  # noqa: E402
+from .server.helpers import WS  # noqa: E402
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -140,9 +148,60 @@ async def subscribe_and_receive(app: Flask, pusher: Pusher, http_port: int, ws_p
                     return frame
 
 
-def test_the_pytest_fixtures(pusher_app: Flask, pusher_server: Any, pusher_config: dict) -> None:
+def test_the_pytest_fixtures(
+    pusher_app: Flask, pusher_server: Any, pusher_config: dict[str, Any]
+) -> None:
     assert pusher_config["PUSHER_PORT"] == pusher_server.port
     pusher = pusher_app.extensions["pusher"]
     with pusher_app.app_context():
         assert pusher.trigger("private-encrypted-x", "e", {"secret": 1}) == {}
         assert pusher.channel_info("room", ["subscription_count"])["occupied"] is False
+
+
+SIBLING_WORKER = """
+import json, sys
+from flask import Flask
+from flask_pusher import Pusher
+app = Flask("worker")
+app.config.update(PUSHER_APP_ID=sys.argv[2], PUSHER_KEY=sys.argv[3], PUSHER_SECRET=sys.argv[4],
+                  PUSHER_LOCAL_SERVER=True, PUSHER_LOCAL_SERVER_PORT=int(sys.argv[1]))
+pusher = Pusher(app)
+with app.app_context():
+    print(json.dumps(pusher.channels_info()))
+"""
+
+
+def test_a_sibling_worker_uses_the_running_server(stop_local_servers: None) -> None:
+    """Under a pre-fork server (gunicorn -w 4) every worker but the first finds the
+    port taken: it uses the server there when that server serves the app."""
+    port = free_port()
+    with LocalServer([AppConfig(APP_ID, KEY, SECRET)], port=port) as server:
+
+        async def scenario() -> None:
+            async with aiohttp.ClientSession() as session:
+                ws = await WS.connect(session, server.ws_url)
+                await ws.subscribe("news")
+                worker = [sys.executable, "-c", SIBLING_WORKER, str(port), APP_ID, KEY, SECRET]
+                out = await asyncio.to_thread(
+                    subprocess.run, worker, capture_output=True, text=True, timeout=60
+                )
+                assert out.returncode == 0, out.stderr
+                assert json.loads(out.stdout) == {"channels": {"news": {}}}
+
+        asyncio.run(scenario())
+
+
+def test_a_port_taken_by_a_stranger_is_a_clear_error(stop_local_servers: None) -> None:
+    port = free_port()
+    with LocalServer([AppConfig("other", "other-key", "other-secret")], port=port):
+        app = Flask(__name__)
+        app.config.update(
+            PUSHER_APP_ID="1",
+            PUSHER_KEY="k",
+            PUSHER_SECRET="s",
+            PUSHER_LOCAL_SERVER=True,
+            PUSHER_LOCAL_SERVER_PORT=port,
+        )
+        pusher = Pusher(app)
+        with app.app_context(), pytest.raises(RuntimeError, match="does not serve this app"):
+            pusher.client  # noqa: B018

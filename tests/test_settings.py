@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any
 
 import pytest
@@ -118,7 +119,46 @@ def test_missing_credentials_raise_at_init_app(missing: str) -> None:
         Pusher(app)
 
 
+def test_missing_credentials_say_the_local_server_needs_no_account() -> None:
+    with pytest.raises(ConfigurationError, match=r"PUSHER_LOCAL_SERVER = True.*no\s+credentials"):
+        Pusher(Flask(__name__))
+    app = Flask(__name__)
+    app.config["PUSHER_LOCAL_SERVER"] = True
+    assert resolve(app.config, {}, {}).local_server  # and it is true
+
+
+@pytest.mark.parametrize(
+    ("typo", "key"),
+    [
+        ("PUSHER_APPID", "PUSHER_APP_ID"),
+        ("PUSHER_APP_KEY", "PUSHER_KEY"),
+        ("PUSHER_SECERT", "PUSHER_SECRET"),
+        ("pusher_app_id", "PUSHER_APP_ID"),
+    ],
+)
+def test_a_misspelt_required_key_gets_did_you_mean(typo: str, key: str) -> None:
+    app = make_app(**{typo: "1"})
+    del app.config[key]
+    with (
+        pytest.raises(ConfigurationError, match=rf"{typo} is set: did you mean {key}\?"),
+        pytest.warns(UserWarning, match=rf"{typo}.*did you mean {key}\?"),
+    ):
+        Pusher(app)
+
+
+def test_a_misspelt_optional_key_warns_and_the_apps_own_keys_do_not() -> None:
+    with pytest.warns(
+        UserWarning, match=r"'PUSHER_TIMOUT'.*ignored: did you mean PUSHER_TIMEOUT\?"
+    ):
+        Pusher(make_app(PUSHER_TIMOUT=3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Pusher(make_app(PUSHER_ROOMS=["lobby"], PUSHER_BEAMS_INSTANCE_ID="x"))
+
+
 def test_unknown_keyword_raises_type_error() -> None:
+    with pytest.raises(TypeError, match="Did you mean secret= instead of secrett="):
+        Pusher(secrett="x")
     with pytest.raises(TypeError, match="secrett"):
         Pusher(secrett="x")
     with pytest.raises(TypeError, match="prefix"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import pusher as pusher_http
 import pytest
@@ -22,7 +23,7 @@ from .conftest import SECRET
 
 def test_record_events_from_a_view(app: Flask, pusher: Pusher) -> None:
     @app.post("/messages")
-    def send() -> dict:
+    def send() -> dict[str, Any]:
         pusher.trigger(["room", "lobby"], "message", {"text": "hi"}, socket_id="1.2")
         pusher.trigger_batch([{"channel": "a", "name": "x", "data": "raw"}])
         pusher.send_to_user("u1", "note", [1, 2])

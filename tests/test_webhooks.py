@@ -17,6 +17,7 @@ from flask_pusher.testing import webhook_request
 from flask_pusher.webhooks import GROUPS
 
 from .conftest import APP_ID
+from .conftest import json_body
 from .conftest import KEY
 from .conftest import SECRET
 
@@ -41,10 +42,10 @@ EVENTS: list[dict[str, Any]] = [
 
 def send(
     client: FlaskClient, body: bytes, headers: dict[str, str], path: str = "/pusher/events"
-) -> tuple[int, dict]:
+) -> tuple[int, dict[str, Any]]:
     r = client.post(path, data=body, headers=headers)
     assert r.content_type == "application/json"
-    return r.status_code, r.json
+    return r.status_code, json_body(r)
 
 
 def official() -> pusher_http.Pusher:
@@ -113,7 +114,7 @@ def test_async_handler(app: Flask, client: FlaskClient, pusher: Pusher) -> None:
     seen = []
 
     @pusher.webhooks.on("channel_occupied")
-    async def occupied(event: dict) -> None:
+    async def occupied(event: dict[str, Any]) -> None:
         seen.append(event["channel"])
 
     with app.app_context():
@@ -125,7 +126,7 @@ def test_a_failing_handler_answers_500_and_logs(
     app: Flask, client: FlaskClient, pusher: Pusher, caplog: pytest.LogCaptureFixture
 ) -> None:
     @pusher.webhooks.on("channel_occupied")
-    def broken(event: dict) -> None:
+    def broken(event: dict[str, Any]) -> None:
         raise KeyError("boom")
 
     with app.app_context():
@@ -208,6 +209,24 @@ def test_missing_headers_are_401(
 ) -> None:
     status, body = send(client, fresh_body().encode(), headers)
     assert status == 401 and message in body["error"]
+
+
+def test_a_refused_webhook_logs_a_warning_with_the_reason(
+    app: Flask, client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 10 item 5: the access log alone showed "401", not why.
+    with app.app_context():
+        req = webhook_request(EVENTS[:1], time_ms=0)
+    status, _ = send(client, req.body, req.headers)
+    assert status == 401
+    stale = [r for r in caplog.records if r.name == app.logger.name]
+    assert [r.levelname for r in stale] == ["WARNING"]
+    assert "Refused a Pusher webhook (401)" in stale[0].getMessage()
+    assert "time_ms" in stale[0].getMessage()
+    caplog.clear()
+    status, _ = send(client, req.body, {**req.headers, "X-Pusher-Signature": "0" * 64})
+    assert status == 401
+    assert "does not match the body" in caplog.text
 
 
 @pytest.mark.parametrize(

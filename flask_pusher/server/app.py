@@ -57,6 +57,9 @@ SUPPORTED_PROTOCOLS = frozenset({"5", "6", "7"})
 #: wait COALESCE_DELAY seconds so that back-to-back triggers share system calls.
 BUSY_WINDOW = 0.005
 COALESCE_DELAY = 0.004
+#: Seconds shutdown waits for clients to answer the 4200 close before dropping
+#: them; with the webhook flush (at most 1.5 s) shutdown takes at most 2 s.
+CLOSE_WAIT = 0.5
 #: At most one line per this many seconds about malformed requests.
 CLIENT_ERROR_LOG_INTERVAL = 10.0
 #: How server frames the I/O layer watches for begin (protocol.encode's key order).
@@ -538,16 +541,23 @@ class Server:
                 self.metrics.loop_lag = max(0.0, loop.time() - started - self.tick_interval)
             self.apply(self.core.tick())
 
-    async def _close_clients(self, app: web.Application, timeout: float = 5.0) -> None:
-        """``on_shutdown``: close every connection with 4200 and wait for them."""
+    async def _close_clients(self, app: web.Application) -> None:
+        """``on_shutdown``: close every connection with 4200, wait up to
+        :data:`CLOSE_WAIT` seconds for the close replies, then drop the rest."""
         self.not_ready = "shutting down"
         if self.console is not None:
             self.console.close()
         self.apply(self.core.shutdown())
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            await asyncio.wait_for(self._idle.wait(), CLOSE_WAIT)
         except asyncio.TimeoutError:
-            log.warning("%d connections did not close in time", len(self._sockets))
+            log.warning(
+                "%d connections did not answer the close in %.1f s; dropped",
+                len(self._sockets),
+                CLOSE_WAIT,
+            )
+            for _ws, transport in list(self._sockets.values()):
+                transport.abort()
 
 
 #: The :class:`Server` of an aiohttp application made by :meth:`Server.make_app`.
@@ -647,7 +657,11 @@ async def start_site(server: Server, host: str, port: int) -> tuple[web.AppRunne
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=4096)
-    await site.start()
+    try:
+        await site.start()
+    except BaseException:  # the address is taken: stop what setup() started
+        await runner.cleanup()
+        raise
     bound = int(runner.addresses[0][1])
     if not server.node:
         server.set_node(f"{socket.gethostname()}:{bound}")

@@ -244,9 +244,16 @@ def apps_from_options(
     "python -m flask_pusher.server",
     help="Run a Pusher Channels server: WebSocket and HTTP API on one port.",
 )
-@click.option("--app-id", help="App ID of the single app to serve.")
-@click.option("--key", help="App key.")
-@click.option("--secret", help="App secret.")
+@click.option(
+    "--app-id", envvar="PUSHER_APP_ID", show_envvar=True, help="App ID of the single app to serve."
+)
+@click.option("--key", envvar="PUSHER_KEY", show_envvar=True, help="App key.")
+@click.option(
+    "--secret",
+    envvar="PUSHER_SECRET",
+    show_envvar=True,
+    help="App secret (from the environment, it stays out of the process list).",
+)
 @click.option(
     "--config",
     metavar="FILE",

@@ -13,11 +13,12 @@ WEBHOOK_EVENT_TYPES = names.WEBHOOK_EVENT_TYPES
 
 @dataclasses.dataclass(frozen=True)
 class WebhookConfig:
-    """One webhook endpoint of an app (reference §3).
+    """One webhook endpoint of an app
+    (https://pusher.com/docs/channels/server_api/webhooks/).
 
     :param url: the URL that receives the signed ``POST`` requests.
     :param event_types: the event types sent to this URL, or ``None`` (the
-        default) for all seven types of reference §3.2.
+        default) for all seven webhook event types.
     :raises ValueError: if the URL is empty or an event type is unknown.
     """
 
@@ -44,42 +45,40 @@ class WebhookConfig:
 
 @dataclasses.dataclass(frozen=True)
 class AppConfig:
-    """One Pusher Channels app served by the local server.
+    """One Pusher Channels app served by the server.
 
-    The ``repr`` hides the secret.
+    The ``repr`` hides the secret. Limits and codes are Pusher's: its
+    WebSocket protocol page
+    (https://pusher.com/docs/channels/library_auth_reference/pusher-websockets-protocol/),
+    HTTP API page (https://pusher.com/docs/channels/library_auth_reference/rest-api/)
+    and channel pages (https://pusher.com/docs/channels/using_channels/).
 
     :param app_id: the app ID used in HTTP API paths (``/apps/{app_id}/...``).
     :param key: the public key used in the WebSocket path (``/app/{key}``) and
-        in ``auth_key``; an unknown key is refused with close code 4001
-        (reference §5.12).
+        in ``auth_key``; an unknown key is refused with close code 4001.
     :param secret: the secret that signs subscriptions, signins, HTTP requests
         and webhooks.
-    :param webhooks: where to send webhooks (reference §3); none by default.
-    :param enable_client_events: accept ``client-`` events (reference §5.7).
-        Default ``True``.
+    :param webhooks: where to send webhooks; none by default.
+    :param enable_client_events: accept ``client-`` events. Default ``True``.
     :param enable_subscription_count: send ``pusher_internal:subscription_count``
-        frames and ``subscription_count`` webhooks (reference §5.11). Default
-        ``True``.
-    :param enable_user_authentication: accept ``pusher:signin`` (reference
-        §1.5). Default ``True``.
+        frames and ``subscription_count`` webhooks. Default ``True``.
+    :param enable_user_authentication: accept ``pusher:signin``. Default ``True``.
     :param activity_timeout: seconds announced in
         ``pusher:connection_established``; the server pings a client that was
-        silent that long (reference §5.3, §5.4). Default 120.
+        silent that long. Default 120.
     :param pong_timeout: seconds to wait for any message after a server ping
-        before closing with 4201 (reference §5.4). Default 30.
-    :param max_presence_members: distinct users per presence channel
-        (reference §1.3). Default 100.
+        before closing with 4201. Default 30.
+    :param max_presence_members: distinct users per presence channel. Default 100.
     :param max_client_events_per_second: client events per connection per
-        second before ``pusher:error`` 4301 (reference §5.7). Default 10.
+        second before ``pusher:error`` 4301. Default 10.
     :param max_event_size: bytes of event ``data`` accepted by the HTTP API
-        before 413 (reference §4.4). Default 10240.
+        before 413. Default 10240.
     :param max_watchlist: watchlist entries kept per user before
-        ``pusher:error`` 4302 (reference §1.5). Default 100.
-    :param cache_ttl: seconds a cache channel keeps its last event (reference
-        §5.10). Default 1800.
+        ``pusher:error`` 4302. Default 100.
+    :param cache_ttl: seconds a cache channel keeps its last event. Default 1800.
     :param enabled: ``False`` makes the app behave as a disabled Pusher app:
-        WebSocket connections are refused with 4003 and HTTP API calls get 403
-        (reference §4.5, §5.12). Default ``True``.
+        WebSocket connections are refused with 4003 and HTTP API calls get 403.
+        Default ``True``.
     :raises ValueError: if a credential is empty or a limit is not positive.
     """
 

@@ -1,12 +1,14 @@
-"""Pusher WebSocket frames: client frames in, server frames out (reference §5).
+"""Pusher WebSocket frames: client frames in, server frames out, as Pusher's
+protocol page describes them
+(https://pusher.com/docs/channels/library_auth_reference/pusher-websockets-protocol/)
+and pusher-js 8 reads them (``src/core/connection/protocol/protocol.ts``).
 
 Parsing is lenient and never raises: a frame that cannot be understood comes
 back as a :class:`FrameError` whose message is sent to the client in a
 ``pusher:error`` frame. Encoders return the JSON text of one frame; a
 broadcast is encoded once and the same text is written to every subscriber.
-Server frames carry ``data`` as a JSON *string* (reference §5.2), except
-``pusher:error``, whose ``data`` is an object because pysher reads it so
-(servers doc §7).
+Server frames carry ``data`` as a JSON *string*, except ``pusher:error``,
+whose ``data`` is an object because pysher 1.0.8 reads it so.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class ClientFrame:
     """A frame received from a client.
 
     ``data`` is decoded for ``pusher:`` events: a JSON string holding an
-    object becomes that object (reference §5.2). For client events it is kept
+    object becomes that object. For client events it is kept
     as sent, to be relayed unchanged.
     """
 
@@ -116,13 +118,14 @@ def encode(
 
 
 def connection_established(socket_id: str, activity_timeout: int) -> str:
-    """``pusher:connection_established`` (reference §5.3); timeout in seconds."""
+    """``pusher:connection_established`` ; ``activity_timeout`` in seconds."""
     data = _dumps({"socket_id": socket_id, "activity_timeout": activity_timeout})
     return encode("pusher:connection_established", data)
 
 
 def error(message: str, code: int | None = None) -> str:
-    """``pusher:error`` with object data ``{message, code}`` (reference §5.12)."""
+    """``pusher:error`` with object data ``{message, code}`` (the protocol
+    page's "Error codes")."""
     return encode("pusher:error", {"message": message, "code": code})
 
 
@@ -131,7 +134,7 @@ PING = encode("pusher:ping", "{}")
 
 
 def subscription_succeeded(channel: str, data: Mapping[str, Any] | None = None) -> str:
-    """``pusher_internal:subscription_succeeded`` (reference §5.5)."""
+    """``pusher_internal:subscription_succeeded``."""
     return encode("pusher_internal:subscription_succeeded", _dumps(data or {}), channel)
 
 
@@ -148,39 +151,41 @@ def subscription_error(channel: str, message: str, status: int, type_: str = "Au
 
 
 def member_added(channel: str, user_id: str, user_info: Any) -> str:
-    """``pusher_internal:member_added`` (reference §5.6)."""
+    """``pusher_internal:member_added``."""
     data = _dumps({"user_id": user_id, "user_info": user_info})
     return encode("pusher_internal:member_added", data, channel)
 
 
 def member_removed(channel: str, user_id: str) -> str:
-    """``pusher_internal:member_removed`` (reference §5.6)."""
+    """``pusher_internal:member_removed``."""
     data = _dumps({"user_id": user_id})
     return encode("pusher_internal:member_removed", data, channel)
 
 
 def subscription_count(channel: str, count: int) -> str:
-    """``pusher_internal:subscription_count`` (reference §5.11)."""
+    """``pusher_internal:subscription_count``."""
     data = _dumps({"subscription_count": count})
     return encode("pusher_internal:subscription_count", data, channel)
 
 
 def cache_miss(channel: str) -> str:
-    """``pusher:cache_miss`` (reference §5.10)."""
+    """``pusher:cache_miss``."""
     return encode("pusher:cache_miss", None, channel)
 
 
 def signin_success(user_data: str) -> str:
-    """``pusher:signin_success`` echoing the signed ``user_data`` (§1.5)."""
+    """``pusher:signin_success`` echoing the signed ``user_data``
+    (pusher-js ``src/core/user.ts``)."""
     return encode("pusher:signin_success", _dumps({"user_data": user_data}))
 
 
 def watchlist_events(events: Iterable[tuple[str, list[str]]]) -> str:
-    """``pusher_internal:watchlist_events`` in pusher-js's format (§1.5)."""
+    """``pusher_internal:watchlist_events`` as pusher-js ``src/core/watchlist.ts``
+    reads them."""
     data = {"events": [{"name": n, "user_ids": ids} for n, ids in events]}
     return encode("pusher_internal:watchlist_events", _dumps(data))
 
 
 def channel_event(event: str, channel: str, data: Any, user_id: str | None = None) -> str:
-    """A channel event, from the HTTP API or a client (reference §5.7, §5.8)."""
+    """A channel event, from the HTTP API or a client."""
     return encode(event, data, channel, user_id)

@@ -37,11 +37,11 @@ class LocalServer:
     :param port: the TCP port; 0 (the default) picks a free port, read it back
         from :attr:`port` after :meth:`start`.
     :param webhook_delay: seconds ``channel_vacated`` and ``member_removed``
-        webhooks are held back (reference §3.1). Default 3.0; tests use less.
+        webhooks are held back. Default 3.0; tests use less.
     :param webhook_backoff: seconds before the first webhook retry, doubled
         after each failure. Default 1.0.
     :param webhook_retry_for: seconds after which a failing webhook is
-        dropped. Default 300.0 (reference §3.1).
+        dropped. Default 300.0.
     :param tick_interval: seconds between heartbeat checks (pings, 4201
         closes) and throttled subscription counts. Default 1.0.
     :param metrics: count and serve Prometheus metrics at ``/metrics``. Default ``True``.

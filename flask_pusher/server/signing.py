@@ -1,5 +1,7 @@
-"""Signature checks: WebSocket ``auth`` strings (reference §1.3, §5.5) and
-HTTP API requests (reference §4.3)."""
+"""Signature checks: WebSocket ``auth`` strings
+(https://pusher.com/docs/channels/library_auth_reference/auth-signatures/) and
+HTTP API requests
+(https://pusher.com/docs/channels/library_auth_reference/rest-api/#authentication)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import pusher.signature
 from .config import AppConfig
 from .errors import APIError
 
-#: Accepted skew of ``auth_timestamp``, in seconds (reference §4.3).
+#: Accepted skew of ``auth_timestamp``, in seconds.
 TIMESTAMP_WINDOW = 600
 EMPTY_MD5 = hashlib.md5(b"").hexdigest()
 
@@ -55,7 +57,7 @@ def check_request(
     body: bytes,
     now: float | None = None,
 ) -> None:
-    """Check an HTTP API request's signature (reference §4.3).
+    """Check an HTTP API request's signature.
 
     :param paths: the request path as candidates (decoded, then raw); the
         signature may cover either.

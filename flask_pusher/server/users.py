@@ -1,6 +1,8 @@
 """Signed-in users: ``pusher:signin``, ``#server-to-user-<id>`` and watchlists.
 
-Reference §1.5 and §5.12 (4302). Functions take the connection and the
+As pusher-js 8 does them (``src/core/user.ts``, ``src/core/watchlist.ts``) and
+https://pusher.com/docs/channels/server_api/authenticating-users/ describes; a
+watchlist over the limit gets ``pusher:error`` 4302. Functions take the connection and the
 :class:`~flask_pusher.server.core.Effects` to fill, like the rest of the core.
 """
 

@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from werkzeug.serving import make_server
 
 from examples.chat import create_app
 from flask_pusher import local
 
 from ..needs import unavailable
+from ..serving import serve_http
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -64,14 +63,10 @@ def chat_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
             "PUSHER_LOCAL_SERVER_PORT": _free_port(),
         }
     )
-    http = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{http.server_port}"
+        with serve_http(app) as url:
+            yield url
     finally:
-        http.shutdown()
-        thread.join(10)
         local.stop_all()
 
 
@@ -82,7 +77,7 @@ def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        unavailable('Playwright is missing: pip install -e ".[browser]".')
+        unavailable("Playwright is missing: pip install -e . --group browser (pip >= 25.1).")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
@@ -97,14 +92,16 @@ class User:
     """One person: a browser context of their own (so a session cookie of their
     own), one page, and a record of what the page asked of the network."""
 
-    def __init__(self, browser: Any, base_url: str, name: str) -> None:
+    def __init__(
+        self, browser: Any, base_url: str, name: str, width: int = 1280, height: int = 900
+    ) -> None:
         self.name = name
         self.blocked: list[str] = []  # requests for anything but 127.0.0.1
         self.requested: list[str] = []  # every http(s) and ws(s) URL
         self.frames: list[str] = []  # WebSocket frames received
         self.errors: list[str] = []  # uncaught JavaScript errors
         self.context = browser.new_context(
-            base_url=base_url, viewport={"width": 1280, "height": 900}
+            base_url=base_url, viewport={"width": width, "height": height}
         )
         self.context.set_default_timeout(TIMEOUT_MS)
         self.context.route("**/*", self._guard)
@@ -220,4 +217,68 @@ def test_two_users_chat(browser: Any, chat_url: str, tmp_path: Path) -> None:
 
     assert alice.outside_requests() == [] and bob.outside_requests() == []
     assert alice.errors == [] and bob.errors == []
+    alice.context.close()
+
+
+PHONE = {"width": 390, "height": 844}  # an iPhone 12 to 15's CSS pixels
+
+
+def horizontal_overflow(page: Any) -> int:
+    """How many CSS pixels the page is wider than the window (0: no sideways scroll)."""
+    overflow: int = page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    return overflow
+
+
+def test_on_a_phone_with_typing_cleared_and_nobody_to_message(
+    browser: Any, chat_url: str, tmp_path: Path
+) -> None:
+    # Issue 10 item 5: 390 px without sideways scrolling, "is typing…" cleared with
+    # the sender's text, and a DM recipient list that says when nobody else is online.
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    alice = User(browser, chat_url, "alice", **PHONE)
+    a = alice.page
+    a.goto("/")
+    assert horizontal_overflow(a) == 0
+    alice.sign_in()
+    expect(a.locator('#members [data-user="alice"]')).to_be_visible()
+    expect(a.locator("#dm-to")).to_have_text("Nobody else is online")
+    expect(a.locator("#dm-to")).to_be_disabled()
+    expect(a.locator("#dm-form button")).to_be_disabled()
+    screenshot(alice, tmp_path / "chat-phone-alone.png")
+    assert horizontal_overflow(a) == 0
+
+    bob = User(browser, chat_url, "bob", **PHONE)
+    bob.sign_in()
+    b = bob.page
+    expect(a.locator("#dm-to")).to_have_text("bob")
+    expect(a.locator("#dm-to")).to_be_enabled()
+    expect(a.locator("#dm-form button")).to_be_enabled()
+
+    # Long unbroken words and a full activity log stay within the width.
+    bob.send("#message-form", "x" * 300)
+    expect(a.locator("#messages")).to_contain_text("x" * 300)
+
+    # bob types, then clears his text: alice's "is typing…" goes with it, well
+    # before the 3 s after which it would fade by itself.
+    b.locator("#message-form input[name=text]").press_sequentially("hi")
+    expect(a.locator("#typing")).to_have_text("bob is typing…")
+    b.fill("#message-form input[name=text]", "")
+    expect(a.locator("#typing")).to_have_text("", timeout=1500)
+    # and typing again shows it again at once (the 2 s throttle starts over).
+    b.locator("#message-form input[name=text]").press_sequentially("again")
+    expect(a.locator("#typing")).to_have_text("bob is typing…", timeout=1500)
+
+    screenshot(alice, tmp_path / "chat-phone-alice.png")
+    for page in (a, b):
+        assert horizontal_overflow(page) == 0
+
+    bob.context.close()
+    expect(a.locator("#dm-to")).to_have_text("Nobody else is online")
+    expect(a.locator("#dm-form button")).to_be_disabled()
+    assert alice.errors == [] and bob.errors == []
+    assert alice.outside_requests() == []
     alice.context.close()

@@ -102,6 +102,14 @@ class Stack:
                 data["watchlist"] = request.form["watchlist"].split(",")
             return data
 
+        @pusher.channel("private-orders.{order_id:int}")
+        def order(order_id: int) -> bool:
+            return order_id != 13
+
+        @pusher.channel("presence-team.{team:any(red, blue)}")
+        def team(team: str) -> dict[str, Any]:
+            return {"user_id": request.form.get("user") or "anon", "user_info": {"team": team}}
+
         for name in sorted(EVENT_NAMES):
             pusher.webhooks.on(name)(self.webhooks.put)
 
@@ -111,6 +119,16 @@ class Stack:
             pusher.trigger(body["channel"], body["event"], body["data"], body.get("socket_id"))
             return {}
 
+        @app.post("/test/say")
+        def say() -> dict[str, Any]:
+            body = request.get_json()
+            pusher.trigger(body["channel"], body["event"], body["data"], to_others=True)
+            return {"x_socket_id": request.headers.get("X-Socket-ID")}
+
+        @app.route("/test/header", methods=["GET", "POST"])
+        def header() -> dict[str, Any]:
+            return {"x_socket_id": request.headers.get("X-Socket-ID")}
+
         @app.post("/test/send_to_user")
         def send_to_user() -> dict[str, Any]:
             body = request.get_json()
@@ -119,9 +137,12 @@ class Stack:
 
         return app
 
-    def run(self, scenario: str) -> list[dict[str, Any]]:
-        """Run one scenario in Node; return its observations (all but ``done``)."""
-        config = {"key": KEY, "wsPort": self.server.port, "flask": self.flask_url}
+    def run(self, scenario: str, **options: Any) -> list[dict[str, Any]]:
+        """Run one scenario in Node; return its observations (all but ``done``).
+
+        ``options`` are added to the scenario's config (``cfg`` in scenarios.js).
+        """
+        config = {"key": KEY, "wsPort": self.server.port, "flask": self.flask_url, **options}
         proc = subprocess.run(
             ["node", str(SCENARIOS), scenario, json.dumps(config)],
             cwd=ROOT,

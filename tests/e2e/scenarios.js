@@ -244,6 +244,57 @@ const scenarios = {
     out({ step: 'server', error: refusal.data });
   },
 
+  // A page-like client: flask-pusher.js, as served by the blueprint, adds
+  // X-Socket-ID to its same-origin requests; to_others=True leaves it out.
+  async to_others() {
+    globalThis.location = new URL(`${cfg.flask}/chat`);
+    globalThis.Pusher = Pusher;
+    const helper = await fetch(`${cfg.flask}/pusher/static/flask-pusher.js`);
+    if (!helper.ok) throw new Error(`flask-pusher.js: ${helper.status}`);
+    require('vm').runInThisContext(await helper.text());
+    const before = await (await fetch(`${cfg.flask}/test/header`, { method: 'POST' })).json();
+    out({ step: 'not_connected', header: before.x_socket_id });
+    const page = connect('ann');
+    const { channel: pageChannel } = await subscribe(page, 'news');
+    const found = await (await fetch(`${cfg.flask}/test/header`, { method: 'POST' })).json();
+    out({ step: 'found', header_is_page: found.x_socket_id === page.connection.socket_id });
+    // This process holds a second client too: name the page's (else: the last connected).
+    FlaskPusher.use(page);
+    const other = connect('bob');
+    const { channel: otherChannel } = await subscribe(other, 'news');
+    const pageSaw = [];
+    pageChannel.bind('said', (d) => pageSaw.push(d));
+    const otherGot = next(otherChannel, 'said');
+    const said = await post('/test/say', { channel: 'news', event: 'said', data: { n: 1 } });
+    out({ step: 'said', header_is_page: said.x_socket_id === page.connection.socket_id });
+    out({ step: 'other_got', data: (await otherGot).data });
+    // A later event that the page does get: anything of the first would be before it.
+    const pageGot = next(pageChannel, 'after');
+    await trigger('news', 'after', { n: 2 });
+    await pageGot;
+    out({ step: 'page_saw', said: pageSaw });
+    const xhrLike = new Request(`${cfg.flask}/test/header`, { method: 'POST' });
+    const fromRequest = await (await fetch(xhrLike)).json();
+    out({ step: 'request_object', header_is_page: fromRequest.x_socket_id === page.connection.socket_id });
+    const crossOrigin = cfg.flask.replace('127.0.0.1', 'localhost');
+    const cross = await (await fetch(`${crossOrigin}/test/header`, { method: 'POST' })).json();
+    out({ step: 'cross_origin', header: cross.x_socket_id });
+  },
+
+  async channel_routes() {
+    const ann = connect('ann');
+    const { channel: order } = await subscribe(ann, 'private-orders.42');
+    out({ step: 'order_42', subscribed: order.subscribed });
+    const refused = ann.subscribe('private-orders.13');
+    const error = await next(refused, 'pusher:subscription_error');
+    out({ step: 'order_13', status: error.data.status });
+    const { channel: team } = await subscribe(ann, 'presence-team.red');
+    out({ step: 'team', me: team.members.me });
+    const got = next(order, 'shipped');
+    await trigger('private-orders.42', 'shipped', { at: 'noon' });
+    out({ step: 'event', data: (await got).data });
+  },
+
   async batch() {
     const PusherBatchAuthorizer = require('pusher-js-auth');
     // No channelAuthorization key at all, or pusher-js ignores the authorizer (§1.1).
@@ -255,7 +306,7 @@ const scenarios = {
     });
     clients.push(pusher);
     await next(pusher.connection, 'connected');
-    const names = ['private-a', 'private-b', 'presence-c', 'private-forbidden'];
+    const names = cfg.channels || ['private-a', 'private-b', 'presence-c', 'private-forbidden'];
     const results = names.map((name) => {
       const channel = pusher.subscribe(name);
       return Promise.race([

@@ -102,6 +102,47 @@ def test_pusher_js_auth_batch(stack: Stack) -> None:
     assert "channel_name[3]=private-forbidden" in stack.auth_requests[0]
 
 
+def test_to_others_leaves_out_the_page_that_posted(stack: Stack) -> None:
+    """flask-pusher.js sends X-Socket-ID on same-origin requests once connected;
+    trigger(..., to_others=True) leaves that connection out (reference §4.2)."""
+    assert stack.run("to_others") == [
+        {"step": "not_connected", "header": None},
+        {"step": "found", "header_is_page": True},
+        {"step": "said", "header_is_page": True},
+        {"step": "other_got", "data": {"n": 1}},
+        {"step": "page_saw", "said": []},
+        {"step": "request_object", "header_is_page": True},
+        {"step": "cross_origin", "header": None},
+    ]
+
+
+def test_channel_routes_through_pusher_js(stack: Stack) -> None:
+    assert stack.run("channel_routes") == [
+        {"step": "order_42", "subscribed": True},
+        {"step": "order_13", "status": 403},
+        {"step": "team", "me": {"id": "ann", "info": {"team": "red"}}},
+        {"step": "event", "data": {"at": "noon"}},
+    ]
+
+
+def test_channel_routes_in_a_pusher_js_auth_batch(stack: Stack) -> None:
+    channels = [
+        "private-orders.1",
+        "private-orders.13",
+        "presence-team.blue",
+        "presence-team.forbidden",
+    ]
+    results = {line["name"]: line for line in stack.run("batch", channels=channels)}
+    assert results == {
+        "private-orders.1": {"name": "private-orders.1", "ok": True},
+        "private-orders.13": {"name": "private-orders.13", "ok": False},
+        "presence-team.blue": {"name": "presence-team.blue", "ok": True, "me": "carol"},
+        # No route matches: @pusher.auth refuses it.
+        "presence-team.forbidden": {"name": "presence-team.forbidden", "ok": False},
+    }
+    assert len(stack.auth_requests) == 1, stack.auth_requests
+
+
 def test_webhooks_reach_the_extensions_handlers(stack: Stack) -> None:
     """The server sends, the extension verifies, the handlers run."""
     stack.run("presence")

@@ -49,7 +49,7 @@ def user_auth(socket_id: str, user_data: dict[str, Any]) -> dict[str, str]:
 class WS:
     """A Pusher client over aiohttp that records every frame it receives."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse[bool]) -> None:
         self.ws = ws
         self.socket_id = ""
 

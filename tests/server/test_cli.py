@@ -34,6 +34,15 @@ def exit_code(argv: list[str]) -> int:
     return CliRunner().invoke(main, argv).exit_code
 
 
+def test_credentials_may_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[Any] = []
+    monkeypatch.setattr("flask_pusher.server.cli.serve", lambda *args: seen.append(args))
+    env = {"PUSHER_APP_ID": "1", "PUSHER_KEY": "k", "PUSHER_SECRET": "s"}
+    result = CliRunner().invoke(main, ["--port", "0"], env=env)
+    assert result.exit_code == 0, result.output
+    assert seen == [([AppConfig("1", "k", "s")], "127.0.0.1", 0, False)]
+
+
 def test_options_make_one_app() -> None:
     apps = apps_from_options("1", "k", "s", None, ["http://h/1"])
     assert apps == [AppConfig("1", "k", "s", webhooks=[WebhookConfig("http://h/1")])]

@@ -46,7 +46,7 @@ def core(clock: Clock) -> Core:
 
 def connect(core: Core) -> Connection:
     effects = core.connect(core.apps_by_key[KEY])
-    conn = effects.result
+    conn: Connection = effects.result
     (greeting,) = effects.sends
     assert greeting.to == (conn,)
     frame = json.loads(greeting.frame)

@@ -3,23 +3,32 @@ never a 500 and never a traceback in the log (issue 7; reference §4.5, §5.12).
 
 from __future__ import annotations
 
+import atexit
 import base64
+import contextlib
 import json
 import logging
 import os
 import socket
+import string
 import struct
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import HealthCheck
+from hypothesis import settings
+from hypothesis import strategies as st
 
+from flask_pusher.server import AppConfig
 from flask_pusher.server import LocalServer
 
 from .helpers import APP_ID
 from .helpers import KEY
 from .helpers import pusher_client
+from .helpers import SECRET
 from .helpers import user_auth
 
 TIMEOUT = 10.0
@@ -87,7 +96,10 @@ def test_expect_100_continue_still_works(server: LocalServer) -> None:
 
 MALFORMED = [
     b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n",
-    b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(200)) + b"\r\n",
+    # 200 headers: a 400 since aiohttp 3.11, a 200 before; Connection: close either way.
+    b"GET / HTTP/1.1\r\nConnection: close\r\n"
+    + b"".join(b"X-%d: 1\r\n" % i for i in range(200))
+    + b"\r\n",
     b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
     b"GET / HTTP/9.9\r\n\r\n",
     b"GET " + b"/a" * 5000 + b" HTTP/1.1\r\n\r\n",
@@ -97,13 +109,13 @@ MALFORMED = [
 ]
 
 
-def test_malformed_requests_get_a_400_and_no_traceback(
+def test_malformed_requests_get_no_500_and_no_traceback(
     server: LocalServer, logged: pytest.LogCaptureFixture
 ) -> None:
     for _ in range(10):
         for request in MALFORMED:
             response = raw_request(server, request)
-            assert 400 <= status_of(response) < 500, (request[:60], response[:200])
+            assert status_of(response) < 500, (request[:60], response[:200])
     # At most one line about them, whoever sends how many (rate-limited).
     lines = [r for r in logged.records if r.name == "flask_pusher.server.http"]
     assert len(lines) <= 1, [r.getMessage() for r in lines]
@@ -244,3 +256,105 @@ def wait_for_no_connections(server: LocalServer) -> None:
     while any(app.connections for app in core.apps_by_id.values()):
         assert time.monotonic() < deadline, "connections were not forgotten"
         time.sleep(0.01)
+
+
+# -- property test: arbitrary requests ------------------------------------------
+
+TOKEN = st.text(alphabet=string.ascii_letters + string.digits + "-_", min_size=1, max_size=20)
+HEADER_VALUE = st.one_of(
+    st.binary(max_size=64).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
+    st.sampled_from([b"gzip", b"deflate", b"br", b"identity", b"100-continue", b"x" * 9000]),
+)
+PATHS = [
+    f"/apps/{APP_ID}/events",
+    f"/apps/{APP_ID}/batch_events",
+    f"/apps/{APP_ID}/channels",
+    f"/apps/{APP_ID}/channels/news",
+    f"/apps/{APP_ID}/channels/presence-a/users",
+    f"/apps/{APP_ID}/users/u1/terminate_connections",
+    "/users/u1/terminate_connections",
+    "/apps/nope/events",
+    "/",
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    method=st.one_of(
+        st.sampled_from(["GET", "POST", "PUT", "DELETE", "TRACE", "PROPFIND", "OPTIONS"]), TOKEN
+    ),
+    path=st.sampled_from(PATHS),
+    query=st.sampled_from(["", f"?auth_key={KEY}", "?auth_key=x&auth_signature=%ff"]),
+    headers=st.lists(
+        st.tuples(
+            st.one_of(
+                st.sampled_from(
+                    ["Content-Encoding", "Expect", "Content-Type", "Transfer-Encoding"]
+                ),
+                TOKEN,
+            ),
+            HEADER_VALUE,
+        ),
+        max_size=8,
+    ),
+    many=st.integers(0, 150),
+    body=st.binary(max_size=300),
+)
+def test_arbitrary_requests_get_no_500_and_no_traceback(
+    method: str,
+    path: str,
+    query: str,
+    headers: list[tuple[str, bytes]],
+    many: int,
+    body: bytes,
+) -> None:
+    server = PROPERTY_SERVER.get()
+    lines = [f"{method} {path}{query} HTTP/1.1".encode(), b"Host: x", b"Connection: close"]
+    lines += [name.encode() + b": " + value for name, value in headers]
+    lines += [b"X-Filler-%d: 1" % i for i in range(many)]
+    if not any(name.lower() == "transfer-encoding" for name, _ in headers):
+        lines.append(b"Content-Length: %d" % len(body))
+    with capture_server_log() as records:
+        response = raw_request(server, b"\r\n".join(lines) + b"\r\n\r\n" + body)
+    if response:  # aiohttp may close at once on a request it cannot frame
+        assert status_of(response) < 500, response[:300]
+    assert [r for r in records if r.exc_info or r.levelno >= logging.ERROR] == []
+
+
+class _PropertyServer:
+    """One server for every example (hypothesis cannot use function-scoped fixtures)."""
+
+    def __init__(self) -> None:
+        self.server: LocalServer | None = None
+
+    def get(self) -> LocalServer:
+        if self.server is None:
+            self.server = LocalServer([AppConfig(APP_ID, KEY, SECRET)]).start()
+            atexit.register(self.server.stop)
+        return self.server
+
+
+PROPERTY_SERVER = _PropertyServer()
+
+
+@contextlib.contextmanager
+def capture_server_log() -> Iterator[list[logging.LogRecord]]:
+    """Every record the server's and aiohttp's loggers emit meanwhile, at any level."""
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Collect(logging.DEBUG)
+    loggers = [logging.getLogger(name) for name in ("flask_pusher.server", "aiohttp")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    try:
+        yield records
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)

@@ -55,7 +55,7 @@ class ServerModel(RuleBasedStateMachine):
         return [s for s in self.slots.values() if channel in s.channels]
 
     def members(self, channel: str) -> set[str]:
-        return {s.channels[channel] for s in self.subscribers(channel)} - {None}  # type: ignore[misc]
+        return {m for s in self.subscribers(channel) if (m := s.channels[channel]) is not None}
 
     def snapshot(self) -> dict[str, tuple[int, frozenset[str]]]:
         names = {c for s in self.slots.values() for c in s.channels}

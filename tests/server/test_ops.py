@@ -301,7 +301,7 @@ def test_http_api_calls_get_a_request_id_in_the_answer_and_the_log(
                 assert r.headers["X-Request-Id"] != headers["X-Request-Id"]
             await asyncio.to_thread(client.trigger, "c", "e", {})
             records = [r for r in caplog.records if hasattr(r, "request_id")]
-            assert generated in {r.request_id for r in records}  # type: ignore[attr-defined]
+            assert generated in {r.request_id for r in records}
             lines = [r.getMessage() for r in records]
             assert any("-> 401" in line and generated in line for line in lines)
             assert any("-> 404" in line and "nginx-7f3a" in line for line in lines)

@@ -55,7 +55,10 @@ function startChat(pusher, { me, urls }) {
     typing.delete(from);
     showTyping();
   });
-  onSubmit("#message-form", (text) => post(urls.messages, { text }));
+  onSubmit("#message-form", (text) => {
+    lastTyped = 0; // the message ends the typing: the next keystroke says so again
+    return post(urls.messages, { text });
+  });
 
   // Presence: who is online. Each member's id is their name (realtime.py).
   const presence = pusher.subscribe("presence-room");
@@ -81,19 +84,29 @@ function startChat(pusher, { me, urls }) {
     closeDirectMessages(id);
   }
 
-  // "typing...": a client event on the presence channel, at most one every 2 s.
+  // "typing...": a client event on the presence channel, at most one every 2 s,
+  // and {typing: false} at once when the text is cleared, so that it goes away.
   // Client events go from browser to browser through Pusher, not through Flask.
   const typing = new Map(); // name -> timer that hides it
   let lastTyped = 0;
-  $("#message-form input").addEventListener("input", () => {
-    if (presence.subscribed && Date.now() - lastTyped > 2000) {
-      presence.trigger("client-typing", {});
+  $("#message-form input").addEventListener("input", (event) => {
+    if (!presence.subscribed) return;
+    if (!event.target.value.trim()) {
+      if (lastTyped) presence.trigger("client-typing", { typing: false });
+      lastTyped = 0;
+    } else if (Date.now() - lastTyped > 2000) {
+      presence.trigger("client-typing", { typing: true });
       lastTyped = Date.now();
     }
   });
   presence.bind("client-typing", (data, metadata) => {
     const who = metadata.user_id;
     clearTimeout(typing.get(who));
+    if (data && data.typing === false) {
+      typing.delete(who);
+      showTyping();
+      return;
+    }
     typing.set(
       who,
       setTimeout(() => {
@@ -123,13 +136,24 @@ function startChat(pusher, { me, urls }) {
     // Offer the recipient once the channel is open, so that no message is missed.
     channel.bind("pusher:subscription_succeeded", () => {
       if (!$(`#dm-to option[value="${other}"]`)) $("#dm-to").append(new Option(other, other));
+      showRecipients();
     });
   }
 
   function closeDirectMessages(other) {
     pusher.unsubscribe(dmChannelName(other));
     $(`#dm-to option[value="${other}"]`)?.remove();
+    showRecipients();
   }
+
+  // With nobody to write to, the recipient list says so and the form is off.
+  function showRecipients() {
+    const nobody = !$('#dm-to option:not([value=""])');
+    $('#dm-to option[value=""]')?.remove();
+    if (nobody) $("#dm-to").prepend(new Option("Nobody else is online", "", true, true));
+    for (const field of $("#dm-form").elements) field.disabled = nobody;
+  }
+  showRecipients();
   onSubmit("#dm-form", (text) => post(urls.dm, { to: $("#dm-to").value, text }));
 
   // Encrypted room: pusher-js (with-encryption build) decrypts with the key the

@@ -1,0 +1,1 @@
+"""Production setup files: nginx, systemd units, gunicorn entry point; see docs/deploying.rst."""
