@@ -20,6 +20,7 @@ from flask_pusher.server import WebhookConfig
 from flask_pusher.server.cli import apps_from_options
 from flask_pusher.server.cli import load_config
 from flask_pusher.server.cli import main
+from flask_pusher.server.cli import OpsOptions
 
 from .helpers import APP_ID
 from .helpers import KEY
@@ -40,7 +41,28 @@ def test_credentials_may_come_from_the_environment(monkeypatch: pytest.MonkeyPat
     env = {"PUSHER_APP_ID": "1", "PUSHER_KEY": "k", "PUSHER_SECRET": "s"}
     result = CliRunner().invoke(main, ["--port", "0"], env=env)
     assert result.exit_code == 0, result.output
-    assert seen == [([AppConfig("1", "k", "s")], "127.0.0.1", 0, False)]
+    assert seen == [([AppConfig("1", "k", "s")], "127.0.0.1", 0, False, OpsOptions())]
+
+
+def test_operations_options_reach_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[Any] = []
+    argv = ["--app-id", "1", "--key", "k", "--secret", "s", "--console", "--no-metrics"]
+    argv += ["--metrics-prefix", "soketi_", "--metrics-port", "9601", "--node", "n1"]
+    argv += ["--shutdown-delay", "2.5"]
+    monkeypatch.setattr("flask_pusher.server.serve.run", lambda *args, **kw: seen.append(kw))
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 0, result.output
+    assert seen == [
+        {
+            "debug": False,
+            "metrics": False,
+            "metrics_prefix": "soketi_",
+            "metrics_port": 9601,
+            "node": "n1",
+            "console": True,
+            "shutdown_delay": 2.5,
+        }
+    ]
 
 
 def test_options_make_one_app() -> None:
