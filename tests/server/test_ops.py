@@ -59,6 +59,10 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples[f"pusher_{name}", frozenset({"app_id": APP_ID, **labels}.items())]
 
 
+async def metric_is(session: Session, url: str, name: str, expected: float) -> bool:
+    return value(await scrape(session, url), name) == expected
+
+
 async def until(check: Callable[[], Any], timeout: float = TIMEOUT) -> None:
     """Wait for ``check()`` (maybe a coroutine) to be true, bounded."""
     deadline = asyncio.get_running_loop().time() + timeout
@@ -138,12 +142,7 @@ def test_every_metric_moves_as_clients_connect_subscribe_receive_and_leave() -> 
             # The webhook: one failed request, then the retry delivered it.
             receiver.events()
             receiver.events()
-
-            async def delivered() -> bool:
-                samples = await scrape(session, url)
-                return value(samples, "webhooks_sent_total") == 1
-
-            await until(delivered)
+            await until(lambda: metric_is(session, url, "webhooks_sent_total", 1))
             four = await scrape(session, url)
             assert value(four, "webhooks_failed_total") == 1
             assert value(four, "webhooks_retrying") == 0
@@ -153,12 +152,7 @@ def test_every_metric_moves_as_clients_connect_subscribe_receive_and_leave() -> 
             assert 0 <= lag < 1.0
             await alice.close()
             await bob.close()
-
-            async def left() -> bool:
-                samples = await scrape(session, url)
-                return value(samples, "connected") == 0
-
-            await until(left)
+            await until(lambda: metric_is(session, url, "connected", 0))
             five = await scrape(session, url)
             assert value(five, "new_disconnections_total") == 2
             assert value(five, "occupied_channels") == 0
