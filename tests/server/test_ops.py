@@ -543,6 +543,7 @@ def test_console_shows_webhook_attempts_with_status_latency_and_retry() -> None:
             assert all(a["url"] == receiver.url and a["latency"] >= 0 for a in attempts)
             assert attempts[0]["events"] == ["channel_occupied"]
             await ws.close()
+            stream.response.close()  # aiohttp 3.10 leaves an unreleased stream open
 
         run_scenario(scenario)
     receiver.close()
