@@ -34,6 +34,8 @@ from .config import DEFAULT_METRICS_PREFIX
 from .console import Console
 from .console import is_loopback
 from .core import Core
+from .http_api import add_fallback
+from .http_api import add_route
 from .http_api import APICall
 from .http_api import HTTPApi
 from .metrics import IOCounts
@@ -208,23 +210,24 @@ class Server:
         """The aiohttp application with every route and the lifecycle hooks."""
         app = web.Application()
         app[SERVER] = self
-        app.router.add_get("/app/{key}", self.websocket)
-        app.router.add_get("/", self.index)
+        add_route(app, "GET", "/app/{key}", self.websocket)
+        add_route(app, "GET", "/", self.index)
         self.api.add_routes(app)
         if self.metrics_port is None:
             self.add_ops_routes(app)
         if self.console is not None:
             self.console.add_routes(app)
+        add_fallback(app)
         app.cleanup_ctx.append(self._lifetime)
         app.on_shutdown.append(self._close_clients)
         return app
 
     def add_ops_routes(self, app: web.Application) -> None:
         """``/health``, ``/ready`` and, with metrics on, ``/metrics``."""
-        app.router.add_get("/health", self.health)
-        app.router.add_get("/ready", self.ready)
+        add_route(app, "GET", "/health", self.health)
+        add_route(app, "GET", "/ready", self.ready)
         if self.metrics is not None:
-            app.router.add_get("/metrics", self.scrape)
+            add_route(app, "GET", "/metrics", self.scrape)
 
     def set_node(self, node: str) -> None:
         """Name this server process (metrics' ``node`` label, console events)."""
@@ -677,6 +680,7 @@ async def start_site(server: Server, host: str, port: int) -> tuple[web.AppRunne
 async def _start_ops_site(server: Server, host: str, port: int) -> web.AppRunner:
     app = web.Application()
     server.add_ops_routes(app)
+    add_fallback(app)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, logger=http_log)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

@@ -42,6 +42,7 @@ from aiohttp_sse import sse_response
 from .. import names
 from .core import Core
 from .errors import APIError
+from .http_api import add_route
 from .protocol import loads
 from .state import AppState
 from .state import Effects
@@ -128,12 +129,12 @@ class Console:
 
     def add_routes(self, app: web.Application) -> None:
         """``/console`` and its endpoints."""
-        app.router.add_get("/console", self.page)
-        app.router.add_post("/console/login", self.login)
-        app.router.add_post("/console/logout", self.logout)
-        app.router.add_get("/console/events", self.events)
-        app.router.add_get("/console/state", self.state)
-        app.router.add_post("/console/trigger", self.trigger)
+        add_route(app, "GET", "/console", self.page)
+        add_route(app, "POST", "/console/login", self.login)
+        add_route(app, "POST", "/console/logout", self.logout)
+        add_route(app, "GET", "/console/events", self.events)
+        add_route(app, "GET", "/console/state", self.state)
+        add_route(app, "POST", "/console/trigger", self.trigger)
 
     # -- events -----------------------------------------------------------
 

@@ -99,6 +99,33 @@ def request_id(request: web.Request) -> str:
     return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
 
 
+def add_route(app: web.Application, method: str, path: str, handler: Handler) -> None:
+    """Register ``handler`` with :func:`expect_handler` for its ``Expect`` headers."""
+    app.router.add_route(method, path, handler, expect_handler=expect_handler)
+
+
+def add_fallback(app: web.Application) -> None:
+    """Register, last, the route that answers 404 and 405 (with ``Allow``).
+
+    Without it a request matching no route would meet aiohttp's default
+    ``Expect`` handler, which answers 500 for a header value it cannot encode.
+    """
+    catch_all = app.router.add_resource("/{tail:.*}")
+
+    async def fallback(request: web.Request) -> web.StreamResponse:
+        allowed: set[str] = set()
+        for resource in request.app.router.resources():
+            if resource is not catch_all:
+                allowed |= (await resource.resolve(request))[1]
+        if allowed:
+            raise web.HTTPMethodNotAllowed(
+                request.method, sorted(allowed), text="Method not allowed\n"
+            )
+        raise web.HTTPNotFound(text="Not found\n")
+
+    catch_all.add_route("*", fallback, expect_handler=expect_handler)
+
+
 class HTTPApi:
     """Route handlers bound to a :class:`Core` and a function applying effects.
 
@@ -154,9 +181,7 @@ class HTTPApi:
         ):
             routes.append(("POST", path, "terminate", terminate))
         for method, path, name, operation in routes:
-            app.router.add_route(
-                method, path, self._handler(name, operation), expect_handler=expect_handler
-            )
+            add_route(app, method, path, self._handler(name, operation))
 
     def _handler(self, name: str, operation: Operation) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:

@@ -74,17 +74,35 @@ def test_a_gzip_body_that_is_not_gzip_is_a_400(
 
 
 @pytest.mark.parametrize("expect", [b"100-contin\xffue", b"\xe2\x98\x83", b"something-else"])
+@pytest.mark.parametrize(
+    "request_line",
+    [f"POST /apps/{APP_ID}/events", f"GET /apps/{APP_ID}/events", "POST /", "GET /nowhere"],
+)
 def test_an_expect_header_nobody_can_meet_is_a_417(
-    server: LocalServer, logged: pytest.LogCaptureFixture, expect: bytes
+    server: LocalServer, logged: pytest.LogCaptureFixture, expect: bytes, request_line: str
 ) -> None:
+    """On every path and method, a route of the API's or not: aiohttp's default
+    handler answered 500 for a value it could not encode, even on a 404 or 405."""
     request = (
-        f"POST /apps/{APP_ID}/events HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
-        "Connection: close\r\n".encode()
+        f"{request_line} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n".encode()
         + b"Expect: "
         + expect
         + b"\r\n\r\n{}"
     )
     assert status_of(raw_request(server, request)) == 417
+
+
+@pytest.mark.parametrize(
+    ("request_line", "status", "allow"),
+    [("PROPFIND /", 405, "GET"), (f"GET /apps/{APP_ID}/events", 405, "POST"), ("GET /x", 404, "")],
+)
+def test_unknown_paths_and_methods_get_404_and_405(
+    server: LocalServer, request_line: str, status: int, allow: str
+) -> None:
+    request = f"{request_line} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    response = raw_request(server, request.encode())
+    assert status_of(response) == status
+    assert (f"Allow: {allow}\r\n".encode() in response) == bool(allow)
 
 
 def test_expect_100_continue_still_works(server: LocalServer) -> None:
@@ -275,10 +293,14 @@ PATHS = [
     "/users/u1/terminate_connections",
     "/apps/nope/events",
     "/",
+    "/health",
+    "/metrics",
+    "/app/" + KEY,
+    "/nowhere",
 ]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     method=st.one_of(
         st.sampled_from(["GET", "POST", "PUT", "DELETE", "TRACE", "PROPFIND", "OPTIONS"]), TOKEN
