@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
-from aiohttp import WSMsgType
 from aiohttp.http_exceptions import HttpProcessingError
 
 from . import protocol
@@ -47,6 +46,8 @@ from .state import Effects
 from .state import Send
 from .webhooks import WebhookAttempt
 from .webhooks import WebhookSender
+from .wsocket import hand_off
+from .wsocket import PusherSocket
 
 log = logging.getLogger("flask_pusher.server")
 
@@ -196,9 +197,9 @@ class Server:
         #: mode adds one that its shared store answers.
         self.readiness_checks: list[Callable[[], str | None]] = []
         self.api = HTTPApi(self.core, self.apply, self._api_call)
-        self._tasks: set[asyncio.Task[Any]] = set()
         # The only map from the core's connections to sockets.
-        self._sockets: dict[Connection, tuple[web.WebSocketResponse, asyncio.Transport]] = {}
+        # The only map from the core's connections to sockets.
+        self._sockets: dict[Connection, PusherSocket[Connection]] = {}
         self._pending: list[Send] = []
         self._pending_closes: list[tuple[Connection, int, str]] = []
         self._flush_scheduled = False
@@ -378,12 +379,12 @@ class Server:
 
     def _write(self, conn: Connection, data: bytes) -> None:
         """Write pre-encoded frames to ``conn`` unless its close has begun."""
-        entry = self._sockets.get(conn)
-        if entry is None:
-            return
-        ws, transport = entry
-        if ws.closed or transport.is_closing():
+        sock = self._sockets.get(conn)
+        if sock is None or sock.closing:
             return  # nothing after a Close frame (RFC 6455 section 5.5.1)
+        transport = sock.transport
+        if transport.is_closing():
+            return
         if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             # A subscriber that does not read must not hold up the others, nor
             # keep its buffer and its subscriptions (a presence member others
@@ -396,23 +397,13 @@ class Server:
         transport.write(data)
 
     def _begin_close(self, conn: Connection, code: int, reason: str) -> None:
-        """Close ``conn``: the core forgets it now, the socket closes after."""
+        """Close ``conn``: the core forgets it now, the socket closes after the
+        client's Close reply (or :data:`~.wsocket.CLOSE_TIMEOUT` seconds)."""
         self.apply(self.core.disconnect(conn))
-        entry = self._sockets.get(conn)
-        if entry is not None:
+        sock = self._sockets.get(conn)
+        if sock is not None:
             log.debug("closing %s with %d: %s", conn.socket_id, code, reason)
-            self._spawn(self._close(entry[0], code, reason))
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    @staticmethod
-    async def _close(ws: web.WebSocketResponse, code: int, reason: str) -> None:
-        # No drain: a client that stopped reading would make it wait forever
-        # (the close reply is still awaited, for up to the socket's timeout).
-        await ws.close(code=code, message=_reason(reason), drain=False)
+            sock.close(code, _reason(reason).decode())
 
     # -- WebSocket --------------------------------------------------------
 
@@ -453,44 +444,49 @@ class Server:
             return ws
         greeting = self.core.connect(app)
         conn: Connection = greeting.result
-        self._sockets[conn] = (ws, transport)
+        sock = PusherSocket(transport, self, conn, MAX_FRAME_SIZE)
+        self._sockets[conn] = sock
         self._idle.clear()
         counts = self._counts
         if counts is not None:
             counts[app].new_connections += 1
-        started = time.monotonic()
         if console is not None and console.watching:
             console.emit("connection", app.config.app_id, **_client(conn, request))
-        del request  # not kept alive for the connection's lifetime
-        try:
-            self.apply(greeting)
-            del greeting
-            async for msg in ws:
-                if msg.type == WSMsgType.TEXT:
-                    self._receive(conn, msg.data)
-                elif msg.type == WSMsgType.BINARY:
-                    self.apply(self.core.binary(conn))
-        except ConnectionError:
-            # aiohttp's automatic pong to a client that reset the connection.
-            log.debug("connection %s lost", conn.socket_id)
-        finally:
-            if console is not None and console.watching:
-                console.emit(
-                    "disconnection",
-                    app.config.app_id,
-                    socket_id=conn.socket_id,
-                    user_id=conn.user_id,
-                    code=ws.close_code,
-                    lifetime=round(time.monotonic() - started, 3),
-                    channels=sorted(conn.channels),
-                )
-            self.apply(self.core.disconnect(conn))
-            self._sockets.pop(conn, None)
-            if not self._sockets:
-                self._idle.set()
-            if counts is not None:
-                counts[app].disconnections += 1
-        return ws
+        # aiohttp forgets the connection (its request, parser and tasks, about
+        # 11 KB of an idle connection's 15): from now on the socket is sock's.
+        response = hand_off(request, sock)
+        self.apply(greeting)
+        return response
+
+    # -- PusherSocket's owner ---------------------------------------------
+
+    def on_text(self, conn: Connection, text: str) -> None:
+        """A text message from ``conn``."""
+        self._receive(conn, text)
+
+    def on_binary(self, conn: Connection) -> None:
+        """A binary message from ``conn``: not part of the Pusher protocol."""
+        self.apply(self.core.binary(conn))
+
+    def on_lost(self, conn: Connection) -> None:
+        """``conn``'s TCP connection is gone: forget it."""
+        sock = self._sockets.pop(conn, None)
+        console = self.console
+        if console is not None and console.watching and sock is not None:
+            console.emit(
+                "disconnection",
+                conn.app.config.app_id,
+                socket_id=conn.socket_id,
+                user_id=conn.user_id,
+                code=sock.close_code,
+                lifetime=round(asyncio.get_running_loop().time() - sock.opened_at, 3),
+                channels=sorted(conn.channels),
+            )
+        self.apply(self.core.disconnect(conn))
+        if not self._sockets:
+            self._idle.set()
+        if self._counts is not None:
+            self._counts[conn.app].disconnections += 1
 
     def _receive(self, conn: Connection, text: str) -> None:
         counts = self._counts
@@ -531,8 +527,6 @@ class Server:
         await self.webhooks.close()
         if self._ops_runner is not None:
             await self._ops_runner.cleanup()
-        for task in list(self._tasks):
-            task.cancel()
 
     async def _tick_forever(self) -> None:
         loop = asyncio.get_running_loop()
@@ -559,8 +553,8 @@ class Server:
                 len(self._sockets),
                 CLOSE_WAIT,
             )
-            for _ws, transport in list(self._sockets.values()):
-                transport.abort()
+            for sock in list(self._sockets.values()):
+                sock.transport.abort()
 
 
 #: The :class:`Server` of an aiohttp application made by :meth:`Server.make_app`.

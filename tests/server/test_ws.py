@@ -455,3 +455,28 @@ def test_stalled_client_is_dropped_and_leaves_presence(server: LocalServer) -> N
         run_scenario(scenario)
     finally:
         bob.sock.close()
+
+
+def test_aiohttp_forgets_a_websocket_once_its_handshake_is_done(server: LocalServer) -> None:
+    """After the handshake the socket is the server's PusherSocket's, and aiohttp
+    keeps nothing of the connection (its request, parser and tasks: about 11 KB of
+    an idle connection's 15; issue 7 item 4). This relies on how aiohttp's
+    RequestHandler lets go of a transport: a newer aiohttp that changes it fails here."""
+    assert server._runner is not None and server._server is not None
+    web_server, ours = server._runner.server, server._server
+    assert web_server is not None
+
+    async def scenario(session: aiohttp.ClientSession) -> None:
+        clients = [await WS.connect(session, server.ws_url) for _ in range(3)]
+        for client in clients:
+            await client.subscribe("news")
+        assert len(ours._sockets) == 3
+        assert web_server.connections == []
+        # Still served: an event reaches all three, and a close is answered.
+        pusher_client(server.port).trigger("news", "ev", "x")
+        for client in clients:
+            assert (await client.expect("ev"))["data"] == "x"
+        await clients[0].ws.close()
+        assert clients[0].ws.close_code == 1000
+
+    run_scenario(scenario)
