@@ -430,7 +430,12 @@ class NullTransport:
 
 
 class OpenSocket:
-    closed = False
+    """Stands for a ``PusherSocket`` whose close has not begun."""
+
+    closing = False
+
+    def __init__(self) -> None:
+        self.transport = NullTransport()
 
 
 async def flush_cost(mode: str, subscribers: int, triggers: int) -> float:
@@ -449,7 +454,7 @@ async def flush_cost(mode: str, subscribers: int, triggers: int) -> float:
     subscribe = json.dumps({"event": "pusher:subscribe", "data": {"channel": CHANNEL}})
     for _ in range(subscribers):
         conn = server.core.connect(app).result
-        server._sockets[conn] = (OpenSocket, NullTransport())  # type: ignore[assignment]
+        server._sockets[conn] = OpenSocket()  # type: ignore[assignment]
         server.core.receive(conn, subscribe)
     watcher = None
     console = server.console
