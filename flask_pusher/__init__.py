@@ -5,6 +5,8 @@ from .errors import ChannelAuthorizationDenied
 from .errors import ConfigurationError
 from .errors import InvalidRequest
 from .errors import InvalidWebhook
+from .errors import JSONMethodNotAllowed
+from .errors import JSONNotFound
 from .errors import PusherHTTPError
 from .errors import UserAuthenticationDenied
 from .errors import WebhookHandlerError
@@ -18,6 +20,8 @@ __all__ = [
     "ConfigurationError",
     "InvalidRequest",
     "InvalidWebhook",
+    "JSONMethodNotAllowed",
+    "JSONNotFound",
     "Pusher",
     "PusherHTTPError",
     "PusherSettings",

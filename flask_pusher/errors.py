@@ -20,6 +20,7 @@ from werkzeug.exceptions import Forbidden
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import InternalServerError
 from werkzeug.exceptions import MethodNotAllowed
+from werkzeug.exceptions import NotFound
 from werkzeug.exceptions import Unauthorized
 
 
@@ -97,6 +98,11 @@ class WebhookHandlerError(PusherHTTPError, InternalServerError):
 class JSONMethodNotAllowed(PusherHTTPError, MethodNotAllowed):
     """405 with a JSON body and an ``Allow`` header: a method other than ``POST`` on the
     extension's routes (or ``GET`` on the auth route, with ``PUSHER_AUTH_JSONP`` on)."""
+
+
+class JSONNotFound(PusherHTTPError, NotFound):
+    """404 with a JSON body: a path under ``PUSHER_URL_PREFIX`` that no route of the
+    extension serves (``/pusher/events/bogus``, say)."""
 
 
 class ConfigurationError(ValueError):

@@ -19,6 +19,8 @@ Every error these routes answer is JSON: ``{"error": "..."}``.
 from __future__ import annotations
 
 import re
+import time
+import weakref
 from collections.abc import Callable
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from flask import Blueprint
 from flask import current_app
+from flask import Flask
 from flask import jsonify
 from flask import request
 from flask import Response
@@ -37,11 +40,13 @@ from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed
+from werkzeug.exceptions import NotFound
 
 from . import names
 from .errors import ChannelAuthorizationDenied
 from .errors import InvalidRequest
 from .errors import JSONMethodNotAllowed
+from .errors import JSONNotFound
 from .errors import PusherHTTPError
 from .errors import UserAuthenticationDenied
 from .errors import WebhookVerificationError
@@ -51,6 +56,11 @@ from .webhooks import verify
 
 if TYPE_CHECKING:
     from .extension import Pusher
+
+#: Seconds between two WARNING lines about refused webhooks of one app; the
+#: refusals in between are logged at DEBUG and counted in the next warning.
+REFUSAL_LOG_INTERVAL = 10.0
+_refusals: weakref.WeakKeyDictionary[Flask, tuple[float, int]] = weakref.WeakKeyDictionary()
 
 blueprint = Blueprint("pusher", __name__)
 #: The files that the ``pusher.static`` endpoint serves.
@@ -104,7 +114,8 @@ def _json_error(error: HTTPException) -> PusherHTTPError:
 
 
 def reject_other_methods() -> None:
-    """Answer a method the extension's routes do not take with a JSON 405.
+    """Answer a method the extension's routes do not take with a JSON 405, and a
+    path under ``PUSHER_URL_PREFIX`` that none of them serves with a JSON 404.
 
     Werkzeug's routing raises :exc:`~werkzeug.exceptions.MethodNotAllowed` before any
     blueprint is known, so the blueprint's error handler never sees it and Flask
@@ -114,6 +125,11 @@ def reject_other_methods() -> None:
     Other paths keep the app's own handling.
     """
     error = request.routing_exception
+    if isinstance(error, NotFound) and not isinstance(error, MethodNotAllowed):
+        prefix = current_app.extensions["pusher"].settings.url_prefix
+        if prefix and (request.path == prefix or request.path.startswith(prefix + "/")):
+            raise JSONNotFound(f"No Pusher route at {request.path[:200]}.")
+        return
     if not isinstance(error, MethodNotAllowed):
         return
     adapter = current_app.create_url_adapter(request)
@@ -367,8 +383,18 @@ def webhook_view(group: str | None = None) -> Response:
             request.get_data(),
         )
     except WebhookVerificationError as e:
-        # The access log shows only "401": say why on the app side.
-        current_app.logger.warning("Refused a Pusher webhook (401): %s", e.description)
+        # The access log shows only "401": say why on the app side, at WARNING at
+        # most once per REFUSAL_LOG_INTERVAL (anyone can send refused webhooks).
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        now = time.monotonic()
+        last, quiet = _refusals.get(app, (float("-inf"), 0))
+        if now - last >= REFUSAL_LOG_INTERVAL:
+            _refusals[app] = (now, 0)
+            more = f" ({quiet} more refused since the last warning)" if quiet else ""
+            current_app.logger.warning("Refused a Pusher webhook (401): %s%s", e.description, more)
+        else:
+            _refusals[app] = (last, quiet + 1)
+            current_app.logger.debug("Refused a Pusher webhook (401): %s", e.description)
         raise
     ext.webhooks.dispatch(payload)
     return jsonify({})

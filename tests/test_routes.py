@@ -80,3 +80,16 @@ def test_the_apps_own_routes_keep_their_405(app: Flask, pusher: Pusher) -> None:
     app.add_url_rule("/page", "page", lambda: "page")
     r = app.test_client().open("/page", method="PROPFIND")
     assert r.status_code == 405 and r.mimetype == "text/html"
+
+
+@pytest.mark.parametrize("path", ["/pusher", "/pusher/", "/pusher/events/bogus", "/pusher/x/y"])
+def test_unknown_paths_under_the_prefix_get_a_json_404(client: FlaskClient, path: str) -> None:
+    r = client.post(path)
+    assert r.status_code == 404 and r.is_json
+    assert "No Pusher route" in r.get_json()["error"]
+
+
+def test_the_apps_own_404s_are_left_alone(client: FlaskClient) -> None:
+    for path in ("/elsewhere", "/pusherish"):
+        r = client.get(path)
+        assert r.status_code == 404 and not r.is_json

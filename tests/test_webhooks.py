@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
@@ -13,6 +14,7 @@ from flask import request
 from flask.testing import FlaskClient
 
 from flask_pusher import Pusher
+from flask_pusher import views
 from flask_pusher.testing import webhook_request
 from flask_pusher.webhooks import GROUPS
 
@@ -212,7 +214,10 @@ def test_missing_headers_are_401(
 
 
 def test_a_refused_webhook_logs_a_warning_with_the_reason(
-    app: Flask, client: FlaskClient, caplog: pytest.LogCaptureFixture
+    app: Flask,
+    client: FlaskClient,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Issue 10 item 5: the access log alone showed "401", not why.
     with app.app_context():
@@ -223,10 +228,22 @@ def test_a_refused_webhook_logs_a_warning_with_the_reason(
     assert [r.levelname for r in stale] == ["WARNING"]
     assert "Refused a Pusher webhook (401)" in stale[0].getMessage()
     assert "time_ms" in stale[0].getMessage()
+    # Anyone can send refused webhooks: the next ones within the interval are DEBUG
+    # lines, counted in the next warning.
     caplog.clear()
-    status, _ = send(client, req.body, {**req.headers, "X-Pusher-Signature": "0" * 64})
-    assert status == 401
-    assert "does not match the body" in caplog.text
+    caplog.set_level(logging.DEBUG, app.logger.name)
+    forged = {**req.headers, "X-Pusher-Signature": "0" * 64}
+    for _ in range(3):
+        status, _ = send(client, req.body, forged)
+        assert status == 401
+    refused = [r for r in caplog.records if r.name == app.logger.name]
+    assert [r.levelname for r in refused] == ["DEBUG"] * 3
+    assert "does not match the body" in refused[0].getMessage()
+    caplog.clear()
+    monkeypatch.setattr(views, "REFUSAL_LOG_INTERVAL", 0.0)
+    send(client, req.body, forged)
+    (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "(3 more refused since the last warning)" in warning.getMessage()
 
 
 @pytest.mark.parametrize(
