@@ -43,6 +43,7 @@ from .. import names
 from .core import Core
 from .errors import APIError
 from .http_api import add_route
+from .http_api import read_body
 from .protocol import loads
 from .state import AppState
 from .state import Effects
@@ -219,16 +220,21 @@ class Console:
 
     async def login(self, request: web.Request) -> web.Response:
         """``POST /console/login``: check an app's secret; set the session cookie."""
-        form = await request.post()
+        try:
+            form = await request.post()
+        except Exception:  # a body aiohttp cannot parse (a broken multipart, say)
+            return _html("login.html", status=400, failed=True)
         secret = form.get("secret")
         found = None
         if isinstance(secret, str) and secret:
+            given = secret.encode("utf-8", "surrogateescape")
             for app_id, app in self.core.apps_by_id.items():
                 # compare_digest for each app: the time does not tell which matched.
-                if hmac.compare_digest(secret.encode(), app.config.secret.encode()):
+                if hmac.compare_digest(given, app.config.secret.encode()):
                     found = app_id
         if found is None:
-            log.info("console login refused from %s", request.remote)
+            # DEBUG: anyone who reaches the console can send these.
+            log.debug("console login refused from %s", request.remote)
             return _html("login.html", status=401, failed=True)
         expires = str(int(time.time()) + SESSION_SECONDS)
         response = web.HTTPSeeOther("/console")
@@ -346,7 +352,7 @@ class Console:
         if request.content_type != "application/json":
             return _json_error(415, "Send JSON (Content-Type: application/json).")
         try:
-            body = loads(await request.read())
+            body = loads(await read_body(request))
             if not isinstance(body, dict):
                 raise APIError(400, "Send a JSON object.")
             apps = {a.config.app_id: a for a in self._apps(allowed)}

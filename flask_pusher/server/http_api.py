@@ -193,7 +193,7 @@ class HTTPApi:
                 app = self.core.app_for_request(
                     request.match_info.get("app_id"), request.query.get("auth_key", "")
                 )
-                body = await _read(request)
+                body = await read_body(request)
                 paths = (request.path, request.raw_path.split("?", 1)[0])
                 self.core.authenticate(app, request.method, paths, request.query, body)
                 effects = operation(request, app, body)
@@ -237,7 +237,7 @@ class HTTPApi:
         return handler
 
 
-async def _read(request: web.Request) -> bytes:
+async def read_body(request: web.Request) -> bytes:
     """The request body, as sent after any ``Content-Encoding`` is undone.
 
     :raises APIError: 400 for a body that does not decode (a ``gzip`` body

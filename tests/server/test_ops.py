@@ -547,3 +547,33 @@ def test_console_shows_webhook_attempts_with_status_latency_and_retry() -> None:
 
         run_scenario(scenario)
     receiver.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "body", "status"),
+    [
+        # A multipart body aiohttp cannot parse: was a 500 with a traceback.
+        ("/console/login", {"Content-Type": "multipart/form-data; boundary=zz"}, b"{}", 400),
+        # A gzip body that is not gzip: was a 500 with a traceback.
+        (
+            "/console/trigger",
+            {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+            b"not gzip",
+            400,
+        ),
+    ],
+)
+def test_broken_console_bodies_are_a_400_without_traceback(
+    caplog: pytest.LogCaptureFixture, path: str, headers: dict[str, str], body: bytes, status: int
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with LocalServer([AppConfig(APP_ID, KEY, SECRET)], console=True) as server:
+
+        async def scenario(session: Session) -> None:
+            async with session.post(
+                server.url + path, data=body, headers=headers, skip_auto_headers=["Content-Type"]
+            ) as response:
+                assert response.status == status, await response.text()
+
+        run_scenario(scenario)
+    assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
