@@ -185,7 +185,7 @@ class Console:
 
         :raises web.HTTPForbidden: without a valid session where one is needed.
         """
-        if not self.login_required:
+        if not self._login_needed(request):
             return None
         token = request.cookies.get(COOKIE, "")
         app_id, _, rest = token.rpartition(":")
@@ -202,6 +202,13 @@ class Console:
             text=json.dumps({"error": "Log in to the console with the app's secret."}),
             content_type="application/json",
         )
+
+    def _login_needed(self, request: web.Request) -> bool:
+        """Whether ``request`` must show an app's secret: always off loopback, and
+        on loopback too when a proxy forwarded it (``Forwarded`` or
+        ``X-Forwarded-For``): then it may come from anywhere."""
+        headers = request.headers
+        return self.login_required or "Forwarded" in headers or "X-Forwarded-For" in headers
 
     def _sign(self, text: str) -> str:
         return hmac.new(self._key, text.encode(), "sha256").hexdigest()
@@ -267,7 +274,7 @@ class Console:
         reported = 0
         try:
             async with sse_response(request) as stream:
-                hello = {"type": "hello", "node": self.node, "login": self.login_required}
+                hello = {"type": "hello", "node": self.node, "login": self._login_needed(request)}
                 await stream.send(json.dumps(hello), event="hello")
                 while not self._closing and stream.is_connected():
                     try:

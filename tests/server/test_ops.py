@@ -577,3 +577,26 @@ def test_broken_console_bodies_are_a_400_without_traceback(
 
         run_scenario(scenario)
     assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize(
+    "forwarded", [{"X-Forwarded-For": "203.0.113.9"}, {"Forwarded": "for=203.0.113.9"}]
+)
+def test_on_loopback_a_proxied_request_must_log_in_too(forwarded: dict[str, str]) -> None:
+    """Behind a proxy on the same machine every request comes from 127.0.0.1: a
+    forwarded request may come from anywhere, so it needs the secret too."""
+    with LocalServer([AppConfig(APP_ID, KEY, SECRET)], console=True) as server:
+
+        async def scenario(session: Session) -> None:
+            async with session.get(server.url + "/console/state") as direct:
+                assert direct.status == 200
+            for path, status in (("/console", 401), ("/console/state", 403)):
+                async with session.get(server.url + path, headers=forwarded) as proxied:
+                    assert proxied.status == status
+            body = {"app_id": APP_ID, "channel": "c", "event": "e", "data": "{}"}
+            async with session.post(
+                server.url + "/console/trigger", json=body, headers=forwarded
+            ) as trigger:
+                assert trigger.status == 403
+
+        run_scenario(scenario)
