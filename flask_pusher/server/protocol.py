@@ -20,13 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .. import names
-
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-SERVER_TO_USER_PREFIX = names.SERVER_TO_USER_PREFIX
-MAX_EVENT_NAME = names.MAX_NAME_LENGTH
-valid_channel_name = names.valid_channel_name
 
 
 @dataclass(frozen=True, slots=True)

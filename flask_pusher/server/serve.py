@@ -95,7 +95,6 @@ class LocalServer:
         self._thread: threading.Thread | None = None
         self._server: Server | None = None
         self._runner: web.AppRunner | None = None
-        self._stopped: concurrent.futures.Future[None] | None = None
 
     @property
     def url(self) -> str:
@@ -128,7 +127,6 @@ class LocalServer:
         if self._thread is not None:
             raise RuntimeError("LocalServer is already started; call stop() first.")
         ready: concurrent.futures.Future[int] = concurrent.futures.Future()
-        self._stopped = concurrent.futures.Future()
         self._thread = threading.Thread(
             target=self._run_thread,
             args=(ready,),

@@ -18,13 +18,8 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
-from .. import names
 from . import protocol
 from .config import AppConfig
-
-is_presence = names.is_presence
-is_private = names.is_private
-is_cache = names.is_cache
 
 
 @dataclass(eq=False, slots=True)

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 from typing import TYPE_CHECKING
 
+from .. import names
 from . import protocol
 from .signing import check_auth
 
@@ -91,7 +92,7 @@ def signout(conn: Connection, effects: Effects) -> None:
             watchers.discard(conn)
             if not watchers:
                 del app.watchers[watched]
-    conn.channels.discard(protocol.SERVER_TO_USER_PREFIX + user_id)
+    conn.channels.discard(names.SERVER_TO_USER_PREFIX + user_id)
     conn.user_id = None
     conn.user_info = None
     conn.watchlist = ()
@@ -107,7 +108,7 @@ def signout(conn: Connection, effects: Effects) -> None:
 
 def subscribe_server_to_user(conn: Connection, name: str, effects: Effects) -> None:
     """Allow ``#server-to-user-<id>`` only to connections signed in as ``id``."""
-    user_id = name[len(protocol.SERVER_TO_USER_PREFIX) :]
+    user_id = name[len(names.SERVER_TO_USER_PREFIX) :]
     if conn.user_id != user_id:
         message = f"Only a connection signed in as {user_id!r} may subscribe to {name}"
         effects.send(conn, protocol.subscription_error(name, message, 403))
