@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -48,6 +49,9 @@ from .webhooks import WebhookAttempt
 from .webhooks import WebhookSender
 from .wsocket import hand_off
 from .wsocket import PusherSocket
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 log = logging.getLogger("flask_pusher.server")
 
@@ -153,8 +157,18 @@ class Server:
     :param shutdown_delay: seconds between the start of a shutdown and the end
         of listening, while ``/ready`` already answers 503, so that a load
         balancer stops sending clients first. Default 0.0 (``--shutdown-delay``).
-    :raises ValueError: as :class:`~flask_pusher.server.core.Core`, or for a
-        metrics prefix that cannot start a Prometheus metric name.
+    :param redis_url: join the cluster of every server started with this
+        Redis URL and ``redis_prefix`` (:mod:`flask_pusher.server.cluster`).
+        Default ``None``: serve alone, without importing redis (``--redis``,
+        ``PUSHER_SERVER_REDIS_URL``).
+    :param redis_prefix: the start of the cluster's Redis keys and channels.
+        Default ``"flask-pusher"`` (``--redis-prefix``).
+    :param node_timeout: seconds after which the other nodes of a cluster
+        take a silent node for dead and remove its connections. Default 30.0
+        (``--node-timeout``).
+    :raises ValueError: as :class:`~flask_pusher.server.core.Core`, for a
+        metrics prefix that cannot start a Prometheus metric name, or for a
+        Redis URL redis-py cannot use.
     """
 
     def __init__(
@@ -171,9 +185,27 @@ class Server:
         node: str | None = None,
         console: bool = False,
         shutdown_delay: float = 0.0,
+        redis_url: str | None = None,
+        redis_prefix: str = "flask-pusher",
+        node_timeout: float = 30.0,
     ) -> None:
         self.core = Core(apps)
-        self.webhooks = WebhookSender(webhook_delay, webhook_backoff, webhook_retry_for)
+        # In a cluster, Redis holds channel_vacated/member_removed back.
+        delay = webhook_delay if redis_url is None else 0.0
+        self.webhooks = WebhookSender(delay, webhook_backoff, webhook_retry_for)
+        self.cluster: Cluster | None = None
+        if redis_url is not None:
+            from .cluster import Cluster
+
+            self.cluster = Cluster(
+                self.core,
+                self.apply,
+                self.webhooks,
+                redis_url,
+                redis_prefix,
+                node_timeout,
+                webhook_delay,
+            )
         self.tick_interval = tick_interval
         self.node = node or ""
         self.metrics: Metrics | None = None
@@ -196,7 +228,11 @@ class Server:
         #: More readiness checks, each returning a reason or ``None``; cluster
         #: mode adds one that its shared store answers.
         self.readiness_checks: list[Callable[[], str | None]] = []
-        self.api = HTTPApi(self.core, self.apply, self._api_call)
+        view = None
+        if self.cluster is not None:
+            self.readiness_checks.append(self.cluster.not_ready)
+            view = self.cluster.view
+        self.api = HTTPApi(self.core, self.apply, self._api_call, view)
         # The only map from the core's connections to sockets.
         # The only map from the core's connections to sockets.
         self._sockets: dict[Connection, PusherSocket[Connection]] = {}
@@ -332,8 +368,12 @@ class Server:
             console = self.console
             if console is not None and console.watching:
                 console.effects(effects)
+            cluster = self.cluster
             for hook in effects.webhooks:
-                self.webhooks.emit(hook.app, hook.event)
+                if cluster is not None:
+                    cluster.hook(hook.app, hook.event)
+                else:
+                    self.webhooks.emit(hook.app, hook.event)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -524,7 +564,11 @@ class Server:
         ticker = asyncio.ensure_future(self._tick_forever())
         yield
         ticker.cancel()
+        if self.cluster is not None:
+            await self.cluster.stop_consuming()
         await self.webhooks.close()
+        if self.cluster is not None:
+            await self.cluster.close()
         if self._ops_runner is not None:
             await self._ops_runner.cleanup()
 
@@ -662,6 +706,8 @@ async def start_site(server: Server, host: str, port: int) -> tuple[web.AppRunne
     bound = int(runner.addresses[0][1])
     if not server.node:
         server.set_node(f"{socket.gethostname()}:{bound}")
+    if server.cluster is not None:
+        await server.cluster.start(server.node)
     if server.metrics_port is not None:
         try:
             server._ops_runner = await _start_ops_site(server, host, server.metrics_port)

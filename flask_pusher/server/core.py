@@ -41,6 +41,7 @@ from .state import AppState
 from .state import Channel
 from .state import Connection
 from .state import Effects
+from .state import StateView
 
 __all__ = ["APIError", "AppState", "Connection", "Core", "Effects"]
 
@@ -113,6 +114,8 @@ class Core:
             self._unsubscribe(conn, name, effects)
         users.signout(conn, effects)
         conn.app.connections.pop(conn.socket_id, None)
+        if conn.app.cluster is not None:
+            conn.app.cluster.disconnected(conn)
         log.debug("disconnected %s", conn.socket_id)
         return effects
 
@@ -189,15 +192,19 @@ class Core:
             # Already subscribed: confirm again, change nothing.
             effects.send(conn, self._succeeded_frame(app, name))
             return
+        cluster = app.cluster
         if user_id is not None:
+            if cluster is not None and cluster.up:
+                # The cluster decides, atomically, and answers with join_done().
+                cluster.join(conn, name, user_id, user_info)
+                return
             members = app.members(name)
             limit = app.config.max_presence_members
             if user_id not in members and len(members) >= limit:
-                message = f"Presence channel {name} is full ({limit} members)"
-                effects.send(conn, protocol.subscription_error(name, message, 403, "LimitReached"))
+                effects.send(conn, _full(name, limit))
                 return
         channel, occupied = app.subscribe(conn, name)
-        if occupied:
+        if occupied and cluster is None:
             effects.hook(app, {"name": "channel_occupied", "channel": name})
         conn.channels.add(name)
         if user_id is not None:
@@ -205,20 +212,63 @@ class Core:
                 conn.presence = {}
             conn.presence[name] = user_id
             if app.add_member(channel, user_id, user_info, conn):
+                # Here without a cluster, or with one that is unreachable.
                 frame = protocol.member_added(name, user_id, user_info)
                 effects.broadcast(channel.others(conn), frame)
-                effects.hook(app, {"name": "member_added", "channel": name, "user_id": user_id})
+                if cluster is None:
+                    hook = {"name": "member_added", "channel": name, "user_id": user_id}
+                    effects.hook(app, hook)
+        if cluster is not None:
+            cluster.subscribed(conn, name, user_id, user_info)
         effects.send(conn, self._succeeded_frame(app, name))
         log.debug("subscribed %s to %s", conn.socket_id, name)
-        if names.is_cache(name):
-            cached = self._cached(app, name)
-            if cached is not None:
-                effects.send(conn, protocol.channel_event(cached[0], name, cached[1]))
-            else:
-                effects.send(conn, protocol.cache_miss(name))
-                effects.hook(app, {"name": "cache_miss", "channel": name})
-        if not presence:
+        self._send_cached(conn, name, effects)
+        if not presence and cluster is None:
             self._count_changed(app, channel, effects)
+
+    def join_done(
+        self,
+        conn: Connection,
+        name: str,
+        user_id: str,
+        user_info: Any,
+        members: dict[str, Any] | None,
+    ) -> Effects:
+        """Complete a presence subscription a cluster decided.
+
+        :param members: the cluster-wide ``{user_id: user_info}`` including
+            ``user_id``, or ``None`` if the channel was full.
+        """
+        effects = Effects()
+        if conn.closing or name in conn.channels:
+            return effects
+        app = conn.app
+        if members is None:
+            effects.send(conn, _full(name, app.config.max_presence_members))
+            return effects
+        channel, _ = app.subscribe(conn, name)
+        conn.channels.add(name)
+        if conn.presence is None:
+            conn.presence = {}
+        conn.presence[name] = user_id
+        app.add_member(channel, user_id, user_info, conn)
+        data = protocol.presence_data(members)
+        effects.send(conn, protocol.subscription_succeeded(name, data))
+        log.debug("subscribed %s to %s", conn.socket_id, name)
+        self._send_cached(conn, name, effects)
+        return effects
+
+    def _send_cached(self, conn: Connection, name: str, effects: Effects) -> None:
+        """After a subscription to a cache channel: its last event, or ``pusher:cache_miss``."""
+        if not names.is_cache(name):
+            return
+        app = conn.app
+        cached = self._cached(app, name)
+        if cached is not None:
+            effects.send(conn, protocol.channel_event(cached[0], name, cached[1]))
+        else:
+            effects.send(conn, protocol.cache_miss(name))
+            effects.hook(app, {"name": "cache_miss", "channel": name})
 
     def _succeeded_frame(self, app: AppState, name: str) -> str:
         if not names.is_presence(name):
@@ -226,19 +276,28 @@ class Core:
         return protocol.subscription_succeeded(name, protocol.presence_data(app.members(name)))
 
     def _unsubscribe(self, conn: Connection, name: str, effects: Effects) -> None:
+        app = conn.app
+        cluster = app.cluster
         if name not in conn.channels:
+            if cluster is not None:
+                cluster.cancel_join(conn, name)
             return
         conn.channels.discard(name)
-        app = conn.app
         channel = app.channels.get(name)
         if channel is None:  # #server-to-user-<id>: no channel state
             return
         user_id = conn.presence.pop(name, None) if conn.presence else None
         vacated = app.unsubscribe(conn, channel)
         if user_id is not None and app.remove_member(channel, user_id, conn):
-            effects.broadcast(channel.targets(), protocol.member_removed(name, user_id))
-            effects.hook(app, {"name": "member_removed", "channel": name, "user_id": user_id})
+            if cluster is None or not cluster.up:
+                effects.broadcast(channel.targets(), protocol.member_removed(name, user_id))
+            if cluster is None:
+                hook = {"name": "member_removed", "channel": name, "user_id": user_id}
+                effects.hook(app, hook)
         log.debug("unsubscribed %s from %s", conn.socket_id, name)
+        if cluster is not None:
+            cluster.unsubscribed(conn, name, user_id)
+            return
         if vacated:
             effects.hook(app, {"name": "channel_vacated", "channel": name})
         elif not names.is_presence(name):
@@ -248,7 +307,8 @@ class Core:
         if not app.config.enable_subscription_count:
             return
         now = self.clock()
-        big = len(channel) > COUNT_THROTTLE_SUBSCRIBERS
+        total = len(channel) if channel.total is None else channel.total
+        big = total > COUNT_THROTTLE_SUBSCRIBERS
         if big and now - channel.count_sent_at < COUNT_THROTTLE_INTERVAL:
             app.dirty_counts.add(channel.name)
             return
@@ -257,10 +317,37 @@ class Core:
     def _send_count(self, app: AppState, channel: Channel, now: float, effects: Effects) -> None:
         channel.count_sent_at = now
         app.dirty_counts.discard(channel.name)
-        count = len(channel)
+        count = len(channel) if channel.total is None else channel.total
         effects.broadcast(channel.targets(), protocol.subscription_count(channel.name, count))
-        hook = {"name": "subscription_count", "channel": channel.name, "subscription_count": count}
-        effects.hook(app, hook)
+        if app.cluster is None:  # a cluster sends this webhook once, itself
+            hook = {
+                "name": "subscription_count",
+                "channel": channel.name,
+                "subscription_count": count,
+            }
+            effects.hook(app, hook)
+
+    def count_update(self, app: AppState, name: str, total: int) -> Effects:
+        """A cluster's subscription count of ``name`` changed to ``total``:
+        tell this process's subscribers (throttled as without a cluster)."""
+        effects = Effects()
+        channel = app.channels.get(name)
+        if channel is not None and app.config.enable_subscription_count:
+            channel.total = total
+            self._count_changed(app, channel, effects)
+        return effects
+
+    def relay(self, app: AppState, name: str, frame: str, exclude: str | None = None) -> Effects:
+        """Send an encoded ``frame`` that another node produced to this
+        process's subscribers of ``name`` but the socket ``exclude``."""
+        effects = Effects()
+        channel = app.channels.get(name)
+        if channel is not None:
+            targets: Sequence[Connection] = channel.targets()
+            if exclude is not None:
+                targets = [c for c in targets if c.socket_id != exclude]
+            effects.broadcast(targets, frame)
+        return effects
 
     # -- client events ----------------------------------------------------
 
@@ -309,6 +396,8 @@ class Core:
         user_id = conn.presence.get(name) if conn.presence else None
         frame = protocol.channel_event(event, name, data, user_id)
         effects.broadcast(channel.others(conn), frame)
+        if app.cluster is not None:
+            app.cluster.client_event(app, name, frame, conn.socket_id)
         hook = {
             "name": "client_event",
             "channel": name,
@@ -356,12 +445,13 @@ class Core:
         if not app.config.enabled:
             raise APIError(403, f"App {app.config.app_id} is disabled")
 
-    def trigger(self, app: AppState, payload: Any) -> Effects:
+    def trigger(self, app: AppState, payload: Any, view: StateView | None = None) -> Effects:
         """``POST /apps/{app_id}/events``: validate and deliver one event.
 
         :param payload: the decoded JSON body: ``name``, ``data`` (a string),
             ``channels`` (1 to 100 names) or ``channel``, optional
             ``socket_id`` (excluded from delivery) and ``info``.
+        :param view: where ``info`` counts are read; default ``app``.
         :returns: effects whose ``result`` is the JSON answer, ``{}`` or
             ``{"channels": {name: {attribute: count}}}`` when ``info`` asks.
         :raises APIError: 400 for a malformed event, 413 for data too large.
@@ -378,11 +468,22 @@ class Core:
         attributes = _validate_event(app, payload, channels)
         effects = Effects()
         self._deliver(app, payload, channels, effects)
-        info = self._trigger_info(app, channels, attributes)
+        if app.cluster is not None:
+            app.cluster.publish(app, [(payload, channels)])
+        info = self._trigger_info(view or app, channels, attributes)
         effects.result = {} if info is None else {"channels": info}
         return effects
 
-    def trigger_batch(self, app: AppState, payload: Any) -> Effects:
+    def deliver(self, app: AppState, events: list[tuple[dict[str, Any], list[str]]]) -> Effects:
+        """Deliver events another node of a cluster accepted, to this
+        process's subscribers: ``[(event, channels), ...]`` as validated by
+        :meth:`trigger` or :meth:`trigger_batch`."""
+        effects = Effects()
+        for item, channels in events:
+            self._deliver(app, item, channels, effects)
+        return effects
+
+    def trigger_batch(self, app: AppState, payload: Any, view: StateView | None = None) -> Effects:
         """``POST /apps/{app_id}/batch_events``: validate every event, then
         deliver them in order.
 
@@ -404,9 +505,12 @@ class Core:
             checked.append((item, _validate_event(app, item, [item.get("channel")])))
         effects = Effects()
         results = []
-        for item, attributes in checked:
+        for item, _ in checked:
             self._deliver(app, item, [item["channel"]], effects)
-            results.append(self._trigger_info(app, [item["channel"]], attributes))
+        if app.cluster is not None:
+            app.cluster.publish(app, [(item, [item["channel"]]) for item, _ in checked])
+        for item, attributes in checked:
+            results.append(self._trigger_info(view or app, [item["channel"]], attributes))
         if all(r is None for r in results):
             effects.result = {}
         else:
@@ -438,7 +542,7 @@ class Core:
             effects.broadcast(targets, protocol.channel_event(event, name, data))
 
     def _trigger_info(
-        self, app: AppState, channels: list[str], attributes: frozenset[str]
+        self, app: StateView, channels: list[str], attributes: frozenset[str]
     ) -> dict[str, dict[str, int]] | None:
         if not attributes:
             return None
@@ -453,7 +557,9 @@ class Core:
             result[name] = entry
         return result
 
-    def channels(self, app: AppState, query: Mapping[str, str]) -> Effects:
+    def channels(
+        self, app: AppState, query: Mapping[str, str], view: StateView | None = None
+    ) -> Effects:
         """``GET /apps/{app_id}/channels``: the occupied channels.
 
         :param query: ``filter_by_prefix`` and ``info`` (``user_count`` only
@@ -466,7 +572,7 @@ class Core:
         if "user_count" in attributes and not prefix.startswith(names.PRESENCE_PREFIX):
             raise APIError(400, "info=user_count needs filter_by_prefix starting with 'presence-'")
         result: dict[str, dict[str, int]] = {}
-        for name, counts in app.occupied(prefix):
+        for name, counts in (view or app).occupied(prefix):
             entry: dict[str, int] = {}
             if "user_count" in attributes:
                 entry["user_count"] = counts.user_count
@@ -477,7 +583,9 @@ class Core:
         effects.result = {"channels": result}
         return effects
 
-    def channel(self, app: AppState, name: str, query: Mapping[str, str]) -> Effects:
+    def channel(
+        self, app: AppState, name: str, query: Mapping[str, str], view: StateView | None = None
+    ) -> Effects:
         """``GET /apps/{app_id}/channels/{name}``: one channel's state.
 
         :param query: ``info``: ``user_count`` (presence channels),
@@ -491,7 +599,7 @@ class Core:
             raise APIError(400, "info=user_count is only available for presence channels")
         if "cache" in attributes and not names.is_cache(name):
             raise APIError(400, "info=cache is only available for cache channels")
-        counts = app.counts(name)
+        counts = (view or app).counts(name)
         result: dict[str, Any] = {"occupied": counts is not None}
         if "user_count" in attributes:
             result["user_count"] = counts.user_count if counts else 0
@@ -507,7 +615,7 @@ class Core:
         effects.result = result
         return effects
 
-    def users(self, app: AppState, name: str) -> Effects:
+    def users(self, app: AppState, name: str, view: StateView | None = None) -> Effects:
         """``GET /apps/{app_id}/channels/{name}/users``: a presence channel's members.
 
         :returns: effects whose ``result`` is ``{"users": [{"id": user_id}, ...]}``.
@@ -517,7 +625,7 @@ class Core:
         if not names.is_presence(name):
             raise APIError(400, "Users can only be listed for presence channels")
         effects = Effects()
-        effects.result = {"users": [{"id": uid} for uid in app.members(name)]}
+        effects.result = {"users": [{"id": uid} for uid in (view or app).members(name)]}
         return effects
 
     def terminate(self, app: AppState, user_id: str) -> Effects:
@@ -529,10 +637,17 @@ class Core:
         """
         if not names.valid_name(user_id):
             raise APIError(400, f"Invalid user id: use 1 to 200 of {names.NAME_CHARS}")
+        effects = self.close_user(app, user_id)
+        if app.cluster is not None:
+            app.cluster.terminate(app, user_id)
+        effects.result = {}
+        return effects
+
+    def close_user(self, app: AppState, user_id: str) -> Effects:
+        """Close this process's connections signed in as ``user_id`` with 4009."""
         effects = Effects()
         for conn in list(app.users.get(user_id, ())):
             effects.close(conn, 4009, "Connection terminated by the app")
-        effects.result = {}
         return effects
 
     def _cached(self, app: AppState, name: str) -> tuple[str, str, float] | None:
@@ -579,6 +694,11 @@ class Core:
             for conn in list(app.connections.values()):
                 effects.close(conn, 4200, "Server shutting down")
         return effects
+
+
+def _full(name: str, limit: int) -> str:
+    message = f"Presence channel {name} is full ({limit} members)"
+    return protocol.subscription_error(name, message, 403, "LimitReached")
 
 
 def _presence_user(conn: Connection, channel_data: Any) -> tuple[str | None, Any, str | None]:

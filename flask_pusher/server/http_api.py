@@ -34,6 +34,7 @@ from .errors import APIError
 from .protocol import loads
 from .state import AppState
 from .state import Effects
+from .state import StateView
 
 log = logging.getLogger("flask_pusher.server.http")
 
@@ -70,7 +71,10 @@ class APICall:
 Apply = Callable[[Effects], None]
 Observe = Callable[[APICall], None]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Operation = Callable[[web.Request, AppState, bytes], Effects]
+Operation = Callable[[web.Request, AppState, bytes, StateView | None], Effects]
+#: Reads what an operation needs from a cluster's shared state beforehand:
+#: ``(operation name, request, app, body) -> view or None``.
+ViewReader = Callable[[str, web.Request, AppState, bytes], Awaitable[StateView | None]]
 
 _dumps_ascii = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -133,10 +137,17 @@ class HTTPApi:
         the console), or ``None``.
     """
 
-    def __init__(self, core: Core, apply: Apply, observe: Observe | None = None) -> None:
+    def __init__(
+        self,
+        core: Core,
+        apply: Apply,
+        observe: Observe | None = None,
+        view: ViewReader | None = None,
+    ) -> None:
         self.core = core
         self.apply = apply
         self.observe = observe
+        self.view = view
 
     def add_routes(self, app: web.Application) -> None:
         """Register the API routes, plus pusher-http-python 3.3.4's terminate path
@@ -147,34 +158,34 @@ class HTTPApi:
                 "POST",
                 "/apps/{app_id}/events",
                 "trigger",
-                lambda r, a, b: core.trigger(a, _json_body(b)),
+                lambda r, a, b, v: core.trigger(a, _json_body(b), v),
             ),
             (
                 "POST",
                 "/apps/{app_id}/batch_events",
                 "trigger_batch",
-                lambda r, a, b: core.trigger_batch(a, _json_body(b)),
+                lambda r, a, b, v: core.trigger_batch(a, _json_body(b), v),
             ),
             (
                 "GET",
                 "/apps/{app_id}/channels",
                 "channels",
-                lambda r, a, b: core.channels(a, r.query),
+                lambda r, a, b, v: core.channels(a, r.query, v),
             ),
             (
                 "GET",
                 "/apps/{app_id}/channels/{channel}",
                 "channel",
-                lambda r, a, b: core.channel(a, r.match_info["channel"], r.query),
+                lambda r, a, b, v: core.channel(a, r.match_info["channel"], r.query, v),
             ),
             (
                 "GET",
                 "/apps/{app_id}/channels/{channel}/users",
                 "users",
-                lambda r, a, b: core.users(a, r.match_info["channel"]),
+                lambda r, a, b, v: core.users(a, r.match_info["channel"], v),
             ),
         ]
-        terminate: Operation = lambda r, a, b: core.terminate(a, r.match_info["user_id"])  # noqa: E731
+        terminate: Operation = lambda r, a, b, v: core.terminate(a, r.match_info["user_id"])  # noqa: E731
         for path in (
             "/apps/{app_id}/users/{user_id}/terminate_connections",
             "/users/{user_id}/terminate_connections",
@@ -196,7 +207,10 @@ class HTTPApi:
                 body = await read_body(request)
                 paths = (request.path, request.raw_path.split("?", 1)[0])
                 self.core.authenticate(app, request.method, paths, request.query, body)
-                effects = operation(request, app, body)
+                view = None
+                if self.view is not None:
+                    view = await self.view(name, request, app, body)
+                effects = operation(request, app, body, view)
             except APIError as exc:
                 error = exc.message
                 response = _error(exc.status, exc.message)

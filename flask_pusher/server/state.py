@@ -17,9 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
+from typing import Protocol
+from typing import TYPE_CHECKING
 
 from . import protocol
 from .config import AppConfig
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 
 @dataclass(eq=False, slots=True)
@@ -60,7 +65,7 @@ class Channel:
     consecutive broadcasts to the same audience into one write each.
     """
 
-    __slots__ = ("_snapshot", "_subscribers", "count_sent_at", "members", "name")
+    __slots__ = ("_snapshot", "_subscribers", "count_sent_at", "members", "name", "total")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -68,6 +73,8 @@ class Channel:
         self._snapshot: tuple[Connection, ...] | None = None
         self.members: dict[str, Member] = {}
         self.count_sent_at = float("-inf")
+        #: The cluster-wide subscription count, when a cluster reported one.
+        self.total: int | None = None
 
     def add(self, conn: Connection) -> None:
         """Add a subscriber."""
@@ -104,12 +111,51 @@ class ChannelCounts:
     user_count: int
 
 
+class StateView(Protocol):
+    """What the HTTP API's reads need: :class:`AppState` (this process) or a
+    :class:`Snapshot` (read from a cluster's shared store)."""
+
+    def members(self, name: str) -> dict[str, Any]: ...
+
+    def counts(self, name: str) -> ChannelCounts | None: ...
+
+    def occupied(self, prefix: str = "") -> Iterator[tuple[str, ChannelCounts]]: ...
+
+
+class Snapshot:
+    """A :class:`StateView` over counts and members read beforehand.
+
+    :param counts: ``{channel: ChannelCounts}`` of the occupied channels read.
+    :param members: ``{channel: {user_id: user_info}}`` of the presence channels read.
+    """
+
+    __slots__ = ("_counts", "_members")
+
+    def __init__(
+        self, counts: dict[str, ChannelCounts], members: dict[str, dict[str, Any]] | None = None
+    ) -> None:
+        self._counts = counts
+        self._members = members or {}
+
+    def members(self, name: str) -> dict[str, Any]:
+        return self._members.get(name, {})
+
+    def counts(self, name: str) -> ChannelCounts | None:
+        return self._counts.get(name)
+
+    def occupied(self, prefix: str = "") -> Iterator[tuple[str, ChannelCounts]]:
+        for name, counts in self._counts.items():
+            if name.startswith(prefix):
+                yield name, counts
+
+
 class AppState:
     """Everything the server knows about one app, in this process's memory."""
 
     __slots__ = (
         "cache",
         "channels",
+        "cluster",
         "config",
         "connections",
         "dirty_counts",
@@ -129,6 +175,8 @@ class AppState:
         #: Set by the I/O layer while a debug console watches: the core's
         #: webhook events are then recorded even for an app without webhooks.
         self.watched = False
+        #: The cluster this app's state is shared through, or ``None``.
+        self.cluster: Cluster | None = None
 
     # -- channels ---------------------------------------------------------
 

@@ -17,6 +17,7 @@ from . import protocol
 from .signing import check_auth
 
 if TYPE_CHECKING:
+    from .state import AppState
     from .state import Connection
     from .state import Effects
 
@@ -61,6 +62,8 @@ def signin(conn: Connection, data: Any, effects: Effects) -> None:
     conn.user_info = parsed.get("user_info")
     first = user_id not in app.users
     app.users.setdefault(user_id, set()).add(conn)
+    cluster = app.cluster
+    local = cluster is None or not cluster.up  # else the cluster tells watchers
     effects.send(conn, protocol.signin_success(user_data))
     log.debug("signed in %s as %s", conn.socket_id, user_id)
     if len(watchlist) > config.max_watchlist:
@@ -68,16 +71,32 @@ def signin(conn: Connection, data: Any, effects: Effects) -> None:
         message = f"Watchlist limit exceeded ({config.max_watchlist} user ids at most)"
         effects.send(conn, protocol.error(message, 4302))
     conn.watchlist = tuple(dict.fromkeys(watchlist))
-    if first:
+    if first and local:
         watchers = [c for c in app.watchers.get(user_id, ()) if c is not conn]
         effects.broadcast(watchers, protocol.watchlist_events([("online", [user_id])]))
     for watched in conn.watchlist:
         app.watchers.setdefault(watched, set()).add(conn)
-    if conn.watchlist:
-        online = [w for w in conn.watchlist if w in app.users]
-        offline = [w for w in conn.watchlist if w not in app.users]
-        events = [(n, ids) for n, ids in (("online", online), ("offline", offline)) if ids]
-        effects.send(conn, protocol.watchlist_events(events))
+    if cluster is not None:
+        cluster.signed_in(conn)
+    if conn.watchlist and local:
+        watch_state(conn, set(app.users), effects)
+
+
+def watch_state(conn: Connection, online: set[str], effects: Effects) -> None:
+    """Tell ``conn`` which users of its watchlist are ``online`` and which not."""
+    if not conn.watchlist or conn.closing:
+        return
+    on = [w for w in conn.watchlist if w in online]
+    off = [w for w in conn.watchlist if w not in online]
+    events = [(n, ids) for n, ids in (("online", on), ("offline", off)) if ids]
+    effects.send(conn, protocol.watchlist_events(events))
+
+
+def notify_watchers(app: AppState, user_id: str, online: bool, effects: Effects) -> None:
+    """Tell the connections watching ``user_id`` that the user came online or went offline."""
+    targets = list(app.watchers.get(user_id, ()))
+    kind = "online" if online else "offline"
+    effects.broadcast(targets, protocol.watchlist_events([(kind, [user_id])]))
 
 
 def signout(conn: Connection, effects: Effects) -> None:
@@ -100,10 +119,13 @@ def signout(conn: Connection, effects: Effects) -> None:
     if conns is None:
         return
     conns.discard(conn)
+    cluster = app.cluster
+    if cluster is not None:
+        cluster.signed_out(app, user_id)
     if not conns:
         del app.users[user_id]
-        targets = list(app.watchers.get(user_id, ()))
-        effects.broadcast(targets, protocol.watchlist_events([("offline", [user_id])]))
+        if cluster is None or not cluster.up:
+            notify_watchers(app, user_id, False, effects)
 
 
 def subscribe_server_to_user(conn: Connection, name: str, effects: Effects) -> None:

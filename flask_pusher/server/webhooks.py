@@ -135,6 +135,7 @@ class _Batch:
     """One request's body, kept to be retried unchanged."""
 
     events: list[str]
+    tokens: list[str | None]
     size: int
     deadline: float  # monotonic time after which it is dropped
     data: bytes
@@ -150,8 +151,8 @@ class _Target:
     app: AppConfig
     hook: WebhookConfig
     owner: _App
-    # (monotonic time queued, event JSON), oldest first.
-    queue: collections.deque[tuple[float, str]] = dataclasses.field(
+    # (monotonic time queued, event JSON, token), oldest first.
+    queue: collections.deque[tuple[float, str, str | None]] = dataclasses.field(
         default_factory=collections.deque
     )
     cache_misses: set[str] = dataclasses.field(default_factory=set)
@@ -232,17 +233,26 @@ class WebhookSender:
         #: Called with a :class:`WebhookAttempt` after each request, if set
         #: (the debug console sets it).
         self.observer: Callable[[WebhookAttempt], None] | None = None
+        #: Called with the ``token`` of an event given to :meth:`emit` once no
+        #: URL will try it again (sent, dropped, or for no URL), but not for
+        #: events still pending at shutdown: a cluster acknowledges its shared
+        #: queue's entries with it.
+        self.on_done: Callable[[str], None] | None = None
+        self._tokens: dict[str, int] = {}  # token -> URLs still to finish it
 
     # -- accepting events --------------------------------------------------
 
-    def emit(self, app: AppConfig, event: dict[str, Any]) -> None:
+    def emit(self, app: AppConfig, event: dict[str, Any], token: str | None = None) -> None:
         """Accept one event from the core (must run on the event loop).
 
         :param app: the app the event belongs to; events of apps without
             webhooks are ignored.
         :param event: one webhook event, ``{"name": ..., "channel": ..., ...}``.
+        :param token: passed to :attr:`on_done` once the event is finished with.
         """
         if not app.webhooks:
+            if token is not None:
+                self._done(token)
             return
         name = event["name"]
         if name in _CANCELLERS:
@@ -257,7 +267,11 @@ class WebhookSender:
             handle = loop.call_later(self.delay, self._release, key)
             self._held[key] = (app, event, handle)
             return
-        self._queue(app, event)
+        self._queue(app, event, token)
+
+    def _done(self, token: str) -> None:
+        if self.on_done is not None:
+            self.on_done(token)
 
     def _release(self, key: _Key) -> None:
         held = self._held.pop(key, None)
@@ -271,7 +285,7 @@ class WebhookSender:
             state.targets = [_Target(app, hook, state) for hook in app.webhooks]
         return state
 
-    def _queue(self, app: AppConfig, event: dict[str, Any]) -> None:
+    def _queue(self, app: AppConfig, event: dict[str, Any], token: str | None = None) -> None:
         if self._closed:
             log.debug("webhook %s after shutdown: not sent", event)
             return
@@ -279,6 +293,7 @@ class WebhookSender:
         name = event["name"]
         encoded = json.dumps(event)
         now = time.monotonic()
+        accepted = 0
         for target in state.targets:
             if not target.hook.accepts(name):
                 continue
@@ -286,7 +301,8 @@ class WebhookSender:
                 if encoded in target.cache_misses:
                     continue  # de-duplicated, as Pusher does
                 target.cache_misses.add(encoded)
-            target.queue.append((now, encoded))
+            accepted += 1
+            target.queue.append((now, encoded, token))
             state.stats.queued += 1
             state.stats.queued_bytes += len(encoded)
             if target.task is None:
@@ -294,6 +310,11 @@ class WebhookSender:
                 target.task = asyncio.ensure_future(self._run(target))
             elif target.idle:
                 target.wake.set()
+        if token is not None:
+            if accepted:
+                self._tokens[token] = accepted
+            else:
+                self._done(token)
         self._enforce_cap(state)
 
     def _enforce_cap(self, state: _App) -> None:
@@ -306,8 +327,8 @@ class WebhookSender:
             if not waiting:  # only requests in flight are left
                 break
             target = max(waiting, key=lambda t: (t.failing_since is not None, len(t.queue)))
-            _, encoded = target.queue.popleft()
-            self._forget(target, encoded)
+            _, encoded, token = target.queue.popleft()
+            self._forget(target, encoded, token)
             dropped += 1
         if dropped:
             stats.dropped_full += dropped
@@ -329,12 +350,18 @@ class WebhookSender:
                 state.last_drop_log = now
                 state.dropped_unlogged = 0
 
-    def _forget(self, target: _Target, encoded: str) -> None:
+    def _forget(self, target: _Target, encoded: str, token: str | None) -> None:
         """Account for one event leaving ``target``'s queue or batch."""
         stats = target.owner.stats
         stats.queued -= 1
         stats.queued_bytes -= len(encoded)
         target.cache_misses.discard(encoded)
+        if token is not None:
+            left = self._tokens.pop(token, 1) - 1
+            if left > 0:
+                self._tokens[token] = left
+            else:
+                self._done(token)
 
     # -- delivering --------------------------------------------------------
 
@@ -344,7 +371,8 @@ class WebhookSender:
         now = time.monotonic()
         expired = 0
         while queue and now - queue[0][0] > self.retry_for:
-            self._forget(target, queue.popleft()[1])
+            _, encoded, token = queue.popleft()
+            self._forget(target, encoded, token)
             expired += 1
         if expired:
             stats.dropped_expired += expired
@@ -353,17 +381,19 @@ class WebhookSender:
             return None
         oldest = queue[0][0]
         events: list[str] = []
+        tokens: list[str | None] = []
         size = 0
         while queue and len(events) < MAX_BATCH_EVENTS:
             encoded = queue[0][1]
             if events and size + len(encoded) > MAX_BATCH_BYTES:
                 break
-            queue.popleft()
+            tokens.append(queue.popleft()[2])
             events.append(encoded)
             size += len(encoded)
         body = f'{{"time_ms": {int(time.time() * 1000)}, "events": [{", ".join(events)}]}}'
         return _Batch(
             events=events,
+            tokens=tokens,
             size=size,
             deadline=oldest + self.retry_for,
             data=body.encode(),
@@ -373,8 +403,8 @@ class WebhookSender:
     def _finish(self, target: _Target, batch: _Batch) -> None:
         """Remove ``batch`` from ``target`` (sent or dropped)."""
         target.batch = None
-        for encoded in batch.events:
-            self._forget(target, encoded)
+        for encoded, token in zip(batch.events, batch.tokens, strict=True):
+            self._forget(target, encoded, token)
         if batch.failed:
             target.owner.stats.retrying -= len(batch.events)
 
