@@ -450,6 +450,8 @@ class Cluster:
     async def _connect(self) -> None:
         """Connect (again): subscribe, load the caches, put this node's state
         into Redis, start reading."""
+        # Connections from before a Redis restart would fail once each.
+        await self.redis.connection_pool.disconnect()
         await self.redis.ping()
         with contextlib.suppress(redis.exceptions.ResponseError):  # BUSYGROUP: it exists
             await self.redis.xgroup_create(self.stream, GROUP, id="$", mkstream=True)
@@ -674,7 +676,7 @@ class Cluster:
         elif kind == "ma":
             name, user_id = message["c"], message["u"]
             frame = protocol.member_added(name, user_id, json.loads(message["i"]))
-            self.apply(core.relay(app, name, frame, message.get("x") or None))
+            self.apply(core.relay(app, name, frame, message.get("x") or None, user_id))
         elif kind == "mr":
             name = message["c"]
             self.apply(core.relay(app, name, protocol.member_removed(name, message["u"])))

@@ -337,15 +337,29 @@ class Core:
             self._count_changed(app, channel, effects)
         return effects
 
-    def relay(self, app: AppState, name: str, frame: str, exclude: str | None = None) -> Effects:
-        """Send an encoded ``frame`` that another node produced to this
-        process's subscribers of ``name`` but the socket ``exclude``."""
+    def relay(
+        self,
+        app: AppState,
+        name: str,
+        frame: str,
+        exclude: str | None = None,
+        member: str | None = None,
+    ) -> Effects:
+        """Send an encoded ``frame`` that a cluster produced to this
+        process's subscribers of ``name``, but the socket ``exclude`` and the
+        connections of presence member ``member`` (a ``member_added`` of
+        theirs is news only to others)."""
         effects = Effects()
         channel = app.channels.get(name)
         if channel is not None:
             targets: Sequence[Connection] = channel.targets()
-            if exclude is not None:
-                targets = [c for c in targets if c.socket_id != exclude]
+            if exclude is not None or member is not None:
+                targets = [
+                    c
+                    for c in targets
+                    if c.socket_id != exclude
+                    and (member is None or not c.presence or c.presence.get(name) != member)
+                ]
             effects.broadcast(targets, frame)
         return effects
 
