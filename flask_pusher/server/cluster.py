@@ -250,6 +250,11 @@ if mode == 'ops' then
         redis.call('PUBLISH', to_node,
           cjson.encode({k = 'jr', a = op[2], c = op[3], x = op[6], m = members}))
       end
+    elseif t == 'q' then
+      -- the members of a presence channel: app, channel, socket id
+      local members = redis.call('HGETALL', P .. ':' .. op[2] .. ':pi:' .. op[3])
+      redis.call('PUBLISH', to_node,
+        cjson.encode({k = 'jr', a = op[2], c = op[3], x = op[4], m = members}))
     elseif t == 'w' then
       -- a signed-in connection's watchlist: app, socket id, user ids
       local key = P .. ':' .. op[2] .. ':users'
@@ -297,12 +302,13 @@ return redis.error_reply('unknown mode ' .. mode)
 class _Join:
     """A presence subscription waiting for the cluster's answer."""
 
-    __slots__ = ("cancelled", "conn", "user_id", "user_info")
+    __slots__ = ("again", "cancelled", "conn", "user_id", "user_info")
 
-    def __init__(self, conn: Connection, user_id: str, user_info: Any) -> None:
+    def __init__(self, conn: Connection, user_id: str, user_info: Any, again: bool) -> None:
         self.conn = conn
         self.user_id = user_id
         self.user_info = user_info
+        self.again = again  # already subscribed: only the member list is asked
         self.cancelled = False
 
 
@@ -501,7 +507,7 @@ class Cluster:
         joins, self._joins = self._joins, {}
         for (_, _, name), join in joins.items():
             conn = join.conn
-            if join.cancelled or conn.closing:
+            if join.cancelled or conn.closing or (join.again and name not in conn.channels):
                 continue
             members = conn.app.members(name)
             members.setdefault(join.user_id, join.user_info)
@@ -708,9 +714,11 @@ class Cluster:
         flat = message.get("m")
         conn = join.conn
         if join.cancelled or conn.closing:
-            if flat is not None:  # it was counted: count it out
+            if flat is not None and not join.again:  # it was counted: count it out
                 self._leave(app, name, join.user_id)
             return
+        if join.again and name not in conn.channels:
+            return  # unsubscribed meanwhile
         members = None
         if flat is not None:
             members = {flat[i]: json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
@@ -745,8 +753,11 @@ class Cluster:
 
     # -- the core's hooks ------------------------------------------------------
 
-    def join(self, conn: Connection, name: str, user_id: str, user_info: Any) -> None:
-        """Ask the cluster to add ``conn`` to presence channel ``name``;
+    def join(
+        self, conn: Connection, name: str, user_id: str, user_info: Any, again: bool = False
+    ) -> None:
+        """Ask the cluster to add ``conn`` to presence channel ``name`` (or,
+        ``again``, for the members of a channel it is subscribed to);
         :meth:`~flask_pusher.server.core.Core.join_done` answers."""
         app_id = conn.app.config.app_id
         key = (app_id, conn.socket_id, name)
@@ -754,7 +765,10 @@ class Cluster:
         if waiting is not None:
             waiting.cancelled = False  # subscribed, unsubscribed, subscribed again
             return
-        self._joins[key] = _Join(conn, user_id, user_info)
+        self._joins[key] = _Join(conn, user_id, user_info, again)
+        if again:
+            self._queue(["q", app_id, name, conn.socket_id])
+            return
         limit = conn.app.config.max_presence_members
         info = json.dumps(user_info)
         self._queue(["j", app_id, name, user_id, info, conn.socket_id, limit])

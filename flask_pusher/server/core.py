@@ -188,11 +188,14 @@ class Core:
                 effects.send(conn, protocol.subscription_error(name, error, 401))
                 log.debug("refused %s on %s: %s", conn.socket_id, name, error)
                 return
+        cluster = app.cluster
         if name in conn.channels:
             # Already subscribed: confirm again, change nothing.
-            effects.send(conn, self._succeeded_frame(app, name))
+            if presence and cluster is not None and cluster.up:
+                cluster.join(conn, name, conn.presence[name] if conn.presence else "", None, True)
+            else:
+                effects.send(conn, self._succeeded_frame(app, name))
             return
-        cluster = app.cluster
         if user_id is not None:
             if cluster is not None and cluster.up:
                 # The cluster decides, atomically, and answers with join_done().
@@ -240,7 +243,12 @@ class Core:
             ``user_id``, or ``None`` if the channel was full.
         """
         effects = Effects()
-        if conn.closing or name in conn.channels:
+        if conn.closing:
+            return effects
+        if name in conn.channels:  # subscribed again: confirm with today's members
+            if members is not None:
+                data = protocol.presence_data(members)
+                effects.send(conn, protocol.subscription_succeeded(name, data))
             return effects
         app = conn.app
         if members is None:
