@@ -171,7 +171,14 @@ class Server:
         node: str | None = None,
         console: bool = False,
         shutdown_delay: float = 0.0,
+        redis_url: str | None = None,
+        redis_prefix: str = "flask-pusher",
+        node_timeout: float = 30.0,
     ) -> None:
+        # Stand-ins for the cluster's options (issue 8): stored, not used yet.
+        self.redis_url = redis_url
+        self.redis_prefix = redis_prefix
+        self.node_timeout = node_timeout
         self.core = Core(apps)
         self.webhooks = WebhookSender(webhook_delay, webhook_backoff, webhook_retry_for)
         self.tick_interval = tick_interval
