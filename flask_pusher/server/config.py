@@ -146,10 +146,33 @@ DEFAULT_REDIS_PREFIX = "flask-pusher"
 DEFAULT_NODE_TIMEOUT = 30.0
 #: The range ``--node-timeout`` accepts, in seconds.
 NODE_TIMEOUT_RANGE = (1.0, 300.0)
-_REDIS_URL_FORMS = (
+#: The forms of Redis URL that redis-py's ``from_url`` takes.
+REDIS_URL_FORMS = (
     "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS)"
     " or unix://[[USER]:PASSWORD@]/PATH/TO/SOCKET[?db=DB]"
 )
+
+
+def redis_url_problem(url: str) -> str | None:
+    """What makes ``url`` no Redis URL (see :func:`check_redis_url`), or ``None``."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return "its scheme is not redis, rediss or unix"
+    if parts.scheme == "unix" and not parts.path:
+        return "it has no socket path"
+    if parts.scheme != "unix" and not re.fullmatch(r"/?[0-9]*", parts.path):
+        return "its database is not a number"
+    try:
+        parts.port  # noqa: B018 - parsing it is the check
+    except ValueError:
+        return "its port is not a number from 0 to 65535"
+    return None
+
+
+def hide_password(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***``."""
+    password = urlsplit(url.strip()).password
+    return url.replace(f":{password}@", ":***@") if password else url
 
 
 def check_redis_url(url: str) -> str:
@@ -164,22 +187,11 @@ def check_redis_url(url: str) -> str:
     :raises ValueError: if the scheme is none of those, the port is not a
         number, the database is not a number, or a ``unix://`` URL has no path.
     """
-    problem = None
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        problem = "its scheme is not redis, rediss or unix"
-    elif parts.scheme == "unix" and not parts.path:
-        problem = "it has no socket path"
-    elif parts.scheme != "unix" and not re.fullmatch(r"/?[0-9]*", parts.path):
-        problem = "its database is not a number"
-    else:
-        try:
-            parts.port  # noqa: B018 - parsing it is the check
-        except ValueError:
-            problem = "its port is not a number from 0 to 65535"
+    problem = redis_url_problem(url)
     if problem:
-        shown = url.replace(f":{parts.password}@", ":***@") if parts.password else url
-        raise ValueError(f"{shown!r} is not a Redis URL ({problem}): expected {_REDIS_URL_FORMS}")
+        raise ValueError(
+            f"{hide_password(url)!r} is not a Redis URL ({problem}): expected {REDIS_URL_FORMS}"
+        )
     return url
 
 
