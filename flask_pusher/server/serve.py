@@ -538,8 +538,6 @@ class _Supervisor:
             for slot in self.slots:
                 if slot.restart_at is not None and slot.restart_at <= now:
                     self._start(slot)
-                    assert slot.process is not None
-                    log.info("Worker %s restarted (pid %d)", slot.node, slot.process.pid)
             due = [s.restart_at for s in self.slots if s.restart_at is not None]
             timeout = max(0.0, min(due) - now) if due else None
             objects: dict[Any, tuple[str, _Slot]] = {}
@@ -558,6 +556,8 @@ class _Supervisor:
                     problem = self._report(slot)
                     if problem is not None:
                         log.warning("Worker %s did not start: %s", slot.node, problem)
+                    elif slot.process is not None:
+                        log.info("Worker %s restarted (pid %s)", slot.node, slot.process.pid)
                 elif what == "exit" and slot.process is not None and not self.stopping:
                     self._schedule_restart(slot)
 
