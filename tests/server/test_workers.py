@@ -329,6 +329,13 @@ def test_a_killed_worker_is_started_again(
     new_pid = int(output.wait_for(r"Worker box/1 restarted \(pid (\d+)\)", 20, mark).group(1))
     assert new_pid != pids["box/1"] and proc.poll() is None
     assert "box/1" in nodes_answering(port, {"box/1"})
+    # Dying again soon after its start doubles the delay: a crash loop does not spin.
+    mark = len(output.lines)
+    os.kill(new_pid, signal.SIGKILL)
+    output.wait_for(
+        r"Worker box/1 \(pid \d+\) was killed by SIGKILL; restarting it in 1 s", 10, mark
+    )
+    new_pid = int(output.wait_for(r"Worker box/1 restarted \(pid (\d+)\)", 20, mark).group(1))
     proc.send_signal(signal.SIGINT)  # Ctrl-C: the same clean stop
     assert proc.wait(10) == 0
     assert gone(new_pid) and gone(pids["box/2"])
