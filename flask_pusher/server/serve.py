@@ -279,13 +279,12 @@ def run(
         asked for off the main thread (signals are handled there only).
     """
     options = {"webhook_delay": webhook_delay, **options}
-    if workers > 1:
-        check_workers(workers, port, options.get("redis_url"))
-        _configure_logging(debug)
-        _Supervisor(apps, host, port, debug, options, workers).run()
-        return
+    check_workers(workers, port, options.get("redis_url"))
     _configure_logging(debug)
-    asyncio.run(_serve(apps, host, port, options))
+    if workers > 1:
+        _Supervisor(apps, host, port, debug, options, workers).run()
+    else:
+        asyncio.run(_serve(apps, host, port, options))
 
 
 def _configure_logging(debug: bool, tag: str = "") -> None:
@@ -382,6 +381,9 @@ def _worker(
 ) -> None:
     """A worker process's body: serve, and tell the parent through ``pipe``
     once listening, or why not."""
+    # Ctrl-C reaches the whole process group: until the worker's own handler is
+    # in place, leave it to the parent, which answers with SIGTERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _configure_logging(debug, options["node"])
     told = False
 
@@ -438,12 +440,13 @@ class _Supervisor:
         self.context = multiprocessing.get_context("spawn")
         base = options.get("node") or f"{socket.gethostname()}:{port}"
         self.slots = [_Slot(f"{base}/{i}") for i in range(1, workers + 1)]
-        self.signals, self.wakeup = socket.socketpair()
         self.stopping = False
 
     def run(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             raise WorkerError("run(workers=N) must be called from the main thread")
+        # Signals wake the supervisor through this pair (signal.set_wakeup_fd).
+        self.signals, self.wakeup = socket.socketpair()
         for sock in (self.signals, self.wakeup):
             sock.setblocking(False)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
