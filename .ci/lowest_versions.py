@@ -20,7 +20,9 @@ def main() -> int:
     wrong = []
     for text in requires("Flask-Pusher") or []:
         req = Requirement(text)
-        if req.marker is not None and not req.marker.evaluate({"extra": "server"}):
+        if req.marker is not None and not any(
+            req.marker.evaluate({"extra": extra}) for extra in ("server", "redis")
+        ):
             continue
         minima = [Version(s.version) for s in req.specifier if s.operator in (">=", "==")]
         if not minima:

@@ -7,10 +7,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import click
+from click.core import ParameterSource
 from flask import current_app
 from flask.cli import AppGroup
 
@@ -39,10 +41,17 @@ def serve(host: str, port: int, webhooks: tuple[str, ...], debug: bool, ops: Ops
 
     The same server as ``python -m flask_pusher.server``, with the app's
     PUSHER_APP_ID, PUSHER_KEY and PUSHER_SECRET. Point the app at it with
-    PUSHER_HOST=127.0.0.1, PUSHER_PORT=6001 and PUSHER_SSL=false. Stops
-    cleanly on Ctrl-C.
+    PUSHER_HOST=127.0.0.1, PUSHER_PORT=6001 and PUSHER_SSL=false. Without
+    --redis and --redis-prefix, the app's PUSHER_SERVER_REDIS_URL and
+    PUSHER_SERVER_REDIS_PREFIX are used. Stops cleanly on Ctrl-C.
     """
     settings = _extension().settings
+    ctx = click.get_current_context()
+    defaults = (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+    if ctx.get_parameter_source("redis_url") in defaults and settings.server_redis_url:
+        ops = dataclasses.replace(ops, redis_url=settings.server_redis_url)
+    if ctx.get_parameter_source("redis_prefix") in defaults:
+        ops = dataclasses.replace(ops, redis_prefix=settings.server_redis_prefix)
     hooks = tuple(WebhookConfig(url) for url in webhooks)
     app_config = AppConfig(settings.app_id, settings.key, settings.secret, webhooks=hooks)
     run_server([app_config], host, port, debug, ops)

@@ -86,7 +86,14 @@ def ensure_started(settings: PusherSettings, webhook_url: str | None = None) -> 
         webhooks = (WebhookConfig(webhook_url),) if webhook_url else ()
         app = AppConfig(settings.app_id, settings.key, settings.secret, webhooks=webhooks)
         try:
-            server = LocalServer([app], host="127.0.0.1", port=port, console=True).start()
+            server = LocalServer(
+                [app],
+                host="127.0.0.1",
+                port=port,
+                console=True,
+                redis_url=settings.server_redis_url,
+                redis_prefix=settings.server_redis_prefix,
+            ).start()
         except OSError as e:
             if _serves_app(settings):
                 _shared.add(port)

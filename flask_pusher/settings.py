@@ -69,6 +69,8 @@ class PusherSettings:
     defer: bool = False
     local_server: bool = False
     local_server_port: int = 6001
+    server_redis_url: str | None = dataclasses.field(default=None, repr=False)
+    server_redis_prefix: str = "flask-pusher"
 
     @property
     def encryption_enabled(self) -> bool:
@@ -147,6 +149,21 @@ def _optional_port(value: Any) -> int | None:
         return None
     port: int = _number(int, 1, 65535)(value)
     return port
+
+
+def _redis_url(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError("a Redis URL such as 'redis://127.0.0.1:6379/0'")
+    from .server.config import hide_password  # no aiohttp, no redis
+    from .server.config import REDIS_URL_FORMS
+    from .server.config import redis_url_problem
+
+    problem = redis_url_problem(value)
+    if problem:
+        raise ValueError(f"{REDIS_URL_FORMS}; {hide_password(value)!r} is not ({problem})")
+    return value
 
 
 def _path(value: Any) -> str:
@@ -233,6 +250,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("defer", "PUSHER_DEFER", False, _bool),
     Option("local_server", "PUSHER_LOCAL_SERVER", False, _bool),
     Option("local_server_port", "PUSHER_LOCAL_SERVER_PORT", 6001, _number(int, 1, 65535)),
+    Option("server_redis_url", "PUSHER_SERVER_REDIS_URL", None, _redis_url),
+    Option("server_redis_prefix", "PUSHER_SERVER_REDIS_PREFIX", "flask-pusher", _text),
 )
 
 #: The credentials an in-process local server uses when none are configured.
@@ -248,6 +267,8 @@ EXTRA_OPTIONS = {"url": "PUSHER_URL"}
 OBSOLETE_KEYS = ("PUSHER_NOTIFICATION_HOST", "PUSHER_NOTIFICATION_SSL")
 
 KEYWORDS = frozenset(o.name for o in OPTIONS) | frozenset(EXTRA_OPTIONS)
+#: Settings whose value an error message does not repeat (a URL with a password).
+_HIDDEN = frozenset({"server_redis_url"})
 _BY_NAME = {o.name: o for o in OPTIONS}
 #: Every ``PUSHER_*`` key the extension reads.
 CONFIG_KEYS = (
@@ -402,8 +423,9 @@ def resolve(
         try:
             values[option.name] = option.coerce(raw)
         except ValueError as e:
+            got = "" if option.name in _HIDDEN else f", got {raw!r}"
             raise ConfigurationError(
-                f"{_describe(option.name, option.config_key)} must be {e}, got {raw!r}."
+                f"{_describe(option.name, option.config_key)} must be {e}{got}."
             ) from None
     if values["local_server"]:
         values.update(LOCAL_OVERRIDES, port=values["local_server_port"])

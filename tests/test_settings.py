@@ -82,6 +82,9 @@ def test_constructor_keyword_beats_config_per_app() -> None:
         ("PUSHER_URL_PREFIX", "/rt/", "url_prefix", "/rt"),
         ("PUSHER_URL_PREFIX", "", "url_prefix", ""),
         ("PUSHER_HOST", "", "host", None),
+        ("PUSHER_SERVER_REDIS_URL", "", "server_redis_url", None),
+        ("PUSHER_SERVER_REDIS_URL", "redis://r:6379/1", "server_redis_url", "redis://r:6379/1"),
+        ("PUSHER_SERVER_REDIS_PREFIX", "app1", "server_redis_prefix", "app1"),
     ],
 )
 def test_strings_from_the_environment_are_coerced(
@@ -104,6 +107,9 @@ def test_strings_from_the_environment_are_coerced(
         ("PUSHER_AUTH", "auth"),
         ("PUSHER_URL", "pusher://nope"),
         ("PUSHER_ENCRYPTION_MASTER_KEY_BASE64", "dG9vIHNob3J0"),
+        ("PUSHER_SERVER_REDIS_URL", "http://127.0.0.1:6379"),
+        ("PUSHER_SERVER_REDIS_URL", 6379),
+        ("PUSHER_SERVER_REDIS_PREFIX", ""),
     ],
 )
 def test_malformed_values_raise_naming_the_key(key: str, raw: Any) -> None:
@@ -189,6 +195,22 @@ def test_repr_hides_secrets() -> None:
     )
     assert "hunter2" not in repr(settings)
     assert "K" * 44 not in repr(settings)
+
+
+def test_a_bad_redis_url_is_not_repeated_with_its_password() -> None:
+    url = "redis://:hunter2@r:port/0"
+    with pytest.raises(ConfigurationError, match=r"redis://\[\[USER\]") as caught:
+        resolve({**REQUIRED, "PUSHER_SERVER_REDIS_URL": url}, {}, {})
+    assert "hunter2" not in str(caught.value) and "redis://:***@r:port/0" in str(caught.value)
+    settings = resolve({**REQUIRED, "PUSHER_SERVER_REDIS_URL": "redis://:hunter2@r/0"}, {}, {})
+    assert "hunter2" not in repr(settings)
+
+
+def test_a_misspelt_redis_key_gets_did_you_mean() -> None:
+    with pytest.warns(
+        UserWarning, match=r"'PUSHER_REDIS_URL'.*did you mean PUSHER_SERVER_REDIS_URL"
+    ):
+        resolve({**REQUIRED, "PUSHER_REDIS_URL": "redis://r/0"}, {}, {})
 
 
 def test_settings_are_frozen_at_init_app() -> None:

@@ -681,11 +681,15 @@ def _show_receive(
             )
 
 
-async def start_site(server: Server, host: str, port: int) -> tuple[web.AppRunner, int]:
+async def start_site(
+    server: Server, host: str, port: int, *, reuse_port: bool = False
+) -> tuple[web.AppRunner, int]:
     """Listen on ``host:port`` (0 picks a free port); return the runner and port.
 
     With ``metrics_port``, ``/metrics``, ``/health`` and ``/ready`` listen there
     instead (on ``host``), until the main runner's cleanup has flushed webhooks.
+    ``reuse_port=True`` sets ``SO_REUSEPORT`` on both listening sockets, so that
+    the processes of ``--workers`` share them (the kernel spreads connections).
     """
     if server.console is not None:
         server.console.login_required = not is_loopback(host)
@@ -697,7 +701,7 @@ async def start_site(server: Server, host: str, port: int) -> tuple[web.AppRunne
         shutdown_timeout=1.0,
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=4096)
+    site = web.TCPSite(runner, host, port, backlog=4096, reuse_port=reuse_port)
     try:
         await site.start()
     except BaseException:  # the address is taken: stop what setup() started
@@ -710,20 +714,22 @@ async def start_site(server: Server, host: str, port: int) -> tuple[web.AppRunne
         await server.cluster.start(server.node)
     if server.metrics_port is not None:
         try:
-            server._ops_runner = await _start_ops_site(server, host, server.metrics_port)
+            server._ops_runner = await _start_ops_site(
+                server, host, server.metrics_port, reuse_port
+            )
         except BaseException:
             await runner.cleanup()
             raise
     return runner, bound
 
 
-async def _start_ops_site(server: Server, host: str, port: int) -> web.AppRunner:
+async def _start_ops_site(server: Server, host: str, port: int, reuse_port: bool) -> web.AppRunner:
     app = web.Application()
     server.add_ops_routes(app)
     add_fallback(app)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, logger=http_log)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, port, reuse_port=reuse_port).start()
     return runner
 
 

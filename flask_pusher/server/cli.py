@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import json
 from collections.abc import Callable
 from collections.abc import Sequence
@@ -21,6 +22,11 @@ import click
 
 from .config import AppConfig
 from .config import check_prefix
+from .config import check_redis_url
+from .config import check_workers
+from .config import DEFAULT_NODE_TIMEOUT
+from .config import DEFAULT_REDIS_PREFIX
+from .config import NODE_TIMEOUT_RANGE
 from .config import WebhookConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -39,7 +45,15 @@ def server_options(f: F) -> F:
       (default ``HOSTNAME:PORT``),
     - ``--console``: the debug console at ``/console``,
     - ``--shutdown-delay SECONDS`` (default 0): answer 503 on ``/ready`` that
-      long before closing.
+      long before closing,
+    - ``--redis URL`` (or the environment variable ``PUSHER_SERVER_REDIS_URL``):
+      join the cluster of every server with the same Redis URL and prefix,
+    - ``--redis-prefix`` (default ``flask-pusher``): the start of the cluster's
+      Redis keys and pub/sub channels,
+    - ``--node-timeout SECONDS`` (default 30, from 1 to 300): how long the other
+      nodes wait before they treat a silent node as dead,
+    - ``--workers N`` (default 1): run N server processes on the same port
+      (``SO_REUSEPORT``), joined through ``--redis``.
 
     The decorated function takes ``host``, ``port``, ``webhooks``, ``debug``
     and ``ops`` (an :class:`OpsOptions`).
@@ -104,24 +118,74 @@ def server_options(f: F) -> F:
             metavar="SECONDS",
             help="On SIGTERM, answer 503 on /ready this long before closing.",
         ),
+        click.option(
+            "--redis",
+            "redis_url",
+            callback=_redis_url,
+            envvar="PUSHER_SERVER_REDIS_URL",
+            show_envvar=True,
+            default=None,
+            metavar="URL",
+            help="Join the cluster of every server with this Redis URL and prefix,"
+            " e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS, unix:///PATH).",
+        ),
+        click.option(
+            "--redis-prefix",
+            default=DEFAULT_REDIS_PREFIX,
+            show_default=True,
+            callback=_not_empty,
+            help="Start of the cluster's Redis keys and pub/sub channels.",
+        ),
+        click.option(
+            "--node-timeout",
+            type=click.FloatRange(*NODE_TIMEOUT_RANGE),
+            default=DEFAULT_NODE_TIMEOUT,
+            show_default=True,
+            metavar="SECONDS",
+            help="With --redis: how long before the other nodes treat a silent node as dead.",
+        ),
+        click.option(
+            "--workers",
+            type=click.IntRange(1, 256),
+            default=1,
+            show_default=True,
+            metavar="N",
+            help="Run N server processes on the same port (SO_REUSEPORT); needs --redis.",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        names = ("metrics", "metrics_prefix", "metrics_port", "node", "console", "shutdown_delay")
+        names = [field.name for field in dataclasses.fields(OpsOptions)]
         kwargs["ops"] = OpsOptions(**{name: kwargs.pop(name) for name in names})
         return f(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
 
 
+def _redis_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return check_redis_url(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _not_empty(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value:
+        raise click.BadParameter("must not be empty")
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class OpsOptions:
-    """The operations options of :func:`server_options`, as
+    """The operations and cluster options of :func:`server_options`, as
     :class:`~flask_pusher.server.LocalServer` and :func:`~flask_pusher.server.run`
-    take them as keyword arguments (same names and defaults)."""
+    take them as keyword arguments (same names and defaults; ``workers`` is
+    :func:`~flask_pusher.server.run`'s only)."""
 
     metrics: bool = True
     metrics_prefix: str = "pusher_"
@@ -129,10 +193,16 @@ class OpsOptions:
     node: str | None = None
     console: bool = False
     shutdown_delay: float = 0.0
+    redis_url: str | None = None
+    redis_prefix: str = DEFAULT_REDIS_PREFIX
+    node_timeout: float = DEFAULT_NODE_TIMEOUT
+    workers: int = 1
 
     def kwargs(self) -> dict[str, Any]:
-        """The options as keyword arguments."""
-        return dataclasses.asdict(self)
+        """The options as keyword arguments of the server (all but ``workers``)."""
+        options = dataclasses.asdict(self)
+        del options["workers"]
+        return options
 
 
 def serve(
@@ -142,27 +212,39 @@ def serve(
     debug: bool,
     ops: OpsOptions | None = None,
 ) -> None:
-    """Run the server in the foreground until SIGINT or SIGTERM.
+    """Run the server in the foreground until SIGINT or SIGTERM; with
+    ``ops.workers`` > 1, run and supervise that many server processes.
 
-    :raises click.ClickException: if the address cannot be bound, or the
-        ``server`` extra (aiohttp) is not installed.
-    :raises click.UsageError: for a metrics prefix that cannot start a metric name.
+    :raises click.ClickException: if the address cannot be bound, a worker
+        does not start, or the ``server`` extra (aiohttp) or, with a Redis URL,
+        the ``redis`` extra is not installed.
+    :raises click.UsageError: for a metrics prefix that cannot start a metric
+        name, or ``--workers`` without ``--redis``, on port 0, or on a platform
+        without ``SO_REUSEPORT``.
     """
+    ops = ops or OpsOptions()
+    try:
+        check_prefix(ops.metrics_prefix)
+        check_workers(ops.workers, port, ops.redis_url)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     try:
         from .serve import run
+        from .serve import WorkerError
     except ImportError as e:
         raise click.ClickException(
             f'The server needs its extra: pip install "flask-pusher[server]" ({e}).'
         ) from None
-    options = (ops or OpsOptions()).kwargs()
+    if ops.redis_url and importlib.util.find_spec("redis") is None:
+        raise click.ClickException(
+            '--redis needs redis-py: pip install "flask-pusher[server,redis]".'
+        )
     try:
-        check_prefix(options["metrics_prefix"])
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    try:
-        run(apps, host, port, debug=debug, **options)
+        run(apps, host, port, debug=debug, workers=ops.workers, **ops.kwargs())
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
+    except WorkerError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def load_config(path: str) -> list[AppConfig]:

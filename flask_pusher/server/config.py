@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import socket
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from .. import names
 
@@ -136,3 +138,80 @@ def check_prefix(prefix: str) -> str:
             " use letters, digits, '_' and ':' (not a digit first), e.g. 'pusher_'."
         )
     return prefix
+
+
+#: The start of every Redis key and pub/sub channel of a cluster (``--redis-prefix``).
+DEFAULT_REDIS_PREFIX = "flask-pusher"
+#: Seconds before the other nodes of a cluster treat a silent node as dead (``--node-timeout``).
+DEFAULT_NODE_TIMEOUT = 30.0
+#: The range ``--node-timeout`` accepts, in seconds.
+NODE_TIMEOUT_RANGE = (1.0, 300.0)
+#: The forms of Redis URL that redis-py's ``from_url`` takes.
+REDIS_URL_FORMS = (
+    "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS)"
+    " or unix://[[USER]:PASSWORD@]/PATH/TO/SOCKET[?db=DB]"
+)
+
+
+def redis_url_problem(url: str) -> str | None:
+    """What makes ``url`` no Redis URL (see :func:`check_redis_url`), or ``None``."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return "its scheme is not redis, rediss or unix"
+    if parts.scheme == "unix" and not parts.path:
+        return "it has no socket path"
+    if parts.scheme != "unix" and not re.fullmatch(r"/?[0-9]*", parts.path):
+        return "its database is not a number"
+    try:
+        parts.port  # noqa: B018 - parsing it is the check
+    except ValueError:
+        return "its port is not a number from 0 to 65535"
+    return None
+
+
+def hide_password(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***``."""
+    password = urlsplit(url.strip()).password
+    return url.replace(f":{password}@", ":***@") if password else url
+
+
+def check_redis_url(url: str) -> str:
+    """Return ``url`` if it has the form redis-py's ``Redis.from_url`` takes.
+
+    The forms are those of `redis-py's from_url
+    <https://redis.readthedocs.io/en/stable/connections.html#redis.Redis.from_url>`_:
+    ``redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]``, ``rediss://`` (the same over
+    TLS) and ``unix://[[USER]:PASSWORD@]/PATH/TO/SOCKET[?db=DB]``. Nothing is
+    imported or connected to.
+
+    :raises ValueError: if the scheme is none of those, the port is not a
+        number, the database is not a number, or a ``unix://`` URL has no path.
+    """
+    problem = redis_url_problem(url)
+    if problem:
+        raise ValueError(
+            f"{hide_password(url)!r} is not a Redis URL ({problem}): expected {REDIS_URL_FORMS}"
+        )
+    return url
+
+
+def check_workers(workers: int, port: int, redis_url: str | None) -> None:
+    """Check that ``workers`` server processes can share ``port``.
+
+    :raises ValueError: for more than one worker without a Redis URL (the
+        workers share their state through Redis), on port 0 (each worker would
+        pick another port), or where the platform has no ``SO_REUSEPORT``.
+    """
+    if workers <= 1:
+        return
+    if not redis_url:
+        raise ValueError(
+            "--workers needs --redis: workers share state through Redis; add --redis URL"
+        )
+    if port == 0:
+        raise ValueError("--workers needs a fixed --port: workers share one known port, not 0")
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise ValueError(
+            "--workers needs SO_REUSEPORT, which this platform does not have:"
+            " run one server per port instead, joined by the same --redis URL"
+        )

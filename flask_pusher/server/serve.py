@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import dataclasses
 import gc
 import logging
+import multiprocessing
+import os
 import signal
+import socket
 import sys
 import threading
+import time
+from collections.abc import Callable
 from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import Any
 
@@ -19,6 +29,9 @@ from .app import Server
 from .app import start_site
 from .app import stop_site
 from .config import AppConfig
+from .config import check_workers
+from .config import DEFAULT_NODE_TIMEOUT
+from .config import DEFAULT_REDIS_PREFIX
 
 log = logging.getLogger("flask_pusher.server")
 
@@ -53,6 +66,14 @@ class LocalServer:
     :param console: serve the debug console at ``/console``. Default ``False``.
     :param shutdown_delay: seconds :meth:`stop` keeps listening while
         ``/ready`` answers 503. Default 0.0.
+    :param redis_url: join the cluster of every server with this Redis URL
+        and ``redis_prefix`` (``redis://HOST:PORT/DB``, ``rediss://`` or
+        ``unix://``; needs the ``redis`` extra). Default ``None``: no cluster,
+        nothing of Redis imported. Config key ``PUSHER_SERVER_REDIS_URL``.
+    :param redis_prefix: the start of the cluster's Redis keys and pub/sub
+        channels. Default ``"flask-pusher"`` (``PUSHER_SERVER_REDIS_PREFIX``).
+    :param node_timeout: seconds before the other nodes of the cluster treat
+        this one as dead once it falls silent. Default 30.0.
     :raises ValueError: if no app is given or IDs or keys repeat, or for a bad
         metrics prefix.
     """
@@ -73,6 +94,9 @@ class LocalServer:
         node: str | None = None,
         console: bool = False,
         shutdown_delay: float = 0.0,
+        redis_url: str | None = None,
+        redis_prefix: str = DEFAULT_REDIS_PREFIX,
+        node_timeout: float = DEFAULT_NODE_TIMEOUT,
     ) -> None:
         self.apps = tuple(apps)
         self.host = host
@@ -88,6 +112,9 @@ class LocalServer:
             "node": node,
             "console": console,
             "shutdown_delay": shutdown_delay,
+            "redis_url": redis_url,
+            "redis_prefix": redis_prefix,
+            "node_timeout": node_timeout,
         }
         if not self.apps:
             raise ValueError("LocalServer needs at least one AppConfig.")
@@ -212,6 +239,7 @@ def run(
     *,
     debug: bool = False,
     webhook_delay: float = 3.0,
+    workers: int = 1,
     **options: Any,
 ) -> None:
     """Serve in the foreground until SIGINT or SIGTERM, then shut down cleanly.
@@ -222,42 +250,87 @@ def run(
     configured; ``debug=True`` also logs one line per connection event. On
     shutdown connections are closed with 4200 and pending webhooks are sent.
 
+    With ``workers`` > 1 this process serves nothing itself: it starts that
+    many server processes (``multiprocessing``'s *spawn*) listening on the same
+    port with ``SO_REUSEPORT``, so that the kernel spreads connections among
+    them, named ``NODE/1`` ... ``NODE/N`` (``NODE`` is ``node``, default
+    ``HOSTNAME:PORT``). It logs the startup line once all have started, passes
+    SIGINT and SIGTERM on to them as SIGTERM and waits until they have shut
+    down, and starts a worker that dies again, after 0.5 s, doubled while it
+    keeps dying within 10 s of its start (at most 30 s).
+
     :param apps: the apps to serve.
     :param host: the interface. Default ``"127.0.0.1"`` (loopback only).
     :param port: the TCP port. Default 6001; 0 picks a free port.
     :param webhook_delay: seconds vacate/member_removed webhooks are held.
+    :param workers: server processes to run (``--workers``). Default 1: this
+        process serves. More need ``redis_url`` and a fixed port.
     :param options: more keyword arguments of
         :class:`~flask_pusher.server.app.Server`: ``metrics``, ``metrics_prefix``,
-        ``metrics_port``, ``node``, ``console``, ``shutdown_delay`` (the
-        command line's ``--no-metrics``, ``--metrics-prefix``, ``--metrics-port``,
-        ``--node``, ``--console``, ``--shutdown-delay``).
+        ``metrics_port``, ``node``, ``console``, ``shutdown_delay``,
+        ``redis_url``, ``redis_prefix``, ``node_timeout`` (the command line's
+        ``--no-metrics``, ``--metrics-prefix``, ``--metrics-port``, ``--node``,
+        ``--console``, ``--shutdown-delay``, ``--redis``, ``--redis-prefix``,
+        ``--node-timeout``).
     :raises OSError: if the address cannot be bound.
-    :raises ValueError: for a bad metrics prefix.
+    :raises ValueError: for a bad metrics prefix, or ``workers`` > 1 without
+        ``redis_url``, on port 0, or where the platform lacks ``SO_REUSEPORT``.
+    :raises WorkerError: if a worker does not start, or ``workers`` > 1 is
+        asked for off the main thread (signals are handled there only).
     """
+    options = {"webhook_delay": webhook_delay, **options}
+    check_workers(workers, port, options.get("redis_url"))
+    _configure_logging(debug)
+    if workers > 1:
+        _Supervisor(apps, host, port, debug, options, workers).run()
+    else:
+        asyncio.run(_serve(apps, host, port, options))
+
+
+def _configure_logging(debug: bool, tag: str = "") -> None:
+    """A stderr handler on the server's logger unless logging is configured;
+    ``tag`` (a worker's node name) starts each line after the level."""
     if not log.hasHandlers():
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        tag = f"[{tag}] " if tag else ""
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {tag}%(message)s"))
         log.addHandler(handler)
     if debug:
         log.setLevel(logging.DEBUG)
     elif log.level == logging.NOTSET:
         log.setLevel(logging.INFO)
-    asyncio.run(_serve(apps, host, port, {"webhook_delay": webhook_delay, **options}))
 
 
-async def _serve(apps: Sequence[AppConfig], host: str, port: int, options: dict[str, Any]) -> None:
+def _announce(host: str, port: int, apps: Sequence[AppConfig], options: dict[str, Any]) -> None:
+    """Log the startup line, and where the console and the metrics are."""
+    log.info(describe(host, port, apps))
+    if options.get("console"):
+        log.info("Debug console at http://%s:%d/console", host, port)
+    if options.get("metrics", True):
+        where = options.get("metrics_port") or port
+        log.info("Prometheus metrics at http://%s:%d/metrics", host, where)
+
+
+async def _serve(
+    apps: Sequence[AppConfig],
+    host: str,
+    port: int,
+    options: dict[str, Any],
+    started: Callable[[], None] | None = None,
+) -> None:
+    """Serve until SIGINT or SIGTERM. A worker passes ``started``: it listens
+    with ``SO_REUSEPORT``, calls ``started()`` instead of logging the startup
+    line (its parent does), and names itself ``options["node"]``."""
     server = Server(apps, **options)
-    runner, bound = await start_site(server, host, port)
+    runner, bound = await start_site(server, host, port, reuse_port=started is not None)
     # A process of its own: move what exists now (modules, classes) out of the
     # cyclic GC's reach, so full collections only scan connection state.
     gc.collect()
     gc.freeze()
-    log.info(describe(host, bound, apps))
-    if server.console is not None:
-        log.info("Debug console at http://%s:%d/console", host, bound)
-    if server.metrics is not None:
-        where = bound if server.metrics_port is None else server.metrics_port
-        log.info("Prometheus metrics at http://%s:%d/metrics", host, where)
+    if started is None:
+        _announce(host, bound, apps, options)
+    else:
+        started()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []
@@ -275,3 +348,278 @@ async def _serve(apps: Sequence[AppConfig], host: str, port: int, options: dict[
         for sig in installed:
             loop.remove_signal_handler(sig)
         await stop_site(runner)
+
+
+# -- --workers N: a parent that starts and supervises N server processes -------
+
+#: Seconds a worker may take to listen before the parent gives up on it.
+WORKER_START_TIMEOUT = 60.0
+#: Seconds the parent waits, after ``shutdown_delay``, for the workers to shut
+#: down after SIGTERM before it kills them (each takes at most 2 s).
+WORKER_STOP_TIMEOUT = 15.0
+#: The first restart delay of a worker that died, doubled while it keeps
+#: dying within RESTART_STABLE seconds of its start, up to RESTART_MAX.
+RESTART_MIN = 0.5
+RESTART_MAX = 30.0
+RESTART_STABLE = 10.0
+#: What a worker sends its parent once it listens; anything else is why it did not.
+_STARTED = "started"
+
+
+class WorkerError(RuntimeError):
+    """A worker of :func:`run` did not start, or ``run(workers=N)`` was called
+    off the main thread."""
+
+
+def _worker(
+    apps: Sequence[AppConfig],
+    host: str,
+    port: int,
+    debug: bool,
+    options: dict[str, Any],
+    pipe: Connection,
+) -> None:
+    """A worker process's body: serve, and tell the parent through ``pipe``
+    once listening, or why not."""
+    # Ctrl-C reaches the whole process group: until the worker's own handler is
+    # in place, leave it to the parent, which answers with SIGTERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _configure_logging(debug, options["node"])
+    told = False
+
+    def started() -> None:
+        nonlocal told
+        pipe.send(_STARTED)
+        told = True
+
+    try:
+        asyncio.run(_serve(apps, host, port, options, started))
+    except Exception as exc:
+        if told:
+            raise
+        pipe.send(f"{exc.__class__.__name__}: {exc}")
+        sys.exit(1)
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+@dataclasses.dataclass
+class _Slot:
+    """One worker's place: its process, the pipe it reports its start on,
+    when it started, and when and after what delay it restarts."""
+
+    node: str
+    process: BaseProcess | None = None
+    pipe: Connection | None = None
+    started_at: float = 0.0
+    delay: float = RESTART_MIN
+    restart_at: float | None = None
+
+
+class _Supervisor:
+    """The parent of ``run(workers=N)``: see :func:`run`."""
+
+    def __init__(
+        self,
+        apps: Sequence[AppConfig],
+        host: str,
+        port: int,
+        debug: bool,
+        options: dict[str, Any],
+        workers: int,
+    ) -> None:
+        self.args = (tuple(apps), host, port, debug)
+        self.options = options
+        self.context = multiprocessing.get_context("spawn")
+        base = options.get("node") or f"{socket.gethostname()}:{port}"
+        self.slots = [_Slot(f"{base}/{i}") for i in range(1, workers + 1)]
+        self.stopping = False
+
+    def run(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            raise WorkerError("run(workers=N) must be called from the main thread")
+        # Signals wake the supervisor through this pair (signal.set_wakeup_fd).
+        self.signals, self.wakeup = socket.socketpair()
+        for sock in (self.signals, self.wakeup):
+            sock.setblocking(False)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
+        old_wakeup = signal.set_wakeup_fd(self.wakeup.fileno())
+        try:
+            try:
+                for slot in self.slots:
+                    self._start(slot)
+                self._wait_started()
+                if not self.stopping:
+                    apps, host, port, _ = self.args
+                    _announce(host, port, apps, self.options)
+                    log.info(
+                        "Workers: %s",
+                        ", ".join(
+                            f"{s.node} (pid {s.process.pid})" for s in self.slots if s.process
+                        ),
+                    )
+                    self._supervise()
+            except BaseException:
+                self._stop_all()
+                raise
+            failed = self._stop_all()
+            if failed:
+                raise WorkerError("; ".join(failed))
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.signals.close()
+            self.wakeup.close()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+
+    def _drain_signals(self) -> None:
+        try:
+            while self.signals.recv(512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _start(self, slot: _Slot) -> None:
+        receive, send = self.context.Pipe(duplex=False)
+        options = {**self.options, "node": slot.node}
+        process = self.context.Process(
+            target=_worker,
+            args=(*self.args, options, send),
+            name=f"flask-pusher worker {slot.node}",
+        )
+        process.start()
+        send.close()
+        slot.process, slot.pipe = process, receive
+        slot.started_at = time.monotonic()
+        slot.restart_at = None
+
+    def _report(self, slot: _Slot) -> str | None:
+        """What the worker said on its pipe: ``None`` once started, else why
+        it did not start (``None`` too if it had nothing to say yet)."""
+        assert slot.pipe is not None
+        try:
+            message: str = slot.pipe.recv()
+        except (EOFError, OSError):
+            message = "it exited before listening"
+        slot.pipe.close()
+        slot.pipe = None
+        return None if message == _STARTED else message
+
+    def _wait_started(self) -> None:
+        deadline = time.monotonic() + WORKER_START_TIMEOUT
+        while not self.stopping and any(s.pipe is not None for s in self.slots):
+            waiting = {s.pipe: s for s in self.slots if s.pipe is not None}
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                nodes = ", ".join(s.node for s in waiting.values())
+                raise WorkerError(
+                    f"worker {nodes} did not listen on port {self.args[2]}"
+                    f" within {WORKER_START_TIMEOUT:g} s"
+                )
+            ready = wait([*waiting, self.signals], remaining)
+            self._drain_signals()
+            for pipe, slot in waiting.items():
+                if pipe not in ready:
+                    continue
+                problem = self._report(slot)
+                if problem is not None:
+                    raise WorkerError(f"worker {slot.node} did not start: {problem}")
+
+    def _supervise(self) -> None:
+        while not self.stopping:
+            now = time.monotonic()
+            for slot in self.slots:
+                if slot.restart_at is not None and slot.restart_at <= now:
+                    self._start(slot)
+            due = [s.restart_at for s in self.slots if s.restart_at is not None]
+            timeout = max(0.0, min(due) - now) if due else None
+            objects: dict[Any, tuple[str, _Slot]] = {}
+            for slot in self.slots:
+                if slot.process is not None:
+                    objects[slot.process.sentinel] = ("exit", slot)
+                if slot.pipe is not None:
+                    objects[slot.pipe] = ("report", slot)
+            ready = wait([*objects, self.signals], timeout)
+            self._drain_signals()
+            for item in ready:
+                if item is self.signals:
+                    continue
+                what, slot = objects[item]
+                if what == "report" and slot.pipe is not None:
+                    problem = self._report(slot)
+                    if problem is not None:
+                        log.warning("Worker %s did not start: %s", slot.node, problem)
+                    elif slot.process is not None:
+                        log.info("Worker %s restarted (pid %s)", slot.node, slot.process.pid)
+                elif what == "exit" and slot.process is not None and not self.stopping:
+                    self._schedule_restart(slot)
+
+    def _schedule_restart(self, slot: _Slot) -> None:
+        process = slot.process
+        assert process is not None
+        process.join()
+        now = time.monotonic()
+        if now - slot.started_at >= RESTART_STABLE:
+            slot.delay = RESTART_MIN
+        log.warning(
+            "Worker %s (pid %d) %s; restarting it in %g s",
+            slot.node,
+            process.pid,
+            _exit_reason(process.exitcode),
+            slot.delay,
+        )
+        slot.restart_at = now + slot.delay
+        slot.delay = min(slot.delay * 2, RESTART_MAX)
+        slot.process = None
+        if slot.pipe is not None:
+            slot.pipe.close()
+            slot.pipe = None
+
+    def _stop_all(self) -> list[str]:
+        """SIGTERM to every worker, then wait for them (kill them after
+        ``shutdown_delay`` + WORKER_STOP_TIMEOUT seconds, or at a second
+        signal); return what went wrong with each that did not stop cleanly."""
+        live = [s for s in self.slots if s.process is not None and s.process.exitcode is None]
+        for slot in live:
+            assert slot.process is not None and slot.process.pid is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(slot.process.pid, signal.SIGTERM)
+        self.stopping = False  # from here on, a signal means "hurry"
+        limit = float(self.options.get("shutdown_delay") or 0) + WORKER_STOP_TIMEOUT
+        deadline = time.monotonic() + limit
+        while True:
+            running = [s.process for s in live if s.process and s.process.exitcode is None]
+            remaining = deadline - time.monotonic()
+            if not running or remaining <= 0 or self.stopping:
+                break
+            wait([*(p.sentinel for p in running), self.signals], remaining)
+            self._drain_signals()
+        failed = []
+        for slot in self.slots:
+            process = slot.process
+            if process is None:
+                continue
+            if process.exitcode is None:
+                log.warning("Worker %s (pid %d) did not stop: killing it", slot.node, process.pid)
+                process.kill()
+            process.join()
+            if process.exitcode not in (0, -signal.SIGTERM):
+                failed.append(f"worker {slot.node} {_exit_reason(process.exitcode)}")
+            slot.process = None
+            if slot.pipe is not None:
+                slot.pipe.close()
+                slot.pipe = None
+        return failed
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)

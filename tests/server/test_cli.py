@@ -48,19 +48,24 @@ def test_operations_options_reach_the_server(monkeypatch: pytest.MonkeyPatch) ->
     seen: list[Any] = []
     argv = ["--app-id", "1", "--key", "k", "--secret", "s", "--console", "--no-metrics"]
     argv += ["--metrics-prefix", "soketi_", "--metrics-port", "9601", "--node", "n1"]
-    argv += ["--shutdown-delay", "2.5"]
+    argv += ["--shutdown-delay", "2.5", "--redis", "redis://r:6380/2", "--redis-prefix", "px"]
+    argv += ["--node-timeout", "7.5", "--workers", "3", "--port", "6010"]
     monkeypatch.setattr("flask_pusher.server.serve.run", lambda *args, **kw: seen.append(kw))
     result = CliRunner().invoke(main, argv)
     assert result.exit_code == 0, result.output
     assert seen == [
         {
             "debug": False,
+            "workers": 3,
             "metrics": False,
             "metrics_prefix": "soketi_",
             "metrics_port": 9601,
             "node": "n1",
             "console": True,
             "shutdown_delay": 2.5,
+            "redis_url": "redis://r:6380/2",
+            "redis_prefix": "px",
+            "node_timeout": 7.5,
         }
     ]
 

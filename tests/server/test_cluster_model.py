@@ -19,7 +19,6 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from collections.abc import Coroutine
-from collections.abc import Iterator
 from typing import Any
 from typing import TypeVar
 
@@ -110,14 +109,6 @@ class Slot:
         self.conn = conn
         self.channels: dict[str, str | None] = {}  # channel -> presence user id
         self.user: str | None = None
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server.url
-    server.stop()
 
 
 _prefixes = itertools.count()
@@ -350,8 +341,8 @@ def _hook_key(event: dict[str, Any]) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _cluster_url(redis_url: str) -> None:
-    ClusterModel.url = redis_url
+def _cluster_url(redis_server: RedisServer) -> None:
+    ClusterModel.url = redis_server.url
 
 
 TestClusterModel = ClusterModel.TestCase
