@@ -48,7 +48,7 @@ const ops = {
     );
     const result = await Promise.race([
       next(channel, 'pusher:subscription_succeeded').then(() => ({ ok: true })),
-      next(channel, 'pusher:subscription_error').then(({ data }) => ({ ok: false, error: data })),
+      next(channel, 'pusher:subscription_error').then(({ data }) => ({ ok: false, refusal: data })),
     ]);
     if (result.ok && channelName.startsWith('presence-')) result.members = members(channel);
     return result;

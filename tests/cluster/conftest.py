@@ -153,7 +153,7 @@ class Cluster(Stack):
         self._clients.append(started)
         return started
 
-    def webhooks(self, name: str | None = None, channel: str | None = None) -> list[Event]:
+    def received(self, name: str | None = None, channel: str | None = None) -> list[Event]:
         """The webhook events received so far (optionally one name/channel)."""
         with self._hooks_lock:
             assert not self.invalid_hooks, f"webhooks failing validation: {self.invalid_hooks}"
@@ -167,10 +167,10 @@ class Cluster(Stack):
     def wait_webhook(self, name: str, channel: str, count: int = 1) -> list[Event]:
         """Wait until ``count`` webhooks ``name`` of ``channel`` arrived; return them."""
         wait_until(
-            lambda: len(self.webhooks(name, channel)) >= count,
-            f"{count} {name} webhook(s) for {channel} (got {self.webhooks()})",
+            lambda: len(self.received(name, channel)) >= count,
+            f"{count} {name} webhook(s) for {channel} (got {self.received()})",
         )
-        return self.webhooks(name, channel)
+        return self.received(name, channel)
 
     def close(self) -> None:
         for started in self._clients:
@@ -246,7 +246,7 @@ class Clients:
         return str(reply["socket_id"])
 
     def subscribe(self, name: str, channel: str) -> Event:
-        """Subscribe and wait for the outcome: ``{"ok": bool, "members"?: ...}``."""
+        """Subscribe and wait for the outcome: ``{"ok": bool, "members"?, "refusal"?}``."""
         return self.call("subscribe", client=name, channel=channel)
 
     def events(self, client: str | None = None, kind: str = "channel", **match: Any) -> list[Event]:
