@@ -7,6 +7,7 @@
 // {"reply": n, ...} (or {"reply": n, "error": ...}). What the clients see
 // arrives as {"client": name, "kind": ..., ...} lines at any time:
 //   kind "channel":   every event pusher-js emits on a subscribed channel;
+//   kind "bound":     events bound by name ("bind"), with their metadata;
 //   kind "user":      events sent to the signed-in user (send_to_user);
 //   kind "watchlist": watchlist online/offline events;
 //   kind "state":     connection state changes; kind "error": connection errors.
@@ -52,6 +53,16 @@ const ops = {
     ]);
     if (result.ok && channelName.startsWith('presence-')) result.members = members(channel);
     return result;
+  },
+
+  // Global bindings get no metadata (pusher-js Dispatcher): bind by name for it.
+  async bind({ client: name, channel, event }) {
+    client(name)
+      .channel(channel)
+      .bind(event, (data, metadata) =>
+        out({ client: name, kind: 'bound', channel, event, data, metadata }),
+      );
+    return {};
   },
 
   async unsubscribe({ client: name, channel }) {
