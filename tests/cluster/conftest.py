@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,13 @@ from flask_pusher.server import AppConfig
 from flask_pusher.server import LocalServer
 from flask_pusher.server import WebhookConfig
 
+from ..e2e.conftest import _node_ready
 from ..e2e.conftest import APP_ID
 from ..e2e.conftest import KEY
 from ..e2e.conftest import MASTER_KEY
 from ..e2e.conftest import ROOT
 from ..e2e.conftest import SECRET
 from ..e2e.conftest import Stack
-from ..e2e.conftest import _node_ready
 from ..needs import unavailable
 
 CLIENTS = Path(__file__).with_name("clients.js")
@@ -100,16 +101,16 @@ class Cluster(Stack):
         app = AppConfig(APP_ID, KEY, SECRET, webhooks=[hook], **self.app_options)
         try:
             for i in range(self.count):
-                node = ClusterNode(
+                started = ClusterNode(
                     [app],
                     redis_url=self.redis_url,
                     redis_prefix=self.prefix,
                     webhook_delay=self.webhook_delay,
                     node=f"node-{'ABC'[i]}",
                 )
-                self.nodes.append(node.start())
+                self.nodes.append(started.start())
             for node in self.nodes:
-                wait_until(lambda node=node: _ready(node), f"GET {node.url}/ready to answer 200")
+                wait_until(partial(_ready, node), f"GET {node.url}/ready to answer 200")
         except BaseException:
             for node in self.nodes:
                 node.stop()

@@ -13,10 +13,10 @@ import pusher
 from ..e2e.conftest import APP_ID
 from ..e2e.conftest import KEY
 from ..e2e.conftest import SECRET
-from .conftest import TIMEOUT
-from .conftest import Cluster
 from .conftest import Clients
+from .conftest import Cluster
 from .conftest import MakeCluster
+from .conftest import TIMEOUT
 
 ROUNDS = 50
 

@@ -110,6 +110,8 @@ def test_subscription_count_counts_every_node(make_cluster: MakeCluster) -> None
         clients.wait(name, event="pusher:subscription_count", data={"subscription_count": 3})
     clients.call("unsubscribe", client="c", channel="room")
     for name in "ab":  # 2 once before (b's own subscription), once now
-        clients.wait(name, event="pusher:subscription_count", data={"subscription_count": 2}, count=2)
+        clients.wait(
+            name, event="pusher:subscription_count", data={"subscription_count": 2}, count=2
+        )
     seen = clients.events("a", event="pusher:subscription_count")
     assert [e["data"]["subscription_count"] for e in seen] == [1, 2, 3, 2]

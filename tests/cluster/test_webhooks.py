@@ -7,15 +7,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .conftest import Cluster
 from .conftest import Clients
+from .conftest import Cluster
 from .conftest import MakeCluster
 from .conftest import wait_until
 
 
 def names(events: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
     """The events' names and user ids, sorted, subscription counts left out."""
-    return sorted((e["name"], e.get("user_id")) for e in events if e["name"] != "subscription_count")
+    return sorted(
+        (e["name"], e.get("user_id")) for e in events if e["name"] != "subscription_count"
+    )
 
 
 def test_each_webhook_once_per_cluster(make_cluster: MakeCluster) -> None:
