@@ -17,6 +17,7 @@ from .conftest import Clients
 from .conftest import Cluster
 from .conftest import MakeCluster
 from .conftest import TIMEOUT
+from .conftest import wait_until
 
 ROUNDS = 50
 
@@ -77,12 +78,25 @@ def test_counts_and_users_from_a_node_without_subscribers(make_cluster: MakeClus
     assert info == {"occupied": True, "user_count": 2, "subscription_count": 3}
     users = api.users_info("presence-room")
     assert sorted(u["id"] for u in users["users"]) == ["ann", "bob"]
+    # ann's connection on A leaves: she is still a member through B.
     clients.call("disconnect", client="ann-a")
+    wait_until(
+        lambda: (
+            api.channel_info("presence-room", ["subscription_count"])["subscription_count"] == 2
+        ),
+        "the cluster to count ann-a out",
+    )
     clients.call("disconnect", client="bob")
     clients.wait("ann-b", event="pusher:member_removed", data=member("bob"))
     info = api.channel_info("presence-room", ["user_count", "subscription_count"])
     assert info == {"occupied": True, "user_count": 1, "subscription_count": 1}
     assert api.users_info("presence-room") == {"users": [{"id": "ann"}]}
+    # A marker through A (not ann-b's node) comes after any member event
+    # published before it: only bob was removed.
+    cluster.api(0).trigger("presence-room", "marker", {})
+    clients.wait("ann-b", channel="presence-room", event="marker")
+    removed = clients.events("ann-b", event="pusher:member_removed")
+    assert [e["data"]["id"] for e in removed] == ["bob"]
 
 
 def test_member_limit_counts_the_whole_cluster(make_cluster: MakeCluster) -> None:

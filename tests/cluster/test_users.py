@@ -72,6 +72,19 @@ def test_watchlist_online_offline_across_nodes(make_cluster: MakeCluster) -> Non
     ]
 
 
+def test_watchlist_of_a_user_already_online_on_another_node(make_cluster: MakeCluster) -> None:
+    """bob is signed in on B before ann signs in on A watching him: her
+    initial watchlist event says online (reference §1.5)."""
+    cluster = make_cluster(2)
+    clients = cluster.clients()
+    clients.connect("bob", 1, user="bob")
+    clients.call("signin", client="bob")
+    clients.connect("ann", 0, user="ann", watchlist=["bob", "carol"])
+    clients.call("signin", client="ann")
+    [online] = clients.wait("ann", kind="watchlist", event="online")
+    assert online["data"] == {"name": "online", "user_ids": ["bob"]}
+
+
 def test_cache_channel_across_nodes(make_cluster: MakeCluster) -> None:
     """A cache channel's last event (reference §5.10): a subscriber on C gets
     pusher:cache_miss; triggered on A, it reaches that subscriber; a later
