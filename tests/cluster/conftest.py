@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pusher
 import pytest
 import redis
@@ -288,6 +289,13 @@ class Clients:
         errors = self.proc.stderr.read()
         self.proc.stderr.close()
         assert self.proc.returncode == 0, errors
+
+
+async def raw_connect(session: aiohttp.ClientSession, port: int) -> tuple[Any, str]:
+    """A raw protocol-7 WebSocket on ``port`` (reference §5.1, §5.3) and its socket_id."""
+    ws = await session.ws_connect(f"ws://127.0.0.1:{port}/app/{KEY}?protocol=7")
+    hello = await ws.receive_json(timeout=TIMEOUT)
+    return ws, json.loads(hello["data"])["socket_id"]
 
 
 def _free_port() -> int:

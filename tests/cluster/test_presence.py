@@ -16,6 +16,7 @@ from ..e2e.conftest import SECRET
 from .conftest import Clients
 from .conftest import Cluster
 from .conftest import MakeCluster
+from .conftest import raw_connect
 from .conftest import TIMEOUT
 from .conftest import wait_until
 
@@ -121,13 +122,6 @@ def test_member_limit_counts_the_whole_cluster(make_cluster: MakeCluster) -> Non
     assert (admitted["ok"], ids(admitted)) == (True, ["ann", "carol"])
 
 
-async def _raw(session: aiohttp.ClientSession, port: int) -> tuple[Any, str]:
-    """A raw protocol-7 connection (reference §5.1, §5.3) and its socket_id."""
-    ws = await session.ws_connect(f"ws://127.0.0.1:{port}/app/{KEY}?protocol=7")
-    hello = await ws.receive_json(timeout=TIMEOUT)
-    return ws, json.loads(hello["data"])["socket_id"]
-
-
 async def _succeeded(ws: Any, channel: str) -> dict[str, Any]:
     while True:
         frame = await ws.receive_json(timeout=TIMEOUT)
@@ -143,7 +137,7 @@ async def _join_twice(cluster: Cluster, clients: Clients, channels: list[str]) -
     user = {"user_id": "dup", "user_info": {"name": "Dup"}}
     async with aiohttp.ClientSession() as session:
         (ws_a, sid_a), (ws_b, sid_b) = await asyncio.gather(
-            _raw(session, cluster.nodes[0].port), _raw(session, cluster.nodes[1].port)
+            raw_connect(session, cluster.nodes[0].port), raw_connect(session, cluster.nodes[1].port)
         )
         for channel in channels:
             reply = await asyncio.to_thread(clients.subscribe, "observer", channel)
