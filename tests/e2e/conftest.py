@@ -56,14 +56,18 @@ class Stack:
         self.wsgi = LateApp()
         self.http = make_server("127.0.0.1", 0, self.wsgi, threaded=True)
         self.flask_url = f"http://127.0.0.1:{self.http.server_port}"
-        hook = WebhookConfig(f"{self.flask_url}/pusher/events")
-        app = AppConfig(APP_ID, KEY, SECRET, webhooks=[hook])
-        self.server = LocalServer([app], webhook_delay=0.1).start()
+        self.server = self.start_server()
         self.webhooks: queue.Queue[dict[str, Any]] = queue.Queue()
         self.auth_requests: list[str] = []
         self.wsgi.app = self.make_flask_app()
         self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
         self.thread.start()
+
+    def start_server(self) -> LocalServer:
+        """The Pusher server the Flask app triggers on (tests/cluster starts several)."""
+        hook = WebhookConfig(f"{self.flask_url}/pusher/events")
+        app = AppConfig(APP_ID, KEY, SECRET, webhooks=[hook])
+        return LocalServer([app], webhook_delay=0.1).start()
 
     def make_flask_app(self) -> Flask:
         app = Flask(__name__)

@@ -5,12 +5,16 @@
 //
 // Prints one JSON object per line for what it observes and {"done": true} at
 // the end; exits 1 with {"error": ...} on failure or timeout. pytest asserts.
+//
+// Required as a module (tests/cluster/clients.js), it runs nothing and exports
+// its helpers; the requirer fills in `cfg` (key, flask) first.
 'use strict';
 
 const Pusher = require('pusher-js');
 
-const [, , scenario, configJson] = process.argv;
-const cfg = JSON.parse(configJson);
+const main = require.main === module;
+const [, , scenario, configJson] = main ? process.argv : [];
+const cfg = main ? JSON.parse(configJson) : {};
 const clients = [];
 
 function out(obj) {
@@ -22,7 +26,9 @@ function fail(message) {
   process.exit(1);
 }
 
-const timer = setTimeout(() => fail(`scenario ${scenario} timed out`), cfg.timeout || 30000);
+const timer = main
+  ? setTimeout(() => fail(`scenario ${scenario} timed out`), cfg.timeout || 30000)
+  : null;
 
 // What pusher-js 8 needs for a local server (reference §5.1).
 const LOCAL = {
@@ -321,7 +327,9 @@ const scenarios = {
   },
 };
 
-(async () => {
+module.exports = { Pusher, cfg, clients, connect, next, subscribe, signin, members, out };
+
+if (main) (async () => {
   if (!scenarios[scenario]) fail(`unknown scenario ${scenario}`);
   await scenarios[scenario]();
   for (const client of clients) client.disconnect();
