@@ -6,8 +6,6 @@ pusher-js 8.6 clients in one Node process driven from the test."""
 from __future__ import annotations
 
 import json
-import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -21,7 +19,6 @@ from typing import Any
 import aiohttp
 import pusher
 import pytest
-import redis
 import requests
 from flask import Flask
 from flask import request
@@ -38,11 +35,11 @@ from ..e2e.conftest import ROOT
 from ..e2e.conftest import SECRET
 from ..e2e.conftest import Stack
 from ..needs import unavailable
+from ..server.redis_server import RedisServer
 
 CLIENTS = Path(__file__).with_name("clients.js")
 #: Seconds any one condition may take before the test fails.
 TIMEOUT = 10.0
-REDIS_SERVER = "/usr/bin/redis-server"
 
 Event = dict[str, Any]
 
@@ -54,24 +51,6 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = TIMEOUT) -
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.01)
-
-
-class ClusterNode(LocalServer):
-    """A LocalServer joined to a cluster (until LocalServer takes ``redis_url``)."""
-
-    def __init__(
-        self,
-        apps: list[AppConfig],
-        *,
-        redis_url: str,
-        redis_prefix: str = "flask-pusher",
-        node_timeout: float = 30.0,
-        **kw: Any,
-    ) -> None:
-        super().__init__(apps, **kw)
-        self._options.update(
-            redis_url=redis_url, redis_prefix=redis_prefix, node_timeout=node_timeout
-        )
 
 
 class Cluster(Stack):
@@ -102,7 +81,7 @@ class Cluster(Stack):
         app = AppConfig(APP_ID, KEY, SECRET, webhooks=[hook], **self.app_options)
         try:
             for i in range(self.count):
-                started = ClusterNode(
+                started = LocalServer(
                     [app],
                     redis_url=self.redis_url,
                     redis_prefix=self.prefix,
@@ -298,50 +277,11 @@ async def raw_connect(session: aiohttp.ClientSession, port: int) -> tuple[Any, s
     return ws, json.loads(hello["data"])["socket_id"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real redis-server on a free port of 127.0.0.1, for the whole session
-    (each cluster has a key prefix of its own)."""
-    if shutil.which(REDIS_SERVER) is None:
-        unavailable(f"the cluster tests need {REDIS_SERVER} (Debian package redis-server).")
-    workdir = tmp_path_factory.mktemp("redis")
-    for _ in range(3):  # the free port may be taken between the check and the start
-        port = _free_port()
-        args = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        args += ["--appendonly", "no", "--dir", str(workdir)]
-        proc = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir
-        )
-        client = redis.Redis(port=port, socket_timeout=1)
-        deadline = time.monotonic() + TIMEOUT
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                if client.ping():
-                    break
-            except redis.RedisError:
-                time.sleep(0.02)
-        else:
-            proc.kill()
-            proc.wait(TIMEOUT)
-            continue
-        try:
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            client.close()
-            proc.terminate()
-            try:
-                proc.wait(TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(TIMEOUT)
-        return
-    raise AssertionError("redis-server did not answer PING on a free port (3 attempts)")
+def redis_url(redis_factory: Callable[[], RedisServer]) -> str:
+    """A real redis-server for the whole session (each cluster has a key
+    prefix of its own)."""
+    return redis_factory().url
 
 
 MakeCluster = Callable[..., Cluster]
