@@ -14,6 +14,7 @@ in :mod:`flask_pusher.server.serve`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import socket
@@ -72,6 +73,7 @@ CLIENT_ERROR_LOG_INTERVAL = 10.0
 #: How server frames the I/O layer watches for begin (protocol.encode's key order).
 _SUBSCRIPTION_ERROR = '{"event":"pusher:subscription_error"'
 _ERROR = '{"event":"pusher:error"'
+_SUCCEEDED = '{"event":"pusher_internal:subscription_succeeded"'
 
 
 def frame_bytes(text: str) -> bytes:
@@ -228,11 +230,11 @@ class Server:
         #: More readiness checks, each returning a reason or ``None``; cluster
         #: mode adds one that its shared store answers.
         self.readiness_checks: list[Callable[[], str | None]] = []
-        view = None
+        view = settle = None
         if self.cluster is not None:
             self.readiness_checks.append(self.cluster.not_ready)
-            view = self.cluster.view
-        self.api = HTTPApi(self.core, self.apply, self._api_call, view)
+            view, settle = self.cluster.view, self.cluster.written
+        self.api = HTTPApi(self.core, self.apply, self._api_call, view, settle)
         # The only map from the core's connections to sockets.
         # The only map from the core's connections to sockets.
         self._sockets: dict[Connection, PusherSocket[Connection]] = {}
@@ -540,6 +542,8 @@ class Server:
         watching = console is not None and console.watching
         if watching:
             before = set(conn.channels), conn.user_id
+        cluster = self.cluster
+        queued = cluster.queued if cluster is not None else 0
         try:
             effects = self.core.receive(conn, text)
         except Exception:  # a bug must not take the connection down
@@ -554,7 +558,12 @@ class Server:
         if watching:
             assert console is not None
             _show_receive(console, conn, text, before, refusals or [])
-        self.apply(effects)
+        if cluster is not None and cluster.queued != queued and _subscribed(effects):
+            # The client learns it is subscribed once the cluster knows it
+            # (GET /channels/{name} on any node then says occupied).
+            cluster.after_written(functools.partial(self.apply, effects))
+        else:
+            self.apply(effects)
 
     # -- lifecycle --------------------------------------------------------
 
@@ -616,6 +625,11 @@ def _client(conn: Connection, request: web.Request) -> dict[str, Any]:
         "version": request.query.get("version"),
         "remote": request.remote,
     }
+
+
+def _subscribed(effects: Effects) -> bool:
+    """Whether ``effects`` confirm a subscription."""
+    return any(send.frame.startswith(_SUCCEEDED) for send in effects.sends)
 
 
 def _refusals(conn: Connection, effects: Effects) -> list[dict[str, Any]]:

@@ -34,7 +34,9 @@ clients and published for the others. The layout of the keys is in
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -255,6 +257,12 @@ if mode == 'ops' then
       local members = redis.call('HGETALL', P .. ':' .. op[2] .. ':pi:' .. op[3])
       redis.call('PUBLISH', to_node,
         cjson.encode({k = 'jr', a = op[2], c = op[3], x = op[4], m = members}))
+    elseif t == 'g' then
+      -- a cache channel's last event: app, key, socket id, channel
+      local value = redis.call('GET', op[3])
+      local ttl = redis.call('PTTL', op[3])
+      redis.call('PUBLISH', to_node,
+        cjson.encode({k = 'cr', a = op[2], x = op[4], c = op[5], v = value, t = ttl}))
     elseif t == 'w' then
       -- a signed-in connection's watchlist: app, socket id, user ids
       local key = P .. ':' .. op[2] .. ':users'
@@ -382,6 +390,11 @@ class Cluster:
         #: unreachable), and other counts of what the cluster lost.
         self.events_not_published = 0
         self._ops: list[list[Any]] = []
+        #: Changes queued and written since the start (a full state "S" not
+        #: counted), and what waits for a change to be written.
+        self.queued = 0
+        self._written = 0
+        self._waiters: collections.deque[tuple[int, Callable[[], None]]] = collections.deque()
         self._wake = asyncio.Event()
         self._joins: dict[tuple[str, str, str], _Join] = {}
         self._count_hooks: dict[tuple[str, str], tuple[int, float | None]] = {}
@@ -499,6 +512,7 @@ class Cluster:
         dropped = sum(1 for op in self._ops if op[0] == "p")
         self.events_not_published += dropped
         self._ops.clear()
+        self._wrote(self.queued)
         for task in self._session_tasks:
             if task is not asyncio.current_task():
                 task.cancel()
@@ -555,7 +569,35 @@ class Cluster:
 
     def _queue(self, op: list[Any]) -> None:
         self._ops.append(op)
+        self.queued += 1
         self._wake.set()
+
+    def after_written(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the changes queued so far are in Redis (at
+        once if they are, or if Redis is unreachable)."""
+        if not self.up or self._written >= self.queued:
+            callback()
+        else:
+            self._waiters.append((self.queued, callback))
+
+    async def written(self) -> None:
+        """Return once the changes queued so far are in Redis, or Redis is lost."""
+        if not self.up or self._written >= self.queued:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        self._waiters.append((self.queued, wake))
+        await done
+
+    def _wrote(self, count: int) -> None:
+        self._written = count
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= count:
+            waiters.popleft()[1]()
 
     async def _writer(self) -> None:
         while True:
@@ -570,6 +612,7 @@ class Cluster:
                     self.events_not_published += sum(1 for op in ops if op[0] == "p")
                     self._lost(exc)
                     break
+                self._wrote(self._written + sum(1 for op in ops if op[0] != "S"))
 
     def _args(self, mode: str, extra: Any) -> list[Any]:
         return [self.prefix, self.node_id, mode, self._apps_json, extra]
@@ -699,6 +742,10 @@ class Cluster:
                 self.apply(core.close_user(app, message["u"]))
         elif kind == "jr":
             self._joined(app, message)
+        elif kind == "cr":
+            conn = app.connections.get(message["x"])
+            if conn is not None:
+                self._cache_answer(conn, message)
         elif kind == "wr":
             conn = app.connections.get(message["x"])
             if conn is not None:
@@ -723,6 +770,17 @@ class Cluster:
         if flat is not None:
             members = {flat[i]: json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
         self.apply(self.core.join_done(conn, name, join.user_id, join.user_info, members))
+
+    def _cache_answer(self, conn: Connection, message: dict[str, Any]) -> None:
+        cached: tuple[str, str] | None = None
+        value, ttl = message.get("v"), message.get("t")
+        if isinstance(value, str) and isinstance(ttl, int) and ttl > 0:
+            with contextlib.suppress(ValueError, TypeError):
+                event, data = json.loads(value)
+                cached = (str(event), str(data))
+        effects = self.core.cache_answer(conn, message["c"], cached, (ttl or 0) / 1000)
+        # After the subscription_succeeded that waits for the same write.
+        self.after_written(functools.partial(self.apply, effects))
 
     def _count_hook(self, app: AppState, name: str, total: int) -> None:
         """A ``subscription_count`` webhook for a change this node made,
@@ -822,6 +880,13 @@ class Cluster:
         """A connection signed in as ``user_id`` closed or signed in again."""
         if self.up:
             self._queue(["u", app.config.app_id, user_id, -1])
+
+    def cache_lookup(self, conn: Connection, name: str) -> None:
+        """Ask Redis for cache channel ``name``'s last event for ``conn``;
+        :meth:`~flask_pusher.server.core.Core.cache_answer` answers."""
+        app_id = conn.app.config.app_id
+        key = f"{self.prefix}:{app_id}:cache:{name}"
+        self._queue(["g", app_id, key, conn.socket_id, name])
 
     def publish(self, app: AppState, events: list[tuple[dict[str, Any], list[str]]]) -> None:
         """Send events this node accepted (and delivered to its own clients)

@@ -274,9 +274,29 @@ class Core:
         cached = self._cached(app, name)
         if cached is not None:
             effects.send(conn, protocol.channel_event(cached[0], name, cached[1]))
+        elif app.cluster is not None and app.cluster.up:
+            app.cluster.cache_lookup(conn, name)  # answered with cache_answer()
         else:
             effects.send(conn, protocol.cache_miss(name))
             effects.hook(app, {"name": "cache_miss", "channel": name})
+
+    def cache_answer(
+        self, conn: Connection, name: str, cached: tuple[str, str] | None, ttl: float
+    ) -> Effects:
+        """What a cluster's shared cache holds for cache channel ``name``,
+        which ``conn`` subscribed to: ``(event, data)`` fresh for ``ttl``
+        more seconds, or ``None``."""
+        effects = Effects()
+        if conn.closing or name not in conn.channels:
+            return effects
+        app = conn.app
+        if cached is not None:
+            app.cache[name] = (cached[0], cached[1], self.clock() + ttl)
+            effects.send(conn, protocol.channel_event(cached[0], name, cached[1]))
+        else:
+            effects.send(conn, protocol.cache_miss(name))
+            effects.hook(app, {"name": "cache_miss", "channel": name})
+        return effects
 
     def _succeeded_frame(self, app: AppState, name: str) -> str:
         if not names.is_presence(name):

@@ -76,6 +76,9 @@ Operation = Callable[[web.Request, AppState, bytes, StateView | None], Effects]
 #: ``(operation name, request, app, body) -> view or None``.
 ViewReader = Callable[[str, web.Request, AppState, bytes], Awaitable[StateView | None]]
 
+#: The operations that change what other nodes of a cluster see.
+_WRITES = frozenset({"trigger", "trigger_batch", "terminate"})
+
 _dumps_ascii = json.JSONEncoder(separators=(",", ":")).encode
 
 
@@ -135,6 +138,10 @@ class HTTPApi:
 
     :param observe: called with an :class:`APICall` after each answer (metrics,
         the console), or ``None``.
+    :param view: reads what an operation needs from a cluster's shared state
+        before it runs, or ``None``: the core's own state.
+    :param settle: awaited after a trigger or terminate before answering (a
+        cluster: until the other nodes can see it), or ``None``.
     """
 
     def __init__(
@@ -143,11 +150,13 @@ class HTTPApi:
         apply: Apply,
         observe: Observe | None = None,
         view: ViewReader | None = None,
+        settle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.core = core
         self.apply = apply
         self.observe = observe
         self.view = view
+        self.settle = settle
 
     def add_routes(self, app: web.Application) -> None:
         """Register the API routes, plus pusher-http-python 3.3.4's terminate path
@@ -216,6 +225,10 @@ class HTTPApi:
                 response = _error(exc.status, exc.message)
             else:
                 self.apply(effects)
+                if self.settle is not None and name in _WRITES:
+                    # Answered once the other nodes can see it (a cache
+                    # channel's event, a terminate), as one server would.
+                    await self.settle()
                 # ASCII-escaped: a user id may hold a lone surrogate, which UTF-8 cannot encode.
                 response = web.json_response(effects.result, dumps=_dumps_ascii)
             response.headers["X-Request-Id"] = rid

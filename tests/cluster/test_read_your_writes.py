@@ -1,5 +1,5 @@
 """What one node acknowledged, the other nodes know at once (reference
-§5.10): a single server gives that, so a cluster that "nothing tells
+§4.2, §5.5, §5.10): a single server gives that, so a cluster that "nothing tells
 apart from one big server" (issue 8) must too.
 
 A raw protocol-7 client (aiohttp) acts right after each acknowledgement; the
@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-import pytest
 
 from .conftest import Cluster
 from .conftest import MakeCluster
@@ -50,15 +49,6 @@ async def _subscribe(ws: Any, channel: str) -> None:
     await _frame(ws, "pusher_internal:subscription_succeeded")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="cluster bug: POST /events on node A answers 200 before the cache channel's event "
-    "reaches Redis and node B (Cluster.publish only queues the 'c' and 'p' ops for the "
-    "writer task), so a client subscribing on B right after the trigger returns gets "
-    "pusher:cache_miss (and a cache_miss webhook) instead of the event — 14-34 of 100 "
-    "rounds here; a single server never does that",
-)
 def test_cache_event_is_replayed_on_another_node_right_after_the_trigger(
     make_cluster: MakeCluster,
 ) -> None:
@@ -76,3 +66,21 @@ def test_cache_event_is_replayed_on_another_node_right_after_the_trigger(
 
     missed = asyncio.run(_failures(cluster, check))
     assert missed == [], f"{len(missed)} of {ROUNDS} subscriptions on B missed the cache"
+
+
+def test_channel_is_occupied_everywhere_once_subscription_succeeded(
+    make_cluster: MakeCluster,
+) -> None:
+    """Once B sent pusher_internal:subscription_succeeded (reference §5.5),
+    GET /channels/{name} on A says occupied (reference §4.2)."""
+    cluster = make_cluster(2)
+    api = cluster.api(0)
+
+    async def check(ws: Any, i: int) -> str | None:
+        channel = f"room-{i}"
+        await _subscribe(ws, channel)
+        info = await asyncio.to_thread(api.channel_info, channel)
+        return None if info["occupied"] else channel
+
+    vacant = asyncio.run(_failures(cluster, check))
+    assert vacant == [], f"{len(vacant)} of {ROUNDS} channels read as vacant on A"
