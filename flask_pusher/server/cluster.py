@@ -649,7 +649,7 @@ class Cluster:
             return
         claimed = await self.redis.xclaim(self.stream, GROUP, self.node_id, 0, ids)
         self._take(claimed)
-        log.info("took over %d webhook events of node %s", len(claimed), node)
+        log.warning("took over %d webhook events of dead node %s", len(claimed), node)
 
     # -- reading: pub/sub and the webhook stream -------------------------------
 

@@ -270,9 +270,9 @@ class Clients:
         assert self.proc.returncode == 0, errors
 
 
-async def raw_connect(session: aiohttp.ClientSession, port: int) -> tuple[Any, str]:
+async def raw_connect(session: aiohttp.ClientSession, port: int, key: str = KEY) -> tuple[Any, str]:
     """A raw protocol-7 WebSocket on ``port`` (reference §5.1, §5.3) and its socket_id."""
-    ws = await session.ws_connect(f"ws://127.0.0.1:{port}/app/{KEY}?protocol=7")
+    ws = await session.ws_connect(f"ws://127.0.0.1:{port}/app/{key}?protocol=7")
     hello = await ws.receive_json(timeout=TIMEOUT)
     return ws, json.loads(hello["data"])["socket_id"]
 
