@@ -1,13 +1,17 @@
 """Bounded benchmark of a cluster over Redis beside one server alone (loopback only).
 
-Two scenarios, run in turn ``--runs`` times in the same run, each on fresh
+Scenarios run in turn ``--runs`` times in the same run, each on fresh
 processes with the same subscribers on one channel:
 
 - *single*: one server process without Redis;
 - *cluster*: ``--nodes`` server processes (default 2) joined through one
   ``redis-server`` (Debian's ``/usr/bin/redis-server``, started here on a free
   port with ``--save "" --appendonly no`` and stopped at the end), the
-  subscribers split evenly over the nodes.
+  subscribers split evenly over the nodes;
+- *split* (only with ``--scenarios ... split``): a control, the cluster's
+  processes and subscribers without Redis, each trigger sent to every one
+  (so it pays one HTTP request per node and trigger): what splitting the
+  subscribers over processes costs on this machine, Redis aside.
 
 Every server process is this script in ``--node`` mode: a
 :class:`flask_pusher.server.app.Server` with ``metrics=False`` (and
@@ -24,8 +28,9 @@ ratios cluster/single, the load average before and after, and the targets of
 issue 8: CPU per delivery at most 1.5x the single process, p99 at 20
 triggers/s under 30 ms.
 
-Linux only. Run: ``python benchmarks/cluster.py`` (about 2 minutes; ``--quick``
-for a smoke run, ``--runs 1`` to shorten).
+Linux only. Run: ``python benchmarks/cluster.py`` (about 2.5 minutes, 4 with
+split; ``--quick`` for a smoke run, ``--runs 1`` or ``--paced-seconds 5`` to
+shorten; ``--profile DIR`` for py-spy samples of every server process).
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from fanout import raise_fd_limit
 from fanout import Receiver
 from fanout import SECRET
 
-SCENARIOS = ("single", "cluster")
+SCENARIOS = ("single", "cluster", "split")
 
 # -- a server process -------------------------------------------------------------
 
@@ -114,6 +119,15 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def start_spy(pid: int, out: str) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` into ``out`` (collapsed stacks) until SIGINT."""
+    command = ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--nonblocking"]
+    command += ["--format", "raw", "--output", out]
+    spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)  # attached
+    return spy
+
+
 # -- Redis ------------------------------------------------------------------------
 
 
@@ -142,32 +156,45 @@ def start_redis(binary: str) -> tuple[subprocess.Popen[bytes], int]:
 
 
 def run_scenario(
-    args: argparse.Namespace, redis: subprocess.Popen[bytes] | None, redis_url: str | None, run: int
+    args: argparse.Namespace, name: str, redis: subprocess.Popen[bytes], redis_url: str, run: int
 ) -> dict[str, Any]:
-    """One round of a scenario on fresh server processes."""
-    nodes = 1 if redis_url is None else args.nodes
+    """One round of scenario ``name`` on fresh server processes."""
+    nodes = 1 if name == "single" else args.nodes
+    if name != "cluster":
+        redis_url_: str | None = None
+    else:
+        redis_url_ = redis_url
+    each = name == "split"
     ports = [free_port() for _ in range(nodes)]
     procs: list[subprocess.Popen[bytes]] = []
     receivers: list[Receiver] = []
     try:
         for port in ports:
-            procs.append(start_node(port, redis_url, f"bench-{run}"))
+            procs.append(start_node(port, redis_url_, f"bench-{run}"))
         shares = [args.subscribers // nodes + (i < args.subscribers % nodes) for i in range(nodes)]
         for port, n in zip(ports, shares, strict=True):
             receivers.append(Receiver(port, n, subscribe=True))
         pids = [proc.pid for proc in procs]
-        if redis is not None:
+        if redis_url_ is not None:
             pids.append(redis.pid)
-        measure_all(pids, receivers, 20, None)  # warm-up
+        measure_all(pids, receivers, 20, None, each=each)  # warm-up
         results: dict[str, Any] = {}
         paced_triggers = int(args.rate * args.paced_seconds)
         for mode, m, rate, in_flight in (
             ("unpaced", args.triggers, None, args.in_flight),
             ("paced", paced_triggers, args.rate, 1),
         ):
-            redis_cpu0 = cpu_seconds(redis.pid) if redis is not None else 0.0
-            result = measure_all(pids, receivers, m, rate, in_flight)
-            if redis is not None:
+            redis_cpu0 = cpu_seconds(redis.pid)
+            spies = []
+            if args.profile:
+                for i, proc in enumerate(procs):
+                    out = os.path.join(args.profile, f"{name}-{mode}-run{run}-node{i}.txt")
+                    spies.append(start_spy(proc.pid, out))
+            result = measure_all(pids, receivers, m, rate, in_flight, each)
+            for spy in spies:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(30)
+            if redis_url_ is not None:
                 redis_cpu = cpu_seconds(redis.pid) - redis_cpu0
                 result["redis_cpu_s_per_100k"] = round(redis_cpu / result["count"] * 100_000, 3)
             results[mode] = result
@@ -190,17 +217,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for i in range(args.runs):
             order = SCENARIOS if i % 2 == 0 else SCENARIOS[::-1]  # drift hits both alike
             for name in order:
-                if name == "cluster":
-                    runs[name].append(run_scenario(args, redis, redis_url, i))
-                else:
-                    runs[name].append(run_scenario(args, None, None, i))
+                if name in args.scenarios:
+                    runs[name].append(run_scenario(args, name, redis, redis_url, i))
     finally:
         stop(redis)
     return {
         "subscribers": args.subscribers,
         "nodes": args.nodes,
         "runs": runs,
-        "median": {name: medians(results) for name, results in runs.items()},
+        "median": {name: medians(results) for name, results in runs.items() if results},
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
         "seconds": round(time.monotonic() - started, 1),
@@ -232,18 +257,24 @@ def medians(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
-    single, cluster = results["median"]["single"], results["median"]["cluster"]
-    shares = f"{args.nodes} nodes + Redis"
+    median = results["median"]
     print(
-        f"{args.subscribers:,} subscribers on one channel; single process vs {shares}; "
-        f"medians of {args.runs} runs"
+        f"{args.subscribers:,} subscribers on one channel; single process vs "
+        f"{args.nodes} nodes + Redis (cluster); medians of {args.runs} runs; ratios to single"
     )
-    print(f"{'':34}{'single':>10}{'cluster':>10}{'ratio':>8}   target")
+    shown = [name for name in SCENARIOS if name in median]
+    header = "".join(f"{n:>10}" + (f"{'ratio':>7}" if n != "single" else "") for n in shown)
+    print(f"{'':34}{header}   target")
 
     def row(label: str, mode: str, key: str, target: str = "", fmt: str = ",.3f") -> None:
-        a, b = single[mode][key], cluster[mode][key]
-        ratio = f"x{b / a:.2f}" if a else "-"
-        print(f"  {label:<32}{a:>10{fmt}}{b:>10{fmt}}{ratio:>8}   {target}")
+        base = median["single"][mode].get(key) if "single" in median else None
+        cells = ""
+        for name in shown:
+            value = median[name][mode].get(key)
+            cells += f"{format(value, fmt) if value is not None else '-':>10}"
+            if name != "single":
+                cells += f"{f'x{value / base:.2f}' if base and value is not None else '-':>7}"
+        print(f"  {label:<32}{cells}   {target}")
 
     for mode, title in (
         ("unpaced", f"Unpaced: {args.triggers} triggers, {args.in_flight} in flight"),
@@ -251,22 +282,23 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
     ):
         print(title)
         row("deliveries/s", mode, "deliveries_per_s", fmt=",.0f")
-        row("CPU s / 100k deliveries", mode, "server_cpu_s_per_100k", "ratio <= 1.5")
-        redis_share = cluster[mode]["redis_cpu_s_per_100k"]
-        print(f"    of which Redis{'':26}{redis_share:>10.3f}")
+        row("CPU s / 100k deliveries", mode, "server_cpu_s_per_100k", "cluster x <= 1.5")
+        row("  of which Redis", mode, "redis_cpu_s_per_100k")
         p99_target = "cluster p99 < 30 ms" if mode == "paced" else ""
         row("latency p50 ms", mode, "p50_ms", fmt=".2f")
         row("latency p99 ms", mode, "p99_ms", p99_target, fmt=".2f")
         row("latency max ms", mode, "max_ms", fmt=".2f")
-    cpu = [r["unpaced"]["server_cpu_s_per_100k"] for r in results["runs"]["cluster"]]
-    cpu_single = [r["unpaced"]["server_cpu_s_per_100k"] for r in results["runs"]["single"]]
-    p99 = [r["paced"]["p99_ms"] for r in results["runs"]["cluster"]]
-    print(f"Per run, unpaced CPU s/100k: single {cpu_single}, cluster {cpu}")
-    print(f"Per run, cluster p99 ms at {args.rate:g}/s: {p99}")
+    for name, runs in results["runs"].items():
+        if runs:
+            cpu = [r["unpaced"]["server_cpu_s_per_100k"] for r in runs]
+            p99 = [r["paced"]["p99_ms"] for r in runs]
+            print(f"Per run, {name}: unpaced CPU s/100k {cpu}; p99 ms at {args.rate:g}/s {p99}")
     before = " ".join(f"{x:.2f}" for x in results["loadavg_before"])
     after = " ".join(f"{x:.2f}" for x in results["loadavg_after"])
     print(f"Load average before: {before}; after: {after} ({os.cpu_count()} CPUs)")
     print(f"Took {results['seconds']} s")
+    if args.profile:
+        print(f"py-spy profiles (collapsed stacks) in {args.profile}; the figures include its cost")
 
 
 def main() -> None:
@@ -288,6 +320,20 @@ def main() -> None:
         default=shutil.which("redis-server") or "/usr/bin/redis-server",
         help="the redis-server binary (Debian's package redis-server)",
     )
+    parser.add_argument(
+        "--scenarios",
+        nargs="+",
+        choices=SCENARIOS,
+        default=["single", "cluster"],
+        help="which to run (the ratios need single): single, cluster, and split, a "
+        "control: the cluster's processes without Redis, each trigger sent to every one",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="sample every server process with py-spy (pip install py-spy) during each "
+        "measurement, collapsed stacks into DIR; the figures then include its cost",
+    )
     parser.add_argument("--quick", action="store_true", help="small numbers, a smoke run")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args()
@@ -295,6 +341,10 @@ def main() -> None:
         args.subscribers, args.triggers, args.paced_seconds, args.runs = 100, 50, 2, 1
     if not os.path.exists(args.redis_server):
         sys.exit(f"no redis-server at {args.redis_server}: install it or pass --redis-server")
+    if args.profile:
+        if shutil.which("py-spy") is None:
+            sys.exit("--profile needs py-spy on PATH: pip install py-spy")
+        os.makedirs(args.profile, exist_ok=True)
     results = run(args)
     if args.json:
         print(json.dumps(results, indent=2))

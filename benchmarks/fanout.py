@@ -236,13 +236,19 @@ async def trigger(session: aiohttp.ClientSession, port: int, seq: int) -> None:
             raise RuntimeError(await response.text())
 
 
-async def send_triggers(ports: Sequence[int], m: int, rate: float | None, in_flight: int) -> float:
+async def send_triggers(
+    ports: Sequence[int], m: int, rate: float | None, in_flight: int, each: bool = False
+) -> float:
     """Send ``m`` triggers, paced at ``rate``/s or unpaced with ``in_flight``
-    concurrent requests, trigger ``i`` to ``ports[i % len(ports)]``; return the
-    seconds it took to send them."""
+    concurrent requests, trigger ``i`` to ``ports[i % len(ports)]`` (to every
+    port at once with ``each``: independent servers); return the seconds it
+    took to send them."""
 
     async def trigger_one(session: aiohttp.ClientSession, seq: int) -> None:
-        await trigger(session, ports[seq % len(ports)], seq)
+        if each:
+            await asyncio.gather(*(trigger(session, port, seq) for port in ports))
+        else:
+            await trigger(session, ports[seq % len(ports)], seq)
 
     async with aiohttp.ClientSession() as session:
         started = time.perf_counter()
@@ -279,15 +285,17 @@ def measure_all(
     m: int,
     rate: float | None,
     in_flight: int = 1,
+    each: bool = False,
 ) -> dict[str, Any]:
-    """Send ``m`` triggers, alternating over the receivers' ports; the CPU of
+    """Send ``m`` triggers, alternating over the receivers' ports (or to each,
+    see :func:`send_triggers`); the CPU of
     ``pids`` (servers and whatever else serves them) per 100k deliveries,
     deliveries per second, and the latencies of all the receivers together."""
     for rx in receivers:
         rx.start_measure(m)
     cpu0 = sum(map(cpu_seconds, pids))
     started = time.perf_counter()
-    asyncio.run(send_triggers([rx.port for rx in receivers], m, rate, in_flight))
+    asyncio.run(send_triggers([rx.port for rx in receivers], m, rate, in_flight, each))
     results = [rx.result() for rx in receivers]
     elapsed = time.perf_counter() - started
     cpu = sum(map(cpu_seconds, pids)) - cpu0
