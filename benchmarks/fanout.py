@@ -41,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -235,9 +236,20 @@ async def trigger(session: aiohttp.ClientSession, port: int, seq: int) -> None:
             raise RuntimeError(await response.text())
 
 
-async def send_triggers(port: int, m: int, rate: float | None, in_flight: int) -> float:
+async def send_triggers(
+    ports: Sequence[int], m: int, rate: float | None, in_flight: int, each: bool = False
+) -> float:
     """Send ``m`` triggers, paced at ``rate``/s or unpaced with ``in_flight``
-    concurrent requests; return the seconds it took to send them."""
+    concurrent requests, trigger ``i`` to ``ports[i % len(ports)]`` (to every
+    port at once with ``each``: independent servers); return the seconds it
+    took to send them."""
+
+    async def trigger_one(session: aiohttp.ClientSession, seq: int) -> None:
+        if each:
+            await asyncio.gather(*(trigger(session, port, seq) for port in ports))
+        else:
+            await trigger(session, ports[seq % len(ports)], seq)
+
     async with aiohttp.ClientSession() as session:
         started = time.perf_counter()
         if rate is None:
@@ -245,7 +257,7 @@ async def send_triggers(port: int, m: int, rate: float | None, in_flight: int) -
 
             async def worker() -> None:
                 for seq in seqs:
-                    await trigger(session, port, seq)
+                    await trigger_one(session, seq)
 
             await asyncio.gather(*(worker() for _ in range(in_flight)))
         else:
@@ -253,7 +265,7 @@ async def send_triggers(port: int, m: int, rate: float | None, in_flight: int) -
                 delay = started + i / rate - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                await trigger(session, port, i)
+                await trigger_one(session, i)
         return time.perf_counter() - started
 
 
@@ -264,17 +276,41 @@ def measure(
     rate: float | None,
     in_flight: int = 1,
 ) -> dict[str, Any]:
-    rx.start_measure(m)
-    cpu0 = cpu_seconds(server.pid)
+    return measure_all([server.pid], [rx], m, rate, in_flight)
+
+
+def measure_all(
+    pids: Sequence[int],
+    receivers: Sequence[Receiver],
+    m: int,
+    rate: float | None,
+    in_flight: int = 1,
+    each: bool = False,
+) -> dict[str, Any]:
+    """Send ``m`` triggers, alternating over the receivers' ports (or to each,
+    see :func:`send_triggers`); the CPU of
+    ``pids`` (servers and whatever else serves them) per 100k deliveries,
+    deliveries per second, and the latencies of all the receivers together."""
+    for rx in receivers:
+        rx.start_measure(m)
+    cpu0 = sum(map(cpu_seconds, pids))
     started = time.perf_counter()
-    asyncio.run(send_triggers(rx.port, m, rate, in_flight))
-    result = rx.result()
+    asyncio.run(send_triggers([rx.port for rx in receivers], m, rate, in_flight, each))
+    results = [rx.result() for rx in receivers]
     elapsed = time.perf_counter() - started
-    cpu = cpu_seconds(server.pid) - cpu0
-    if result["count"] != m * rx.n:
-        raise RuntimeError(f"lost deliveries: {result['count']} of {m * rx.n}")
-    result["deliveries_per_s"] = round(result["count"] / elapsed)
-    result["server_cpu_s_per_100k"] = round(cpu / result["count"] * 100_000, 3)
+    cpu = sum(map(cpu_seconds, pids)) - cpu0
+    expected = m * sum(rx.n for rx in receivers)
+    count = sum(r["count"] for r in results)
+    if count != expected:
+        raise RuntimeError(f"lost deliveries: {count} of {expected}")
+    if len(results) == 1:
+        result = results[0]
+    else:  # the pooled percentile lies between the receivers': the higher one, to be safe
+        result = {"count": count}
+        for key in ("p50_ms", "p99_ms", "max_ms"):
+            result[key] = max(r[key] for r in results)
+    result["deliveries_per_s"] = round(count / elapsed)
+    result["server_cpu_s_per_100k"] = round(cpu / count * 100_000, 3)
     return result
 
 
