@@ -15,8 +15,8 @@ script (:data:`SCRIPT`), which Redis runs atomically:
   ``member_removed``;
 - what those changes tell clients (member events, subscription counts,
   watchlist online/offline, a presence subscription's member list) the script
-  publishes on Redis pub/sub itself, so that every node sees them in the
-  order Redis decided them;
+  publishes on Redis pub/sub itself, on one channel per node, so that every
+  node sees them in the order Redis decided them;
 - webhook events go to a Redis stream, read by every node through one
   consumer group: each event is sent by one node, and acknowledged only once
   sent, so that a node that dies leaves its unsent events to another one.
@@ -27,7 +27,7 @@ script (:data:`SCRIPT`), which Redis runs atomically:
   its connections are removed as if they had disconnected.
 
 HTTP API triggers and client events are delivered at once to the node's own
-clients and published for the others. The layout of the keys is in
+clients and published for the others (never echoed back to their node). The layout of the keys is in
 ``docs/scaling.rst``.
 """
 
@@ -97,14 +97,22 @@ local mode = ARGV[3]
 local apps = cjson.decode(ARGV[4])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local BUS = P .. ':bus'
 local WH = P .. ':wh'
 local WHD = P .. ':whd'
 local WHK = P .. ':whk'
 local NODES = P .. ':nodes'
 local nodekey = P .. ':node:' .. node
 
-local function pub(msg) redis.call('PUBLISH', BUS, cjson.encode(msg)) end
+-- Every node has a pub/sub channel of its own: one subscription, so it sees
+-- all messages in the order Redis published them, and none of its own echoed.
+local live = nil
+local function send(text, others)
+  if live == nil then live = redis.call('ZRANGE', NODES, 0, -1) end
+  for _, n in ipairs(live) do
+    if not (others and n == node) then redis.call('PUBLISH', P .. ':to:' .. n, text) end
+  end
+end
+local function pub(msg) send(cjson.encode(msg), false) end
 
 local function hook(app, ev)
   local cfg = apps[app]
@@ -271,7 +279,7 @@ if mode == 'ops' then
         if redis.call('HEXISTS', key, id) == 1 then on[#on + 1] = id end
       end
       redis.call('PUBLISH', to_node, cjson.encode({k = 'wr', a = op[2], x = op[3], on = on}))
-    elseif t == 'p' then redis.call('PUBLISH', BUS, op[2])
+    elseif t == 'p' then send(op[2], true)
     elseif t == 'c' then redis.call('SET', op[2], op[3], 'PX', op[4])
     elseif t == 'h' then redis.call('XADD', WH, 'MAXLEN', '~', 100000, '*', 'a', op[2], 'e', op[3])
     elseif t == 'a' then
@@ -279,6 +287,7 @@ if mode == 'ops' then
       redis.call('XDEL', WH, op[2])
     elseif t == 'S' then
       redis.call('ZADD', NODES, now, node)
+      live = nil
       sync(op[2])
     end
   end
@@ -384,7 +393,6 @@ class Cluster:
         self.up = False
         #: This node's id in the cluster: its name and a random part.
         self.node_id = ""
-        self.bus = f"{prefix}:bus"
         self.stream = f"{prefix}:wh"
         #: Events that could not be published to the other nodes (Redis
         #: unreachable), and other counts of what the cluster lost.
@@ -476,7 +484,7 @@ class Cluster:
             await self.redis.xgroup_create(self.stream, GROUP, id="$", mkstream=True)
         await self._close_pubsub()
         self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        await self._pubsub.subscribe(self.bus, f"{self.prefix}:to:{self.node_id}")
+        await self._pubsub.subscribe(f"{self.prefix}:to:{self.node_id}")
         await self._load_caches()
         # From here on the core's changes are queued after the full state.
         self.up = True
