@@ -218,6 +218,9 @@ class Server:
                 self.core.apps_by_id, self._webhook_figures, metrics_prefix, self.node
             )
             self._counts = self.metrics.counts
+            cluster = self.cluster
+            if cluster is not None:
+                self.metrics.cluster = lambda: (cluster.up, cluster.events_not_published)
         self.metrics_port = metrics_port
         self.console: Console | None = None
         if console:

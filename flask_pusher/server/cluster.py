@@ -682,12 +682,7 @@ class Cluster:
                     self._take(items)
         except asyncio.CancelledError:
             raise
-        except redis.exceptions.ResponseError as exc:
-            if "NOGROUP" in str(exc):  # Redis lost its data: the next connect recreates it
-                self._lost(exc)
-            else:
-                raise
-        except REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:  # NOGROUP too: Redis lost its data, connect recreates it
             self._lost(exc)
 
     def _take(self, items: list[tuple[str, Mapping[str, str] | None]]) -> None:
@@ -712,13 +707,13 @@ class Cluster:
     def _on_message(self, text: str) -> None:
         try:
             message = json.loads(text)
-            kind = message["k"]
             app = self.core.apps_by_id.get(message["a"])
-        except (ValueError, KeyError, TypeError):
-            log.warning("unreadable cluster message: %.200s", text)
-            return
-        if app is None:
-            return
+            if app is not None:
+                self._dispatch(app, message["k"], message)
+        except Exception:  # a bug must not stop this node's listening
+            log.exception("cluster message not handled: %.200s", text)
+
+    def _dispatch(self, app: AppState, kind: str, message: dict[str, Any]) -> None:
         core = self.core
         mine = message.get("o") == self.node_id
         if kind == "e":

@@ -103,6 +103,9 @@ class Metrics:
         self.counts: dict[AppState, IOCounts] = {app: IOCounts() for app in apps.values()}
         #: Seconds the event loop was late on its last heartbeat (set by the server).
         self.loop_lag = 0.0
+        #: In a cluster: returns whether Redis is reachable and how many events
+        #: could not be published to the other nodes (set by the server).
+        self.cluster: Callable[[], tuple[bool, int]] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -157,6 +160,22 @@ class Metrics:
             for values, sample in rows[name]:
                 family.add_metric(values, sample)
             yield family
+        if self.cluster is not None:
+            up, unpublished = self.cluster()
+            gauge = GaugeMetricFamily(
+                self.prefix + "cluster_redis_up",
+                "1 while this node reaches the cluster's Redis, else 0.",
+                labels=["node"],
+            )
+            gauge.add_metric([self.node], 1 if up else 0)
+            yield gauge
+            counter = CounterMetricFamily(
+                self.prefix + "cluster_events_unpublished_total",
+                "Events this node delivered to its own clients only: Redis was unreachable.",
+                labels=["node"],
+            )
+            counter.add_metric([self.node], unpublished)
+            yield counter
 
 
 _APP = ["app_id", "node"]
@@ -190,8 +209,13 @@ _FAMILIES: dict[str, tuple[str, list[str], str]] = {
         _APP,
         "Client events refused over the rate limit (error 4301).",
     ),
-    "occupied_channels": ("gauge", _APP, "Channels with subscribers."),
-    "presence_members": ("gauge", _APP, "Presence members, summed over channels."),
+    "occupied_channels": ("gauge", _APP, "Channels with subscribers (on this node)."),
+    "presence_members": (
+        "gauge",
+        _APP,
+        "Presence members, summed over channels (on this node: a member with "
+        "connections on two nodes of a cluster counts on both).",
+    ),
     "webhooks_sent_total": ("counter", _APP, "Webhook events delivered (2xx answer)."),
     "webhooks_failed_total": ("counter", _APP, "Webhook requests that failed."),
     "webhooks_dropped_total": ("counter", _APP, "Webhook events given up."),

@@ -25,6 +25,7 @@ import pytest
 import requests
 from flask import Flask
 from flask import request
+from prometheus_client.parser import text_string_to_metric_families
 
 from ..server.redis_server import free_port
 from ..server.redis_server import RedisServer
@@ -158,6 +159,19 @@ def start_node(
     yield start
     for node in started:
         node.close()
+
+
+def _cluster_metrics(node: Node) -> dict[str, float]:
+    """The node's cluster metrics, read with prometheus-client's parser."""
+    text = requests.get(f"{node.url}/metrics", timeout=5).text
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "pusher_cluster_redis_up":
+                found["up"] = sample.value
+            elif sample.name == "pusher_cluster_events_unpublished_total":
+                found["unpublished"] = sample.value
+    return found
 
 
 def _received(hooks: Receiver, name: str, channel: str) -> bool:
@@ -302,6 +316,8 @@ def test_redis_restart_keeps_every_node_serving(
             # Meanwhile a trigger is accepted and reaches this node's clients.
             await asyncio.to_thread(a.api().trigger, "news", "during", {"n": 1})
             assert (await _frame(x, "during"))["data"] == '{"n": 1}'
+            down = await asyncio.to_thread(_cluster_metrics, a)
+            assert down == {"up": 0.0, "unpublished": 1.0}
             # The outage lasts 5 s (the scenario of the issue, not a wait for a condition).
             await asyncio.sleep(max(0.0, 5.0 - (time.monotonic() - stopped)))
             await asyncio.to_thread(redis_server.start)
@@ -316,6 +332,8 @@ def test_redis_restart_keeps_every_node_serving(
             assert (await _frame(y, "again", skipped=skipped))["data"] == '{"n": 3}'
             # What was triggered on A during the outage never reached B (documented).
             assert "during" not in skipped
+            up = await asyncio.to_thread(_cluster_metrics, a)
+            assert up == {"up": 1.0, "unpublished": 1.0}
             api = b.api()
             users = (await asyncio.to_thread(api.users_info, "presence-room"))["users"]
             assert sorted(u["id"] for u in users) == ["alice", "bob"]
