@@ -372,6 +372,9 @@ class Cluster:
         self.redis: Any = redis.asyncio.Redis.from_url(
             url,
             decode_responses=True,
+            # User ids and infos may hold lone surrogates (a JSON "\ud800"),
+            # which Lua's cjson refuses as escapes: they travel as bytes.
+            encoding_errors="surrogatepass",
             socket_connect_timeout=5,
             socket_timeout=10,
             health_check_interval=30,
@@ -615,7 +618,7 @@ class Cluster:
                 ops = self._ops[:MAX_OPS]
                 del self._ops[:MAX_OPS]
                 try:
-                    await self._script(args=self._args("ops", json.dumps(ops)))
+                    await self._script(args=self._args("ops", _pack(ops)))
                 except REDIS_ERRORS as exc:
                     self.events_not_published += sum(1 for op in ops if op[0] == "p")
                     self._lost(exc)
@@ -1010,6 +1013,12 @@ class Cluster:
                 except (ValueError, TypeError):
                     continue
                 app.cache[key[len(start) :]] = (event, data, self.core.clock() + ttl / 1000)
+
+
+def _pack(ops: list[list[Any]]) -> bytes:
+    """The script's JSON argument: UTF-8, lone surrogates passed as bytes
+    (cjson decodes a ``\ud800`` escape as an error, raw bytes as they are)."""
+    return json.dumps(ops, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
 def _trigger_channels(payload: Any) -> list[str]:
