@@ -26,6 +26,8 @@ import requests
 from flask import Flask
 from flask import request
 from prometheus_client.parser import text_string_to_metric_families
+from pusher.http import POST
+from pusher.http import Request
 
 from ..server.redis_server import free_port
 from ..server.redis_server import RedisServer
@@ -159,6 +161,16 @@ def start_node(
     yield start
     for node in started:
         node.close()
+
+
+def _trigger_with_info(node: Node, channel: str) -> Any:
+    """POST /apps/{id}/events with info=subscription_count, signed by the
+    official library (whose trigger() cannot ask for info; reference §4.2)."""
+    client = node.api()._pusher_client
+    params = {"name": "with-info", "data": "{}", "channels": [channel]}
+    params["info"] = "subscription_count"
+    request = Request(client, POST, f"/apps/{APP_ID}/events", params)
+    return client.http.send_request(request)
 
 
 def _cluster_metrics(node: Node) -> dict[str, float]:
@@ -318,6 +330,10 @@ def test_redis_restart_keeps_every_node_serving(
             assert (await _frame(x, "during"))["data"] == '{"n": 1}'
             down = await asyncio.to_thread(_cluster_metrics, a)
             assert down == {"up": 0.0, "unpublished": 1.0}
+            # A trigger asking for info is delivered too; info counts this node's.
+            answer = await asyncio.to_thread(_trigger_with_info, a, "news")
+            assert answer == {"channels": {"news": {"subscription_count": 1}}}
+            assert (await _frame(x, "with-info"))["data"] == "{}"
             # The outage lasts 5 s (the scenario of the issue, not a wait for a condition).
             await asyncio.sleep(max(0.0, 5.0 - (time.monotonic() - stopped)))
             await asyncio.to_thread(redis_server.start)
@@ -333,7 +349,9 @@ def test_redis_restart_keeps_every_node_serving(
             # What was triggered on A during the outage never reached B (documented).
             assert "during" not in skipped
             up = await asyncio.to_thread(_cluster_metrics, a)
-            assert up == {"up": 1.0, "unpublished": 1.0}
+            assert up == {"up": 1.0, "unpublished": 2.0}
+            answer = await asyncio.to_thread(_trigger_with_info, a, "news")
+            assert answer == {"channels": {"news": {"subscription_count": 2}}}
             api = b.api()
             users = (await asyncio.to_thread(api.users_info, "presence-room"))["users"]
             assert sorted(u["id"] for u in users) == ["alice", "bob"]
