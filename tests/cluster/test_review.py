@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import socket
 import threading
@@ -103,11 +104,13 @@ class GatedCluster(Cluster):
         return app
 
 
-def _ready(cluster: Cluster, node: int) -> int:
+def _ready_is(cluster: Cluster, node: int, status: int) -> bool:
+    """Whether ``GET /ready`` of node ``node`` answers ``status``."""
     try:
-        return requests.get(f"{cluster.nodes[node].url}/ready", timeout=2).status_code
+        answer = requests.get(f"{cluster.nodes[node].url}/ready", timeout=2).status_code
     except requests.RequestException:
-        return 0
+        return False
+    return answer == status
 
 
 @pytest.fixture
@@ -132,11 +135,13 @@ SHORT = 3.0
 async def _frame(
     ws: Any, event: str, channel: str | None = None, timeout: float = TIMEOUT
 ) -> dict[str, Any]:
-    async with asyncio.timeout(timeout):
+    async def find() -> dict[str, Any]:
         while True:
             frame: dict[str, Any] = await ws.receive_json()
             if frame["event"] == event and (channel is None or frame.get("channel") == channel):
                 return frame
+
+    return await asyncio.wait_for(find(), timeout)
 
 
 def _subscribe(channel: str, auth: dict[str, str]) -> str:
@@ -206,16 +211,14 @@ def test_webhook_sent_during_a_blip_is_acknowledged(redis_url: str) -> None:
                 await asyncio.to_thread(wait_until, lambda: cluster.arrived >= 1, "a webhook")
                 proxy.down()
                 for node in (0, 1):
-                    await asyncio.to_thread(
-                        wait_until, lambda n=node: _ready(cluster, n) == 503, "ready 503"
-                    )
+                    ready = functools.partial(_ready_is, cluster, node, 503)
+                    await asyncio.to_thread(wait_until, ready, "ready 503")
                 cluster.gate.set()
                 await asyncio.to_thread(cluster.wait_webhook, "channel_occupied", "blip")
                 proxy.up()
                 for node in (0, 1):
-                    await asyncio.to_thread(
-                        wait_until, lambda n=node: _ready(cluster, n) == 200, "ready 200"
-                    )
+                    ready = functools.partial(_ready_is, cluster, node, 200)
+                    await asyncio.to_thread(wait_until, ready, "ready 200")
                 await ws.close()
 
         asyncio.run(subscribe())
