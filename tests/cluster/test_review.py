@@ -9,8 +9,6 @@ import functools
 import json
 import socket
 import threading
-from collections.abc import Callable
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -24,8 +22,6 @@ from .conftest import Cluster
 from .conftest import raw_connect
 from .conftest import TIMEOUT
 from .conftest import wait_until
-
-MakeNodes = Callable[..., Cluster]
 
 
 class Proxy:
@@ -113,21 +109,6 @@ def _ready_is(cluster: Cluster, node: int, status: int) -> bool:
     return answer == status
 
 
-@pytest.fixture
-def make_nodes(redis_url: str) -> Iterator[MakeNodes]:
-    """Like ``make_cluster`` but without pusher-js (raw WebSocket clients only)."""
-    started: list[Cluster] = []
-
-    def make(count: int = 2, webhook_delay: float = 0.2, **app_options: Any) -> Cluster:
-        cluster = Cluster(redis_url, count, webhook_delay, **app_options)
-        started.append(cluster)
-        return cluster
-
-    yield make
-    for cluster in started:
-        cluster.close()
-
-
 #: Seconds a frame the test expects may take (a short bound: failing tests wait it out).
 SHORT = 3.0
 
@@ -159,12 +140,12 @@ def _unsubscribe(channel: str) -> str:
     "of that waiting join and queues no 'j'; Cluster._joined then drops the answer "
     "(again and not subscribed): the last subscribe is never answered",
 )
-def test_resubscribe_while_a_repeated_subscribe_waits(make_nodes: MakeNodes) -> None:
+def test_resubscribe_while_a_repeated_subscribe_waits(redis_url: str) -> None:
     """A client subscribed to a presence channel sends subscribe again (a
     repeat, reference §5.4: confirmed again), then unsubscribe and subscribe
     at once. A single server answers the last subscribe with
     subscription_succeeded and the user is a member; it must be so on a node."""
-    cluster = make_nodes(2)
+    cluster = Cluster(redis_url, 2, 0.2)
     api = cluster.api(0)
     name = "presence-again"
 
@@ -181,7 +162,10 @@ def test_resubscribe_while_a_repeated_subscribe_waits(make_nodes: MakeNodes) -> 
             await _frame(ws, "pusher_internal:subscription_succeeded", timeout=SHORT)
             await ws.close()
 
-    asyncio.run(scenario())
+    try:
+        asyncio.run(scenario())
+    finally:
+        cluster.close()
 
 
 @pytest.mark.xfail(
