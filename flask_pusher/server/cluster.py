@@ -37,6 +37,7 @@ import asyncio
 import collections
 import contextlib
 import functools
+import itertools
 import json
 import logging
 import random
@@ -249,22 +250,24 @@ if mode == 'ops' then
     elseif t == 'm' then member(op[2], op[3], op[4], op[5], op[6], op[7])
     elseif t == 'u' then signed(op[2], op[3], op[4])
     elseif t == 'j' then
-      -- a presence subscription: app, channel, user, info, socket id, member limit
+      -- a presence subscription: app, channel, user, info, socket id, member limit,
+      -- join number
       local pm = P .. ':' .. op[2] .. ':pm:' .. op[3]
       if redis.call('HEXISTS', pm, op[4]) == 0 and redis.call('HLEN', pm) >= op[7] then
-        redis.call('PUBLISH', to_node, cjson.encode({k = 'jr', a = op[2], c = op[3], x = op[6]}))
+        redis.call('PUBLISH', to_node,
+          cjson.encode({k = 'jr', a = op[2], c = op[3], x = op[6], s = op[8]}))
       else
         sub(op[2], op[3], 1)
         member(op[2], op[3], op[4], 1, op[5], op[6])
         local members = redis.call('HGETALL', P .. ':' .. op[2] .. ':pi:' .. op[3])
         redis.call('PUBLISH', to_node,
-          cjson.encode({k = 'jr', a = op[2], c = op[3], x = op[6], m = members}))
+          cjson.encode({k = 'jr', a = op[2], c = op[3], x = op[6], s = op[8], m = members}))
       end
     elseif t == 'q' then
-      -- the members of a presence channel: app, channel, socket id
+      -- the members of a presence channel: app, channel, socket id, join number
       local members = redis.call('HGETALL', P .. ':' .. op[2] .. ':pi:' .. op[3])
       redis.call('PUBLISH', to_node,
-        cjson.encode({k = 'jr', a = op[2], c = op[3], x = op[4], m = members}))
+        cjson.encode({k = 'jr', a = op[2], c = op[3], x = op[4], s = op[5], m = members}))
     elseif t == 'g' then
       -- a cache channel's last event: app, key, socket id, channel
       local value = redis.call('GET', op[3])
@@ -319,10 +322,13 @@ return redis.error_reply('unknown mode ' .. mode)
 class _Join:
     """A presence subscription waiting for the cluster's answer."""
 
-    __slots__ = ("again", "cancelled", "conn", "user_id", "user_info")
+    __slots__ = ("again", "cancelled", "conn", "name", "user_id", "user_info")
 
-    def __init__(self, conn: Connection, user_id: str, user_info: Any, again: bool) -> None:
+    def __init__(
+        self, conn: Connection, name: str, user_id: str, user_info: Any, again: bool
+    ) -> None:
         self.conn = conn
+        self.name = name
         self.user_id = user_id
         self.user_info = user_info
         self.again = again  # already subscribed: only the member list is asked
@@ -407,7 +413,13 @@ class Cluster:
         self._written = 0
         self._waiters: collections.deque[tuple[int, Callable[[], None]]] = collections.deque()
         self._wake = asyncio.Event()
-        self._joins: dict[tuple[str, str, str], _Join] = {}
+        #: Joins waiting for Redis, by number (the answer carries it), and
+        #: the number of the latest one of each (app, socket id, channel).
+        self._joins: dict[int, _Join] = {}
+        self._waiting: dict[tuple[str, str, str], int] = {}
+        self._join_numbers = itertools.count(1)
+        #: Webhook stream entries sent while Redis was away, to acknowledge.
+        self._unacknowledged: list[str] = []
         self._count_hooks: dict[tuple[str, str], tuple[int, float | None]] = {}
         self._count_hook_sent: dict[tuple[str, str], float] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -457,6 +469,7 @@ class Cluster:
             with contextlib.suppress(*REDIS_ERRORS):
                 gone = self.redis.zadd(f"{self.prefix}:nodes", {self.node_id: 0})
                 await asyncio.wait_for(gone, 2.0)
+        self._wrote(self.queued)  # what still waits is answered now (shutting down)
         for task in [*self._tasks, *self._session_tasks]:
             task.cancel()
         if self._recovering is not None:
@@ -492,6 +505,9 @@ class Cluster:
         # From here on the core's changes are queued after the full state.
         self.up = True
         self._ops.insert(0, ["S", self._desired()])
+        acknowledged, self._unacknowledged = self._unacknowledged, []
+        for entry_id in acknowledged:
+            self._queue(["a", entry_id])
         self._wake.set()
         self._session_tasks = [
             asyncio.ensure_future(self._listen(self._pubsub)),
@@ -522,6 +538,7 @@ class Cluster:
             )
         dropped = sum(1 for op in self._ops if op[0] == "p")
         self.events_not_published += dropped
+        self._unacknowledged.extend(op[1] for op in self._ops if op[0] == "a")
         self._ops.clear()
         self._wrote(self.queued)
         for task in self._session_tasks:
@@ -530,10 +547,11 @@ class Cluster:
         self._session_tasks = []
         # Presence subscriptions waiting for Redis are completed with what this node knows.
         joins, self._joins = self._joins, {}
-        for (_, _, name), join in joins.items():
-            conn = join.conn
+        self._waiting.clear()
+        for join in joins.values():
+            conn, name = join.conn, join.name
             if join.cancelled or conn.closing or (join.again and name not in conn.channels):
-                continue
+                continue  # (a repeat since unsubscribed is not confirmed: Redis is away)
             members = conn.app.members(name)
             members.setdefault(join.user_id, join.user_info)
             self.apply(self.core.join_done(conn, name, join.user_id, join.user_info, members))
@@ -640,7 +658,8 @@ class Cluster:
                 if not existed and self.up:
                     # Reaped while this node could not beat: put its state back.
                     log.warning("node %s was taken for dead: re-registering", self.node_id)
-                    self._ops.insert(0, ["S", self._desired()])
+                    # After the changes queued: they are in the state it writes.
+                    self._ops.append(["S", self._desired()])
                     self._wake.set()
                 for node in dead:
                     log.warning("node %s stopped answering: its connections were removed", node)
@@ -706,6 +725,8 @@ class Cluster:
     def _webhook_done(self, entry_id: str) -> None:
         if self.up:
             self._queue(["a", entry_id])
+        else:  # acknowledged once Redis is back
+            self._unacknowledged.append(entry_id)
 
     def _on_message(self, text: str) -> None:
         try:
@@ -737,7 +758,8 @@ class Cluster:
             self.apply(core.relay(app, name, protocol.member_removed(name, message["u"])))
         elif kind == "n":
             self.apply(core.count_update(app, message["c"], message["n"]))
-            if mine and app.config.webhooks:
+            # A channel left empty gets channel_vacated, as without a cluster.
+            if mine and app.config.webhooks and message["n"]:
                 self._count_hook(app, message["c"], message["n"])
         elif kind in ("on", "off"):
             effects = Effects()
@@ -760,18 +782,27 @@ class Cluster:
                 self.apply(effects)
 
     def _joined(self, app: AppState, message: dict[str, Any]) -> None:
-        name = message["c"]
-        join = self._joins.pop((app.config.app_id, message["x"], name), None)
+        name, number = message["c"], message["s"]
+        join = self._joins.pop(number, None)
         if join is None:
             return
+        key = (app.config.app_id, message["x"], name)
+        if self._waiting.get(key) == number:
+            del self._waiting[key]
         flat = message.get("m")
         conn = join.conn
+        if join.again:  # a repeated subscribe: confirmed, as one server does
+            if not conn.closing and flat is not None:
+                listed = {flat[i]: json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
+                data = protocol.presence_data(listed)
+                effects = Effects()
+                effects.send(conn, protocol.subscription_succeeded(name, data))
+                self.apply(effects)
+            return
         if join.cancelled or conn.closing:
-            if flat is not None and not join.again:  # it was counted: count it out
+            if flat is not None:  # it was counted: count it out
                 self._leave(app, name, join.user_id)
             return
-        if join.again and name not in conn.channels:
-            return  # unsubscribed meanwhile
         members = None
         if flat is not None:
             members = {flat[i]: json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
@@ -825,23 +856,29 @@ class Cluster:
         :meth:`~flask_pusher.server.core.Core.join_done` answers."""
         app_id = conn.app.config.app_id
         key = (app_id, conn.socket_id, name)
-        waiting = self._joins.get(key)
-        if waiting is not None:
-            waiting.cancelled = False  # subscribed, unsubscribed, subscribed again
-            return
-        self._joins[key] = _Join(conn, user_id, user_info, again)
+        number = self._waiting.get(key)
+        if number is not None:
+            waiting = self._joins[number]
+            if again or not waiting.again:
+                waiting.cancelled = False  # subscribed, unsubscribed, subscribed again
+                return
+            # Only the members were asked (a repeat, since unsubscribed): that
+            # is still answered, and this subscription joins for real.
+        number = next(self._join_numbers)
+        self._joins[number] = _Join(conn, name, user_id, user_info, again)
+        self._waiting[key] = number
         if again:
-            self._queue(["q", app_id, name, conn.socket_id])
+            self._queue(["q", app_id, name, conn.socket_id, number])
             return
         limit = conn.app.config.max_presence_members
         info = json.dumps(user_info)
-        self._queue(["j", app_id, name, user_id, info, conn.socket_id, limit])
+        self._queue(["j", app_id, name, user_id, info, conn.socket_id, limit, number])
 
     def cancel_join(self, conn: Connection, name: str) -> None:
         """``conn`` unsubscribed from ``name`` before the cluster answered its join."""
-        join = self._joins.get((conn.app.config.app_id, conn.socket_id, name))
-        if join is not None:
-            join.cancelled = True
+        number = self._waiting.get((conn.app.config.app_id, conn.socket_id, name))
+        if number is not None:
+            self._joins[number].cancelled = True
 
     def subscribed(self, conn: Connection, name: str, user_id: str | None, user_info: Any) -> None:
         """``conn`` subscribed to ``name`` on this node without asking the
@@ -866,11 +903,8 @@ class Cluster:
 
     def disconnected(self, conn: Connection) -> None:
         """``conn`` is gone: its joins still waiting are cancelled."""
-        if not self._joins:
-            return
-        app_id = conn.app.config.app_id
-        for (a, sid, _), join in self._joins.items():
-            if a == app_id and sid == conn.socket_id:
+        for join in self._joins.values():
+            if join.conn is conn:
                 join.cancelled = True
 
     def signed_in(self, conn: Connection) -> None:

@@ -226,7 +226,8 @@ class Core:
         effects.send(conn, self._succeeded_frame(app, name))
         log.debug("subscribed %s to %s", conn.socket_id, name)
         self._send_cached(conn, name, effects)
-        if not presence and cluster is None:
+        if not presence and (cluster is None or not cluster.up):
+            channel.total = None  # while Redis is away, this node's own count
             self._count_changed(app, channel, effects)
 
     def join_done(
@@ -243,12 +244,7 @@ class Core:
             ``user_id``, or ``None`` if the channel was full.
         """
         effects = Effects()
-        if conn.closing:
-            return effects
-        if name in conn.channels:  # subscribed again: confirm with today's members
-            if members is not None:
-                data = protocol.presence_data(members)
-                effects.send(conn, protocol.subscription_succeeded(name, data))
+        if conn.closing or name in conn.channels:
             return effects
         app = conn.app
         if members is None:
@@ -325,6 +321,10 @@ class Core:
         log.debug("unsubscribed %s from %s", conn.socket_id, name)
         if cluster is not None:
             cluster.unsubscribed(conn, name, user_id)
+            if cluster.up or vacated or names.is_presence(name):
+                return
+            channel.total = None  # while Redis is away, this node's own count
+            self._count_changed(app, channel, effects)
             return
         if vacated:
             effects.hook(app, {"name": "channel_vacated", "channel": name})
