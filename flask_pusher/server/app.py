@@ -577,7 +577,7 @@ class Server:
         yield
         ticker.cancel()
         if self.cluster is not None:
-            await self.cluster.stop_consuming()
+            self.cluster.stop_consuming()
         await self.webhooks.close()
         if self.cluster is not None:
             await self.cluster.close()

@@ -87,6 +87,10 @@ READ_COUNT = 100
 COUNT_THROTTLE_SUBSCRIBERS = 100
 COUNT_THROTTLE_INTERVAL = 5.0
 GROUP = "senders"
+#: Heartbeats between two looks for stream consumers that are no node any more.
+ADOPT_EVERY = 5
+#: Milliseconds a webhook stream entry must have been idle to be claimed.
+CLAIM_IDLE = 1000
 
 #: The cluster's one Lua script. ARGV: prefix, node id, mode, the apps'
 #: settings as JSON ``{app_id: {"h": webhooks 0/1, "c": subscription counts
@@ -370,7 +374,6 @@ class Cluster:
         self.core = core
         self.apply = apply
         self.webhooks = webhooks
-        self.url = url
         self.prefix = prefix
         self.node_timeout = node_timeout
         # Any: with decode_responses=True redis-py answers str, but its
@@ -403,8 +406,7 @@ class Cluster:
         #: This node's id in the cluster: its name and a random part.
         self.node_id = ""
         self.stream = f"{prefix}:wh"
-        #: Events that could not be published to the other nodes (Redis
-        #: unreachable), and other counts of what the cluster lost.
+        #: Events delivered to this node's clients only: Redis was unreachable.
         self.events_not_published = 0
         self._ops: list[list[Any]] = []
         #: Changes queued and written since the start (a full state "S" not
@@ -420,7 +422,8 @@ class Cluster:
         self._join_numbers = itertools.count(1)
         #: Webhook stream entries sent while Redis was away, to acknowledge.
         self._unacknowledged: list[str] = []
-        self._count_hooks: dict[tuple[str, str], tuple[int, float | None]] = {}
+        #: subscription_count webhooks held back by the throttle: (count, due).
+        self._count_hooks: dict[tuple[str, str], tuple[int, float]] = {}
         self._count_hook_sent: dict[tuple[str, str], float] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._session_tasks: list[asyncio.Task[None]] = []
@@ -453,7 +456,7 @@ class Cluster:
         """Why this node is not ready (a readiness check), or ``None``."""
         return None if self.up else self._down_reason
 
-    async def stop_consuming(self) -> None:
+    def stop_consuming(self) -> None:
         """Take no more webhook events from the shared stream (at shutdown,
         before the webhook sender closes)."""
         self._consuming = False
@@ -465,7 +468,7 @@ class Cluster:
         self._closing = True
         if self.up:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._drain(), 2.0)
+                await asyncio.wait_for(self.written(), 2.0)
             with contextlib.suppress(*REDIS_ERRORS):
                 gone = self.redis.zadd(f"{self.prefix}:nodes", {self.node_id: 0})
                 await asyncio.wait_for(gone, 2.0)
@@ -478,11 +481,6 @@ class Cluster:
         await self._close_pubsub()
         with contextlib.suppress(*REDIS_ERRORS):
             await self.redis.aclose()
-
-    async def _drain(self) -> None:
-        while self._ops and self.up:
-            self._wake.set()
-            await asyncio.sleep(0.01)
 
     def _where(self) -> str:
         kwargs = self.redis.connection_pool.connection_kwargs
@@ -550,9 +548,12 @@ class Cluster:
         self._waiting.clear()
         for join in joins.values():
             conn, name = join.conn, join.name
-            if join.cancelled or conn.closing or (join.again and name not in conn.channels):
-                continue  # (a repeat since unsubscribed is not confirmed: Redis is away)
+            if join.cancelled or conn.closing:
+                continue
             members = conn.app.members(name)
+            if join.again:
+                self._confirm(conn, name, members)
+                continue
             members.setdefault(join.user_id, join.user_info)
             self.apply(self.core.join_done(conn, name, join.user_id, join.user_info, members))
         if self._recovering is None or self._recovering.done():
@@ -639,6 +640,7 @@ class Cluster:
                     await self._script(args=self._args("ops", _pack(ops)))
                 except REDIS_ERRORS as exc:
                     self.events_not_published += sum(1 for op in ops if op[0] == "p")
+                    self._unacknowledged.extend(op[1] for op in ops if op[0] == "a")
                     self._lost(exc)
                     break
                 self._wrote(self._written + sum(1 for op in ops if op[0] != "S"))
@@ -649,7 +651,7 @@ class Cluster:
     async def _beat(self) -> None:
         interval = min(BEAT_INTERVAL, self.node_timeout / 3)
         timeout_ms = int(self.node_timeout * 1000)
-        while True:
+        for beat in itertools.count(1):
             await asyncio.sleep(interval)
             if not self.up:
                 continue
@@ -664,22 +666,43 @@ class Cluster:
                 for node in dead:
                     log.warning("node %s stopped answering: its connections were removed", node)
                     await self._claim(node)
+                if beat % ADOPT_EVERY == 0:
+                    await self._adopt()
             except REDIS_ERRORS as exc:
                 self._lost(exc)
                 continue
             self._flush_count_hooks()
 
     async def _claim(self, node: str) -> None:
-        """Take over the webhook events a dead node had taken but not sent."""
+        """Take over the webhook events a dead node had taken but not sent.
+
+        Only entries idle for :data:`CLAIM_IDLE` ms: a claim makes them busy
+        again, so two nodes claiming at once do not both send them.
+        """
         pending = await self.redis.xpending_range(
             self.stream, GROUP, min="-", max="+", count=10_000, consumername=node
         )
         ids = [p["message_id"] for p in pending]
         if not ids:
             return
-        claimed = await self.redis.xclaim(self.stream, GROUP, self.node_id, 0, ids)
-        self._take(claimed)
-        log.warning("took over %d webhook events of dead node %s", len(claimed), node)
+        claimed = await self.redis.xclaim(self.stream, GROUP, self.node_id, CLAIM_IDLE, ids)
+        if claimed:
+            self._take(claimed)
+            log.warning("took over %d webhook events of dead node %s", len(claimed), node)
+
+    async def _adopt(self) -> None:
+        """Take over the events of stream consumers that are no node any
+        more (a claim that failed, a node gone while none was left to reap
+        it), and forget those that hold none."""
+        live = set(await self.redis.zrange(f"{self.prefix}:nodes", 0, -1))
+        for consumer in await self.redis.xinfo_consumers(self.stream, GROUP):
+            name = consumer["name"]
+            if name in live or name == self.node_id:
+                continue
+            if consumer["pending"]:
+                await self._claim(name)
+            else:
+                await self.redis.xgroup_delconsumer(self.stream, GROUP, name)
 
     # -- reading: pub/sub and the webhook stream -------------------------------
 
@@ -794,10 +817,7 @@ class Cluster:
         if join.again:  # a repeated subscribe: confirmed, as one server does
             if not conn.closing and flat is not None:
                 listed = {flat[i]: json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
-                data = protocol.presence_data(listed)
-                effects = Effects()
-                effects.send(conn, protocol.subscription_succeeded(name, data))
-                self.apply(effects)
+                self._confirm(conn, name, listed)
             return
         if join.cancelled or conn.closing:
             if flat is not None:  # it was counted: count it out
@@ -807,6 +827,13 @@ class Cluster:
         if flat is not None:
             members = {flat[i]: json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
         self.apply(self.core.join_done(conn, name, join.user_id, join.user_info, members))
+
+    def _confirm(self, conn: Connection, name: str, members: dict[str, Any]) -> None:
+        """Confirm a repeated presence subscription with ``members``."""
+        effects = Effects()
+        data = protocol.presence_data(members)
+        effects.send(conn, protocol.subscription_succeeded(name, data))
+        self.apply(effects)
 
     def _cache_answer(self, conn: Connection, message: dict[str, Any]) -> None:
         cached: tuple[str, str] | None = None
@@ -842,7 +869,7 @@ class Cluster:
     def _flush_count_hooks(self) -> None:
         now = time.monotonic()
         for key, (total, due) in list(self._count_hooks.items()):
-            if due is not None and due <= now:
+            if due <= now:
                 del self._count_hooks[key]
                 self._send_count_hook(key, total, now)
 

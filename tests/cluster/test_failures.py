@@ -437,3 +437,44 @@ def test_a_dead_node_s_unsent_webhooks_are_sent_by_another(
 
     asyncio.run(scenario())
     wait_until(lambda: a.lines("took over") != [], "A's log line about the events it took over")
+
+
+def test_webhooks_left_by_the_last_node_are_sent_by_the_next(
+    start_node: Callable[..., Node], receiver: tuple[Receiver, str], redis_server: RedisServer
+) -> None:
+    """The only node stops (SIGTERM) while the receiver refuses its webhooks:
+    the events stay in Redis, and a node started later sends them (issue 8:
+    "a node that restarts ... loses none of them")."""
+    hooks, _ = receiver
+    hooks.failing = True
+    a = start_node()
+
+    async def occupy() -> None:
+        async with aiohttp.ClientSession() as session:
+            ws, _ = await raw_connect(session, a.port)
+            await _subscribe(ws, "left-behind")
+            await asyncio.to_thread(
+                wait_until, lambda: _pending(redis_server, a) > 0, "A holding the event"
+            )
+            await ws.close()
+
+    asyncio.run(occupy())
+    a.process.send_signal(signal.SIGTERM)
+    assert a.process.wait(TIMEOUT) == 0
+    assert hooks.named("channel_occupied", "left-behind") == []
+    hooks.failing = False
+    b = start_node()
+    wait_until(
+        functools.partial(_received, hooks, "channel_occupied", "left-behind"),
+        "channel_occupied sent by the next node",
+        REAP_BOUND + 10,
+    )
+    # A's consumer is forgotten once it holds nothing (within 5 heartbeats).
+    wait_until(lambda: _consumers(redis_server) == [b.port], "only B's consumer left", 10)
+    assert len(hooks.named("channel_occupied", "left-behind")) == 1
+
+
+def _consumers(redis_server: RedisServer) -> list[int]:
+    """The ports of the nodes that are consumers of the webhook stream."""
+    found = redis_server.client().xinfo_consumers(f"{PREFIX}:wh", "senders")
+    return sorted(int(str(c["name"]).split(":")[-1].split("/")[0]) for c in found)

@@ -159,7 +159,7 @@ class ClusterModel(RuleBasedStateMachine):
     def teardown(self) -> None:
         async def stop() -> None:
             for node in self.nodes:
-                await node.cluster.stop_consuming()
+                node.cluster.stop_consuming()
                 await node.server.webhooks.close()
                 await node.cluster.close()
             await self.runner.cleanup()
