@@ -41,10 +41,12 @@ from flask_pusher.server.state import Connection
 from flask_pusher.server.state import Effects
 
 from .helpers import APP_ID
-from .helpers import channel_auth
 from .helpers import KEY
 from .helpers import SECRET
 from .helpers import user_auth
+from .model import hook_key
+from .model import Model
+from .model import Slot
 from .redis_server import RedisServer
 
 T = TypeVar("T")
@@ -103,20 +105,18 @@ class Node:
             self.cluster.hook(hook.app, hook.event)
 
 
-class Slot:
-    """The model of one connection."""
+class NodeSlot(Slot):
+    """The model of one connection, and the node it is on."""
 
     def __init__(self, node: Node, conn: Connection) -> None:
+        super().__init__(conn)
         self.node = node
-        self.conn = conn
-        self.channels: dict[str, str | None] = {}  # channel -> presence user id
-        self.user: str | None = None
 
 
 _prefixes = itertools.count()
 
 
-class ClusterModel(RuleBasedStateMachine):
+class ClusterModel(Model, RuleBasedStateMachine):
     url = ""
 
     def __init__(self) -> None:
@@ -125,7 +125,7 @@ class ClusterModel(RuleBasedStateMachine):
         self.hooks: Counter[str] = Counter()
         self.expected: Counter[str] = Counter()
         self.frames: dict[Connection, list[dict[str, Any]]] = {}
-        self.slots: dict[int, Slot] = {}
+        self.slots: dict[int, NodeSlot] = {}
         self.markers = itertools.count()
         self.nodes = self.loop.run(self._start())
 
@@ -133,7 +133,7 @@ class ClusterModel(RuleBasedStateMachine):
         async def receive(request: web.Request) -> web.Response:
             for event in (await request.json())["events"]:
                 if event["name"] != "subscription_count":
-                    self.hooks[_hook_key(event)] += 1
+                    self.hooks[hook_key(event)] += 1
             return web.Response()
 
         receiver = web.Application()
@@ -194,33 +194,6 @@ class ClusterModel(RuleBasedStateMachine):
 
         self.loop.run(run())
 
-    # -- the model's view ------------------------------------------------------
-
-    def subscribers(self, channel: str) -> list[Slot]:
-        return [s for s in self.slots.values() if channel in s.channels]
-
-    def members(self, channel: str) -> set[str]:
-        return {m for s in self.subscribers(channel) if (m := s.channels[channel]) is not None}
-
-    def snapshot(self) -> dict[str, tuple[int, frozenset[str]]]:
-        names = {c for s in self.slots.values() for c in s.channels}
-        return {c: (len(self.subscribers(c)), frozenset(self.members(c))) for c in names}
-
-    def expect(self, before: dict[str, tuple[int, frozenset[str]]]) -> None:
-        """The webhooks one step must send, from the model's diff."""
-        after = self.snapshot()
-        for channel in before.keys() | after.keys():
-            old = before.get(channel, (0, frozenset()))
-            new = after.get(channel, (0, frozenset()))
-            if old[0] == 0 < new[0]:
-                self.expected[f"channel_occupied {channel}"] += 1
-            if new[0] == 0 < old[0]:
-                self.expected[f"channel_vacated {channel}"] += 1
-            for uid in new[1] - old[1]:
-                self.expected[f"member_added {channel} {uid}"] += 1
-            for uid in old[1] - new[1]:
-                self.expected[f"member_removed {channel} {uid}"] += 1
-
     # -- rules -----------------------------------------------------------------
 
     @initialize()
@@ -241,7 +214,7 @@ class ClusterModel(RuleBasedStateMachine):
             conn: Connection = effects.result
             return conn
 
-        self.slots[slot] = Slot(n, self.loop.run(connect()))
+        self.slots[slot] = NodeSlot(n, self.loop.run(connect()))
 
     @rule(slot=SLOTS, channel=CHANNELS, user=st.none() | USERS)
     def subscribe(self, slot: int, channel: str, user: str | None) -> None:
@@ -249,17 +222,8 @@ class ClusterModel(RuleBasedStateMachine):
         if s is None:
             return
         before = self.snapshot()
-        data: dict[str, Any] = {"channel": channel}
-        presence = channel.startswith("presence-")
-        channel_data = {"user_id": user} if user is not None and presence else None
-        if channel.startswith(("private-", "presence-")):
-            data.update(channel_auth(s.conn.socket_id, channel, channel_data))
-        if channel not in s.channels:
-            uid = (user if user is not None else s.user) if presence else None
-            if not presence or uid is not None:
-                s.channels[channel] = uid
-        self.expect(before)
-        text = json.dumps({"event": "pusher:subscribe", "data": data})
+        text = s.subscribe(channel, user)
+        self.expected += self.hooks_since(before)
         self.step(s.node, lambda core: core.receive(s.conn, text))
 
     @rule(slot=SLOTS, channel=CHANNELS)
@@ -269,7 +233,7 @@ class ClusterModel(RuleBasedStateMachine):
             return
         before = self.snapshot()
         s.channels.pop(channel, None)
-        self.expect(before)
+        self.expected += self.hooks_since(before)
         text = json.dumps({"event": "pusher:unsubscribe", "data": {"channel": channel}})
         self.step(s.node, lambda core: core.receive(s.conn, text))
 
@@ -290,7 +254,7 @@ class ClusterModel(RuleBasedStateMachine):
             return
         before = self.snapshot()
         s = self.slots.pop(slot)
-        self.expect(before)
+        self.expected += self.hooks_since(before)
         self.step(s.node, lambda core: core.disconnect(s.conn))
 
     # -- invariants ------------------------------------------------------------
@@ -343,10 +307,6 @@ async def _until(condition: Callable[[], bool]) -> None:
             await asyncio.sleep(0.002)
 
     await asyncio.wait_for(wait(), QUIET_TIMEOUT)
-
-
-def _hook_key(event: dict[str, Any]) -> str:
-    return " ".join(str(event[k]) for k in ("name", "channel", "user_id") if k in event)
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Any
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -17,31 +16,24 @@ from hypothesis.stateful import RuleBasedStateMachine
 
 from flask_pusher.server import AppConfig
 from flask_pusher.server import WebhookConfig
-from flask_pusher.server.core import Connection
 from flask_pusher.server.core import Core
 from flask_pusher.server.core import Effects
 
 from .helpers import APP_ID
-from .helpers import channel_auth
 from .helpers import KEY
 from .helpers import SECRET
 from .helpers import user_auth
+from .model import hook_key
+from .model import Model
+from .model import Slot
+from .model import Snapshot
 
 SLOTS = st.integers(0, 4)
 CHANNELS = st.sampled_from(["news", "private-p", "presence-a", "presence-b"])
 USERS = st.sampled_from(["u1", "u2", "u3"])
 
 
-class Slot:
-    """The model of one connection."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self.channels: dict[str, str | None] = {}  # channel -> presence user id
-        self.user: str | None = None
-
-
-class ServerModel(RuleBasedStateMachine):
+class ServerModel(Model, RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         hook = WebhookConfig("http://127.0.0.1:1/")
@@ -49,39 +41,14 @@ class ServerModel(RuleBasedStateMachine):
         self.app = self.core.apps_by_key[KEY]
         self.slots: dict[int, Slot] = {}
 
-    # -- the model's view --------------------------------------------------
-
-    def subscribers(self, channel: str) -> list[Slot]:
-        return [s for s in self.slots.values() if channel in s.channels]
-
-    def members(self, channel: str) -> set[str]:
-        return {m for s in self.subscribers(channel) if (m := s.channels[channel]) is not None}
-
-    def snapshot(self) -> dict[str, tuple[int, frozenset[str]]]:
-        names = {c for s in self.slots.values() for c in s.channels}
-        return {c: (len(self.subscribers(c)), frozenset(self.members(c))) for c in names}
-
-    def check_step(self, before: dict[str, tuple[int, frozenset[str]]], effects: Effects) -> None:
+    def check_step(self, before: Snapshot, effects: Effects) -> None:
         """Webhooks and member frames of one step must follow from the model's diff."""
-        after = self.snapshot()
-        expected: Counter[str] = Counter()
-        for channel in before.keys() | after.keys():
-            old = before.get(channel, (0, frozenset()))
-            new = after.get(channel, (0, frozenset()))
-            if old[0] == 0 < new[0]:
-                expected[f"channel_occupied {channel}"] += 1
-            if new[0] == 0 < old[0]:
-                expected[f"channel_vacated {channel}"] += 1
-            for uid in new[1] - old[1]:
-                expected[f"member_added {channel} {uid}"] += 1
-            for uid in old[1] - new[1]:
-                expected[f"member_removed {channel} {uid}"] += 1
         got = Counter(
-            " ".join(str(e[k]) for k in ("name", "channel", "user_id") if k in e)
+            hook_key(e)
             for e in (hook.event for hook in effects.webhooks)
             if e["name"] != "subscription_count"
         )
-        assert got == expected
+        assert got == self.hooks_since(before)
         for send in effects.sends:
             frame, targets = json.loads(send.frame), send.to
             if frame["event"] in ("pusher_internal:member_added", "pusher_internal:member_removed"):
@@ -106,24 +73,13 @@ class ServerModel(RuleBasedStateMachine):
         if s is None:
             return
         before = self.snapshot()
-        data: dict[str, Any] = {"channel": channel}
-        presence = channel.startswith("presence-")
-        channel_data = {"user_id": user} if user is not None and presence else None
-        if channel.startswith(("private-", "presence-")):
-            data.update(channel_auth(s.conn.socket_id, channel, channel_data))
-        effects = self.core.receive(s.conn, json.dumps({"event": "pusher:subscribe", "data": data}))
+        was = channel in s.channels
+        effects = self.core.receive(s.conn, s.subscribe(channel, user))
         refused = any(
-            json.loads(s.frame)["event"] == "pusher:subscription_error" for s in effects.sends
+            json.loads(f.frame)["event"] == "pusher:subscription_error" for f in effects.sends
         )
-        if channel not in s.channels:
-            if channel.startswith("presence-"):
-                uid = user if user is not None else s.user
-                assert refused == (uid is None)
-                if uid is not None:
-                    s.channels[channel] = uid
-            else:
-                assert not refused
-                s.channels[channel] = None
+        if not was:  # refused only a presence channel without a user id
+            assert refused == (channel not in s.channels)
         self.check_step(before, effects)
 
     @rule(slot=SLOTS, channel=CHANNELS)
