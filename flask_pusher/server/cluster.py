@@ -1033,8 +1033,11 @@ class Cluster:
     ) -> StateView:
         base = f"{self.prefix}:{app.config.app_id}"
         r = self.redis
-        if operation == "users":
+        if operation in ("users", "channel"):
             name = request.match_info["channel"]
+            if not names.valid_channel_name(name):
+                return Snapshot({})  # the core answers 400
+        if operation == "users":
             ids = await r.hkeys(f"{base}:pm:{name}")
             return Snapshot({}, {name: dict.fromkeys(ids)})
         if operation == "channels":
@@ -1098,5 +1101,5 @@ def _trigger_channels(payload: Any) -> list[str]:
         if channels is None:
             channels = [item.get("channel")]
         if isinstance(channels, list):
-            found.extend(c for c in channels if isinstance(c, str))
+            found.extend(c for c in channels if names.valid_channel_name(c))
     return found

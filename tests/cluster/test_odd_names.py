@@ -11,7 +11,13 @@ import json
 from typing import Any
 
 import aiohttp
+import pusher
+import pytest
+from pusher.http import GET
+from pusher.http import POST
+from pusher.http import Request
 
+from ..e2e.conftest import APP_ID
 from .conftest import MakeCluster
 from .conftest import raw_connect
 from .conftest import TIMEOUT
@@ -76,3 +82,20 @@ def test_odd_user_ids_and_infos_across_nodes(make_cluster: MakeCluster) -> None:
     for node in cluster.nodes:
         assert node.server is not None and node.server.cluster is not None
         assert node.server.cluster.up
+
+
+def test_unreadable_channel_names_in_http_reads_are_400(make_cluster: MakeCluster) -> None:
+    """A signed trigger asking for ``info`` on a channel name with a lone
+    surrogate (a JSON ``"\\ud800"``), and a GET of such a channel, are
+    refused with 400 as on one server (reference §4.2), never a 500: the
+    cluster reads counts from Redis before the core validates the name."""
+    cluster = make_cluster(2)
+    client = cluster.api(0)._pusher_client
+    body = {"name": "e", "data": "{}", "channels": ["bad\ud800"], "info": "subscription_count"}
+    with pytest.raises(pusher.errors.PusherBadRequest):
+        client.http.send_request(Request(client, POST, f"/apps/{APP_ID}/events", body))
+    other = cluster.api(1)._pusher_client
+    for path in ("channels/bad%ED%A0%80", "channels/presence-bad%ED%A0%80/users"):
+        request = Request(other, GET, f"/apps/{APP_ID}/{path}", {})
+        with pytest.raises(pusher.errors.PusherBadRequest):
+            other.http.send_request(request)
