@@ -138,6 +138,7 @@ class Relay:
         self.stats = RelayStats()
         self.skip_locked = engine.dialect.name == "postgresql"
         self._failing = False
+        self._db_failing = False
         self._last_purge = 0.0
 
     # --- one cycle -----------------------------------------------------------------
@@ -371,11 +372,24 @@ class Relay:
                 if time.monotonic() - self._last_purge > min(60.0, self.retention):
                     self.purge()
             except OperationalError as e:
-                log.warning("The outbox relay cannot reach its database: %s", _short(e))
+                if not self._db_failing:  # once per outage, not once per poll
+                    log.warning(
+                        "The outbox relay cannot use its database (retrying every %g s;"
+                        " is the outbox table created? db.create_all() or the migration"
+                        " in the docs creates it): %s",
+                        max(poll_interval, 1.0),
+                        _short(e),
+                    )
+                self._db_failing = True
                 handled = 0
+            else:
+                if self._db_failing:
+                    log.warning("The outbox relay uses its database again.")
+                self._db_failing = False
             if handled:
                 continue
-            deadline = time.monotonic() + poll_interval
+            idle = max(poll_interval, 1.0) if self._db_failing else poll_interval
+            deadline = time.monotonic() + idle
             while not stop.is_set() and not wake.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0:

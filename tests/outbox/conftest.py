@@ -17,6 +17,7 @@ from sqlalchemy.orm import mapped_column
 
 from flask_pusher import Pusher
 from flask_pusher.outbox.relay import Relay
+from tests.server.redis_server import free_port
 
 from .postgres import PostgresServer
 
@@ -39,7 +40,7 @@ def make_app(
         text: Mapped[str]
 
     app = Flask("outbox_app")
-    app.config.update(TESTING=True, SQLALCHEMY_DATABASE_URI=uri, **pusher_config, **config)
+    app.config.update({**pusher_config, **config}, TESTING=True, SQLALCHEMY_DATABASE_URI=uri)
     db.init_app(app)
     pusher = Pusher(app)
     app.extensions["note_model"] = Note
@@ -86,3 +87,9 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServe
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A port nothing listens on (a connection to it is refused)."""
+    return free_port()
