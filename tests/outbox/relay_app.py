@@ -1,8 +1,9 @@
 """The app ``flask pusher relay`` runs in the outbox tests' subprocesses.
 
 ``OUTBOX_DATABASE_URI`` names the database, ``OUTBOX_PUSHER_PORT`` the local
-server; ``OUTBOX_SLOW_SEND`` (seconds) makes each HTTP API request wait first,
-so that a test can kill the relay in the middle of a batch.
+server; ``OUTBOX_SLOW_SEND`` (seconds) makes the relay print ``SENT`` after each
+HTTP API request and wait before it records the outcome, so that a test can
+kill it in the middle of a batch.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ if slow:
     pause = threading.Event()
 
     def slow_send(request: Any) -> Any:
-        print("SENDING", flush=True)  # the test kills the process at this line
+        result = send(request)
+        print("SENT", flush=True)  # the test kills the process after this line
         pause.wait(slow)
-        return send(request)
+        return result
 
     http.send_request = slow_send
