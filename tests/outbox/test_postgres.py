@@ -21,8 +21,8 @@ from ..listener import Listener
 from .conftest import AppFactory
 from .conftest import relay_for
 from .postgres import PostgresServer
-from .test_outbox import ROOT
 from .test_outbox import relay_env
+from .test_outbox import ROOT
 
 _names = itertools.count()
 
