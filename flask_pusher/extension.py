@@ -13,6 +13,7 @@ from weakref import WeakKeyDictionary
 from flask import current_app
 from flask import Flask
 
+from . import broadcasting
 from . import delivery
 from . import holding
 from . import local
@@ -27,6 +28,7 @@ from .settings import resolve
 from .webhooks import Webhooks
 
 if TYPE_CHECKING:
+    from .broadcasting import BroadcastEvent
     from .outbox import Outbox
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -168,6 +170,12 @@ class Pusher:
         or ``None``."""
         held = self._state().holding
         return held.outbox if held is not None else None
+
+    @property
+    def can_hold(self) -> bool:
+        """Whether ``after_commit=True`` works for the current app: Flask-SQLAlchemy
+        was initialised on it before ``pusher.init_app``."""
+        return self._state().holding is not None
 
     @property
     def settings(self) -> PusherSettings:
@@ -328,6 +336,22 @@ class Pusher:
         if self._defers(defer) and delivery.defer(client, request):
             return {}
         return client.send(request)
+
+    def broadcast(self, event: BroadcastEvent, *, now: bool = False) -> bool:
+        """Send an event object (Laravel's ``ShouldBroadcast``; see :doc:`/broadcasting`).
+
+        Its channels, name and data come from ``event.broadcast_on()``,
+        ``broadcast_as()`` and ``broadcast_with()``; nothing is sent when
+        ``broadcast_when()`` is false. By default it goes through the outbox
+        (``PUSHER_OUTBOX``), else after ``db.session``'s commit (with
+        Flask-SQLAlchemy), else at once; ``now=True`` sends it at once (Laravel's
+        ``ShouldBroadcastNow``).
+
+        :param event: a :class:`~flask_pusher.broadcasting.BroadcastEvent`.
+        :returns: ``False`` when ``broadcast_when()`` said no (or no channel).
+        :raises ValueError: as :meth:`trigger`, for invalid names or too much data.
+        """
+        return broadcasting.broadcast(self, event, now=now)
 
     def send_to_user(
         self,

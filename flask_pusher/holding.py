@@ -111,11 +111,12 @@ def hold(
         )
     from .transactions import after_commit as hold_until_commit
 
-    hold_until_commit(holding.db.session(), lambda: _send_held(client, request, defer))
+    hold_until_commit(holding.db.session(), lambda: send_held(client, request, defer))
     return True
 
 
-def _send_held(client: PusherClient, request: Request, defer: bool) -> None:
+def send_held(client: PusherClient, request: Request, defer: bool) -> None:
+    """Send a request held until commit (after the response with ``defer``); log a failure."""
     if defer and delivery.defer(client, request):
         return
     try:
