@@ -3,8 +3,11 @@
 :func:`after_commit` keeps a callback with the transaction that is in progress on
 a :class:`sqlalchemy.orm.Session` and calls it once the outermost transaction has
 committed; a rollback, or a session closed without a commit, drops it. It rests
-on SQLAlchemy's session events (``after_commit``, ``after_transaction_end``;
-https://docs.sqlalchemy.org/en/20/orm/events.html#sqlalchemy.orm.SessionEvents):
+on SQLAlchemy's session events (``before_commit``, ``after_commit``,
+``after_transaction_end``;
+https://docs.sqlalchemy.org/en/20/orm/events.html#sqlalchemy.orm.SessionEvents),
+listened to on the :class:`~sqlalchemy.orm.Session` class once this module is
+imported, so every session of the process is seen:
 
 -   ``after_commit`` fires for the outermost transaction and for each savepoint
     released by ``begin_nested()``; it marks that transaction as committed.
@@ -15,6 +18,10 @@ https://docs.sqlalchemy.org/en/20/orm/events.html#sqlalchemy.orm.SessionEvents):
 
 Callbacks run in the order they were held. A callback that raises is logged and
 does not stop the others: the data is committed either way.
+
+:func:`hold_rows` keeps rows to insert with the same rules, and inserts them
+inside the outermost transaction, in SQLAlchemy's ``before_commit`` event after
+a flush, all in call order, in one ``executemany`` per table: the outbox's rows.
 """
 
 from __future__ import annotations
@@ -34,6 +41,10 @@ Callback = Callable[[], Any]
 
 _PENDING = "flask_pusher.pending"
 _COMMITTED = "flask_pusher.committed"
+_ROWS = "flask_pusher.rows"
+
+#: Inserts held rows: called with the rows, inside the transaction.
+Inserter = Callable[[Session, list[dict[str, Any]]], Any]
 
 
 def after_commit(session: Session, callback: Callback, *, key: object = None) -> None:
@@ -51,7 +62,6 @@ def after_commit(session: Session, callback: Callback, *, key: object = None) ->
     :param key: when given, a second callback with the same ``key`` in the same
         transaction is not held (for "wake the relay once per transaction").
     """
-    _listen(session)
     transaction = _innermost(session)
     if transaction is None:
         transaction = session.begin()
@@ -61,6 +71,26 @@ def after_commit(session: Session, callback: Callback, *, key: object = None) ->
     if key is not None and any(k == key for k, _ in held):
         return
     held.append((key, callback))
+
+
+def hold_rows(session: Session, key: object, insert: Inserter, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` just before the transaction in progress commits.
+
+    Rows of a rolled-back savepoint, a rollback or a session closed without a
+    commit are never inserted. At the commit of the outermost transaction the
+    session is flushed, then ``insert(session, rows)`` is called once per
+    ``key`` with every row held, in call order; an error there fails the commit.
+
+    :param key: what the rows are for (one outbox table).
+    :param insert: inserts them, such as ``session.execute(insert(table), rows)``.
+    """
+    transaction = _innermost(session)
+    if transaction is None:
+        transaction = session.begin()
+    held: dict[object, tuple[Inserter, list[tuple[SessionTransaction, dict[str, Any]]]]]
+    held = session.info.setdefault(_ROWS, {})
+    entry = held.setdefault(key, (insert, []))
+    entry[1].extend((transaction, row) for row in rows)
 
 
 def pending_count(session: Session) -> int:
@@ -73,24 +103,50 @@ def _innermost(session: Session) -> SessionTransaction | None:
     return session.get_nested_transaction() or session.get_transaction()
 
 
-_listening: weakref.WeakSet[Session] = weakref.WeakSet()
-
-
-def _listen(session: Session) -> None:
-    if session in _listening:
+@event.listens_for(Session, "before_commit")
+def _before_commit(session: Session) -> None:
+    transaction = _innermost(session)
+    if transaction is None or transaction.parent is not None:
+        return  # a savepoint: its rows pass to the enclosing transaction at its end
+    if session.new or session.deleted or session.dirty:
+        session.flush()  # the commit's flush, now: model broadcasting holds rows in it
+    held = session.info.pop(_ROWS, None)
+    if not held:
         return
-    event.listen(session, "after_commit", _committed)
-    event.listen(session, "after_transaction_end", _ended)
-    _listening.add(session)
+    for insert, rows in held.values():
+        if rows:
+            insert(session, [row for _, row in rows])
 
 
+@event.listens_for(Session, "after_commit")
 def _committed(session: Session) -> None:
     transaction = _innermost(session)
-    if transaction is not None and transaction in session.info.get(_PENDING, {}):
+    if transaction is None:
+        return
+    if transaction in session.info.get(_PENDING, {}) or session.info.get(_ROWS):
         session.info.setdefault(_COMMITTED, weakref.WeakSet()).add(transaction)
 
 
+def _end_rows(session: Session, transaction: SessionTransaction, committed: bool) -> None:
+    held = session.info.get(_ROWS)
+    if not held:
+        return
+    parent = transaction.parent if committed else None
+    for key, (_insert, rows) in list(held.items()):
+        if parent is not None:  # a released savepoint: its rows are the parent's now
+            rows[:] = [(parent if t is transaction else t, row) for t, row in rows]
+        else:  # rolled back, or the outermost transaction ended: drop what is left
+            rows[:] = [(t, row) for t, row in rows if t is not transaction]
+            if transaction.parent is None:
+                rows.clear()
+        if not rows:
+            del held[key]
+
+
+@event.listens_for(Session, "after_transaction_end")
 def _ended(session: Session, transaction: SessionTransaction) -> None:
+    committed_set = session.info.get(_COMMITTED)
+    _end_rows(session, transaction, committed_set is not None and transaction in committed_set)
     pending: dict[SessionTransaction, list[tuple[object, Callback]]] | None
     pending = session.info.get(_PENDING)
     if not pending or transaction not in pending:

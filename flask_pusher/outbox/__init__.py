@@ -22,6 +22,7 @@ from sqlalchemy import insert
 
 from ..errors import ConfigurationError
 from ..transactions import after_commit
+from ..transactions import hold_rows
 from .table import lease_table
 from .table import outbox_table
 
@@ -77,7 +78,12 @@ class Outbox:
         self._lock = threading.Lock()
 
     def write(self, items: Iterable[dict[str, Any]], session: Session | None = None) -> int:
-        """Insert ``batch_events`` items into the outbox, in ``session``'s transaction.
+        """Add ``batch_events`` items to the outbox, in ``session``'s transaction.
+
+        The rows are inserted just before the outermost transaction commits (in
+        SQLAlchemy's ``before_commit`` event), in call order, in one statement;
+        rows of a rolled-back savepoint are never inserted
+        (:func:`flask_pusher.transactions.hold_rows`).
 
         :param items: dicts with ``channel``, ``name``, ``data`` (an encoded
             string) and optional ``socket_id``, as
@@ -101,9 +107,12 @@ class Outbox:
         ]
         if not rows:
             return 0
-        session.execute(insert(self.table), rows)
+        hold_rows(session, self, self._insert, rows)
         after_commit(session, self.committed, key=self)
         return len(rows)
+
+    def _insert(self, session: Session, rows: list[dict[str, Any]]) -> None:
+        session.execute(insert(self.table), rows)
 
     def committed(self) -> None:
         """Called after a commit that wrote events: wake the in-process relay

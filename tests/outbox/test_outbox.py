@@ -82,6 +82,27 @@ def test_events_exist_exactly_when_the_data_does(make: AppFactory) -> None:
     ]
 
 
+def test_savepoints_and_call_order(make: AppFactory) -> None:
+    """Rows are inserted at the commit, in call order; a rolled-back savepoint's
+    never are, a released one's stay with the enclosing transaction."""
+    app, db, pusher = make(PUSHER_OUTBOX=True)
+    with app.app_context():
+        pusher.trigger("a", "e", {"n": 1})
+        with db.session.begin_nested():
+            pusher.trigger("a", "e", {"n": 2})
+        savepoint = db.session.begin_nested()
+        pusher.trigger("a", "e", {"n": 3})
+        savepoint.rollback()
+        pusher.trigger("a", "e", {"n": 4})
+        db.session.commit()
+        with db.session.begin_nested():
+            pusher.trigger("a", "e", {"n": 5})
+        db.session.rollback()
+        pusher.trigger("a", "e", {"n": 6})
+        db.session.close()  # never committed
+    assert [json.loads(r.data)["n"] for r in rows(app)] == [1, 2, 4]
+
+
 def test_the_relay_sends_in_order_in_batches_of_10(
     make: AppFactory, pusher_server: LocalServer
 ) -> None:
