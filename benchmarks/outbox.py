@@ -125,8 +125,18 @@ class Server:
         self.port = free_port()
         env = {**os.environ, "PUSHER_SECRET": SECRET, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flask_pusher.server", "--app-id", APP_ID, "--key", KEY]
-            + ["--port", str(self.port), "--no-metrics"],
+            [
+                sys.executable,
+                "-m",
+                "flask_pusher.server",
+                "--app-id",
+                APP_ID,
+                "--key",
+                KEY,
+                "--port",
+                str(self.port),
+                "--no-metrics",
+            ],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -227,7 +237,7 @@ def latency(uri: str, port: int, count: int) -> list[float]:
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def main() -> None:

@@ -112,7 +112,11 @@ class Outbox:
         return len(rows)
 
     def _insert(self, session: Session, rows: list[dict[str, Any]]) -> None:
-        session.execute(insert(self.table), rows)
+        # With RETURNING, SQLAlchemy batches the rows into one INSERT ... VALUES
+        # statement ("insertmanyvalues"): one round trip, where psycopg's
+        # executemany pipeline takes several.
+        table = self.table
+        session.execute(insert(table).returning(table.c.id), rows).all()
 
     def committed(self) -> None:
         """Called after a commit that wrote events: wake the in-process relay

@@ -29,6 +29,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
 from typing import TYPE_CHECKING
@@ -55,6 +56,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("flask_pusher.outbox")
 
 _Row = Any  # a row of the outbox table (sqlalchemy.Row, typed by column)
+
+#: Rows a PostgreSQL relay locks to send one batch from: more than a batch, so
+#: that rows of channels blocked behind another relay's rows can be passed over.
+CLAIM_WINDOW = 30
 
 #: The lease row's name in ``flask_pusher_outbox_lease``.
 LEASE_NAME = "relay"
@@ -140,34 +145,46 @@ class Relay:
         self._failing = False
         self._db_failing = False
         self._last_purge = 0.0
+        self._lease_until = 0.0
 
     # --- one cycle -----------------------------------------------------------------
 
     def run_once(self) -> int:
-        """Send what is due; the number of rows whose state changed (0: nothing to do)."""
-        if not self.skip_locked and not self._take_lease():
-            return 0
+        """Send what is due; the number of rows whose state changed (0: nothing to do).
+
+        Each batch's outcome is committed before the next batch is sent, so a
+        relay that dies resends at most the batch in flight.
+        """
         if self.skip_locked:
-            with self.engine.begin() as conn:  # the row locks last until the updates
-                rows = self._claim(conn)
-                return self._deliver(conn, rows)
+            handled = 0
+            for _ in range(max(1, -(-self.limit // MAX_BATCH_EVENTS))):
+                with self.engine.begin() as conn:  # the row locks last until it is recorded
+                    rows = self._claim(conn, min(self.limit, CLAIM_WINDOW))
+                    if not rows:
+                        break
+                    done, go_on = self._deliver(conn, rows, batches=1)
+                handled += done
+                if not go_on:
+                    break
+            return handled
+        if not self._take_lease():
+            return 0
         with self.engine.begin() as conn:
-            rows = self._claim(conn)
+            rows = self._claim(conn, self.limit)
         if not rows:
             return 0
-        with self.engine.connect() as conn:
-            handled = self._deliver(conn, rows)
-            conn.commit()
-            return handled
+        with self.engine.connect() as conn:  # one relay at a time: no row locks needed
+            done, _ = self._deliver(conn, rows, commit=conn.commit)
+            return done
 
-    def _claim(self, conn: Connection) -> list[_Row]:
+    def _claim(self, conn: Connection, limit: int) -> list[_Row]:
         t = self.table
         query = (
             select(t.c.id, t.c.channel, t.c.name, t.c.data, t.c.socket_id, t.c.attempts)
             .where(t.c.sent_at.is_(None), t.c.failed_at.is_(None))
             .where(t.c.next_attempt_at <= time.time())
             .order_by(t.c.id)
-            .limit(self.limit)
+            .limit(limit)
         )
         if self.skip_locked:
             query = query.with_for_update(skip_locked=True)
@@ -195,36 +212,62 @@ class Relay:
                 blocked.add(channel)
         return [row for row in rows if row.id in ok]
 
-    def _deliver(self, conn: Connection, rows: Sequence[_Row]) -> int:
+    def _deliver(
+        self,
+        conn: Connection,
+        rows: Sequence[_Row],
+        *,
+        batches: int | None = None,
+        commit: Callable[[], None] | None = None,
+    ) -> tuple[int, bool]:
+        """Send ``rows`` batch by batch (at most ``batches``), ``commit()`` after each.
+
+        :returns: the rows handled, and ``False`` if a failure stopped the cycle.
+        """
         handled = 0
-        for batch in _batches(rows):
+        for count, batch in enumerate(_batches(rows), 1):
             try:
                 self._send(batch)
             except _Transient as e:
                 self._retry(conn, batch, str(e), e.unknown)
-                return handled + len(batch)
+                if commit is not None:
+                    commit()
+                return handled + len(batch), False
             except _Refused:
-                handled += self._one_by_one(conn, batch)
-                continue
-            self._mark_sent(conn, batch)
-            handled += len(batch)
-        if self._failing:
-            self._failing = False
-            log.warning("Pusher accepts events again; the outbox is being sent.")
-        return handled
+                done, ok = self._one_by_one(conn, batch)
+                handled += done
+                if not ok:
+                    if commit is not None:
+                        commit()
+                    return handled, False
+            else:
+                self._mark_sent(conn, batch)
+                handled += len(batch)
+            if commit is not None:
+                commit()
+            if self._failing:
+                self._failing = False
+                log.warning("Pusher accepts events again; the outbox is being sent.")
+            if batches is not None and count >= batches:
+                return handled, count < len(rows)
+        return handled, True
 
-    def _one_by_one(self, conn: Connection, batch: Sequence[_Row]) -> int:
+    def _one_by_one(self, conn: Connection, batch: Sequence[_Row]) -> tuple[int, bool]:
+        """Resend a refused batch one event at a time: set aside the refused ones.
+
+        :returns: the rows handled, and ``False`` if a failure stopped it.
+        """
         for index, row in enumerate(batch):
             try:
                 self._send([row])
             except _Transient as e:
                 self._retry(conn, batch[index:], str(e), e.unknown)
-                return index + 1
+                return len(batch), False
             except _Refused as e:
                 self._set_aside(conn, row, str(e))
                 continue
             self._mark_sent(conn, [row])
-        return len(batch)
+        return len(batch), True
 
     def _send(self, batch: Sequence[_Row]) -> None:
         items = [_item(row) for row in batch]
@@ -316,6 +359,8 @@ class Relay:
     def _take_lease(self) -> bool:
         t = self.lease_table
         now = time.time()
+        if self._lease_until - now > self.lease / 2:
+            return True  # held, and far from expiring: no write (SQLite locks the file)
         with self.engine.begin() as conn:
             taken = conn.execute(
                 update(t)
@@ -324,6 +369,7 @@ class Relay:
                 .values(holder=self.name, expires_at=now + self.lease)
             ).rowcount
             if taken:
+                self._lease_until = now + self.lease
                 return True
             exists = conn.execute(select(t.c.name).where(t.c.name == LEASE_NAME)).first()
             if exists is not None:
@@ -335,6 +381,7 @@ class Relay:
                 )
         except IntegrityError:
             return False
+        self._lease_until = now + self.lease
         return True
 
     def release(self) -> None:
@@ -342,6 +389,7 @@ class Relay:
         if self.skip_locked:
             return
         t = self.lease_table
+        self._lease_until = 0.0
         with self.engine.begin() as conn:
             conn.execute(
                 update(t)

@@ -44,11 +44,11 @@ def test_relays_share_the_work_and_keep_each_channels_order(
         pusher.trigger("a", "e", {"n": 6})
         db.session.commit()
     with first.engine.begin() as conn:
-        claimed = first._claim(conn)  # locks the 4 oldest rows: a 0-2, b 3
+        claimed = first._claim(conn, 4)  # locks the 4 oldest rows: a 0-2, b 3
         assert [r.id for r in claimed] == [1, 2, 3, 4]
         with second.engine.begin() as other:
             # Rows 1-4 are skipped; a's 6 and b's 4-5 would overtake rows held above.
-            assert second._claim(other) == []
+            assert second._claim(other, 100) == []
     with Listener(pusher_server, ["a", "b"]) as listener:
         assert first.run_once() == 4
         assert second.run_once() == 3
