@@ -60,8 +60,17 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("failed_at", Float, nullable=True),
         Column("error", Text, nullable=True),
     )
-    Index(f"ix_{TABLE_NAME}_unsent", table.c.sent_at, table.c.failed_at, table.c.id)
-    Index(f"ix_{TABLE_NAME}_channel", table.c.channel, table.c.id)
+    # Partial indexes: they hold the backlog only, however many sent rows are kept.
+    unsent = table.c.sent_at.is_(None) & table.c.failed_at.is_(None)
+    Index(f"ix_{TABLE_NAME}_unsent", table.c.id, postgresql_where=unsent, sqlite_where=unsent)
+    Index(
+        f"ix_{TABLE_NAME}_channel",
+        table.c.channel,
+        table.c.id,
+        postgresql_where=unsent,
+        sqlite_where=unsent,
+    )
+    Index(f"ix_{TABLE_NAME}_sent_at", table.c.sent_at)  # the purge
     return table
 
 
