@@ -415,7 +415,9 @@ class Pusher:
         *,
         to_others: bool = False,
     ) -> Any:
-        """Awaitable :meth:`trigger`, sent over aiohttp (needs ``aiohttp``). Never deferred."""
+        """Awaitable :meth:`trigger`, sent over aiohttp (needs ``aiohttp``). Never
+        deferred, never held for a commit nor written to the outbox: call :meth:`trigger`
+        with ``outbox=True`` or ``after_commit=True`` for those."""
         client = self.client
         socket_id = _excluded(socket_id, to_others)
         return await client.trigger_async(channels, event_name, data, socket_id)
@@ -427,7 +429,7 @@ class Pusher:
         *,
         to_others: bool = False,
     ) -> Any:
-        """Awaitable :meth:`trigger_batch`, sent over aiohttp. Never deferred."""
+        """Awaitable :meth:`trigger_batch`, sent over aiohttp. Never deferred nor held."""
         batch = _exclude_in_batch(batch, to_others)
         return await self.client.trigger_batch_async(batch, already_encoded)
 
