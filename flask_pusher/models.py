@@ -33,6 +33,7 @@ from sqlalchemy import inspect
 from sqlalchemy.orm import Session
 from sqlalchemy.orm import UOWTransaction
 
+from . import transactions
 from .broadcasting import BroadcastEvent
 from .broadcasting import MAX_CHANNELS
 from .delivery import batch_items
@@ -59,6 +60,10 @@ class BroadcastsEvents:
     __broadcast_channel__: ClassVar[str] = "private-App.Models.{model}.{id}"
     #: Leave out the request's ``X-Socket-ID`` connection (Laravel's ``toOthers()``).
     __broadcast_to_others__: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        transactions.flush_before_commit = True
 
     def broadcast_on(self, event: str) -> str | Iterable[str]:
         """The channel(s) of ``event``; default :attr:`__broadcast_channel__` filled in."""

@@ -43,6 +43,11 @@ _PENDING = "flask_pusher.pending"
 _COMMITTED = "flask_pusher.committed"
 _ROWS = "flask_pusher.rows"
 
+#: Set once a :class:`~flask_pusher.models.BroadcastsEvents` model exists: then
+#: ``before_commit`` flushes first, so that rows held by the commit's own flush
+#: are inserted too (the commit would flush right after anyway).
+flush_before_commit = False
+
 #: Inserts held rows: called with the rows, inside the transaction.
 Inserter = Callable[[Session, list[dict[str, Any]]], Any]
 
@@ -108,7 +113,7 @@ def _before_commit(session: Session) -> None:
     transaction = _innermost(session)
     if transaction is None or transaction.parent is not None:
         return  # a savepoint: its rows pass to the enclosing transaction at its end
-    if session.new or session.deleted or session.dirty:
+    if flush_before_commit and (session.new or session.deleted or session.dirty):
         session.flush()  # the commit's flush, now: model broadcasting holds rows in it
     held = session.info.pop(_ROWS, None)
     if not held:

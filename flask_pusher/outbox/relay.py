@@ -343,6 +343,16 @@ class Relay:
         self._last_purge = time.monotonic()
         return int(result.rowcount or 0)
 
+    def _log_status(self) -> None:
+        status = self.status()
+        if status.backlog or status.set_aside:
+            log.info(
+                "Outbox: %d event(s) to send, the oldest %.1f s old; %d set aside.",
+                status.backlog,
+                status.oldest_age,
+                status.set_aside,
+            )
+
     def status(self) -> OutboxStatus:
         """The backlog, the age of its oldest event, and the events set aside."""
         t = self.table
@@ -419,6 +429,7 @@ class Relay:
                 handled = self.run_once()
                 if time.monotonic() - self._last_purge > min(60.0, self.retention):
                     self.purge()
+                    self._log_status()
             except OperationalError as e:
                 if not self._db_failing:  # once per outage, not once per poll
                     log.warning(
