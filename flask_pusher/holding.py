@@ -102,8 +102,10 @@ def hold(
             raise RuntimeError(
                 "outbox=True needs PUSHER_OUTBOX = True on the app (and Flask-SQLAlchemy)."
             )
-        holding.outbox.write(batch_items(request))
-        return True
+        if client.recorder is None:
+            holding.outbox.write(batch_items(request))
+            return True
+        # record_events(): recorded at the commit, as the relay would send them.
     if holding is None:
         raise RuntimeError(
             "after_commit=True needs Flask-SQLAlchemy on the app: call db.init_app(app)"

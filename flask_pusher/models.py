@@ -166,7 +166,7 @@ def _broadcast(pusher: Any, session: Session, event_object: ModelEvent) -> None:
             event_object.broadcast_with(),
             socket_id,
         )
-        if outbox is not None:
+        if outbox is not None and client.recorder is None:
             outbox.write(batch_items(request), session)
         else:
             after_commit(session, partial(send_held, client, request, settings.defer))

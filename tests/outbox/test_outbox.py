@@ -22,6 +22,7 @@ from sqlalchemy import select
 from flask_pusher import ConfigurationError
 from flask_pusher import Pusher
 from flask_pusher.server import LocalServer
+from flask_pusher.testing import record_events
 
 from ..listener import Listener
 from .conftest import AppFactory
@@ -101,6 +102,18 @@ def test_savepoints_and_call_order(make: AppFactory) -> None:
         pusher.trigger("a", "e", {"n": 6})
         db.session.close()  # never committed
     assert [json.loads(r.data)["n"] for r in rows(app)] == [1, 2, 4]
+
+
+def test_record_events_records_at_the_commit(make: AppFactory) -> None:
+    app, db, pusher = make(PUSHER_OUTBOX=True)
+    with record_events(app) as events, app.app_context():
+        pusher.trigger("a", "e", {"n": 1})
+        assert events == []
+        db.session.commit()
+        pusher.trigger("a", "e", {"n": 2})
+        db.session.rollback()
+    assert [(e.channels, e.json) for e in events] == [(("a",), {"n": 1})]
+    assert rows(app) == []
 
 
 def test_the_relay_sends_in_order_in_batches_of_10(
