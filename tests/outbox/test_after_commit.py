@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import Mapped
+from sqlalchemy.orm import mapped_column
 
 from flask_pusher import ConfigurationError
 from flask_pusher import Pusher
@@ -169,3 +172,46 @@ def test_after_commit_needs_flask_sqlalchemy(pusher_config: dict[str, Any]) -> N
     pusher = Pusher(app)
     with app.app_context(), pytest.raises(RuntimeError, match=r"db\.init_app"):
         pusher.trigger("notes", "e", {}, after_commit=True)
+
+
+def test_two_binds_one_session(
+    sqlite_uri: str, tmp_path: Any, pusher_config: dict[str, Any], pusher_server: LocalServer
+) -> None:
+    """SQLALCHEMY_BINDS: one session, one transaction over both databases; the event
+    leaves once, after both have committed, and not at all on rollback."""
+
+    class Base(DeclarativeBase):
+        pass
+
+    db = SQLAlchemy(model_class=Base)
+
+    class Order(db.Model):  # type: ignore[name-defined,misc]
+        id: Mapped[int] = mapped_column(primary_key=True)
+
+    class Audit(db.Model):  # type: ignore[name-defined,misc]
+        __bind_key__ = "audit"
+        id: Mapped[int] = mapped_column(primary_key=True)
+
+    app = Flask("binds")
+    app.config.update(
+        pusher_config,
+        SQLALCHEMY_DATABASE_URI=sqlite_uri,
+        SQLALCHEMY_BINDS={"audit": f"sqlite:///{tmp_path / 'audit.db'}"},
+        PUSHER_AFTER_COMMIT=True,
+    )
+    db.init_app(app)
+    pusher = Pusher(app)
+    with Listener(pusher_server, ["orders"]) as listener, app.app_context():
+        db.create_all()
+        db.session.add_all([Order(id=1), Audit(id=1)])
+        pusher.trigger("orders", "placed", {"id": 1})
+        db.session.rollback()
+        db.session.add_all([Order(id=2), Audit(id=2)])
+        pusher.trigger("orders", "placed", {"id": 2})
+        db.session.commit()
+        assert listener.take(1) == [("orders", "placed", {"id": 2})]
+        assert db.session.get(Audit, 2) is not None and db.session.get(Audit, 1) is None
+        pusher.trigger("orders", "marker", {}, after_commit=False)
+        assert listener.take(1) == [("orders", "marker", {})]  # nothing else came first
+        for engine in db.engines.values():
+            engine.dispose()
