@@ -60,16 +60,11 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("failed_at", Float, nullable=True),
         Column("error", Text, nullable=True),
     )
-    # Partial indexes: they hold the backlog only, however many sent rows are kept.
+    # A partial index: it holds the backlog only, however many sent rows are kept.
+    # The relay's queries read the backlog by id (the channel check, too: the rows
+    # it reads are at most those up to its claim's newest).
     unsent = table.c.sent_at.is_(None) & table.c.failed_at.is_(None)
     Index(f"ix_{TABLE_NAME}_unsent", table.c.id, postgresql_where=unsent, sqlite_where=unsent)
-    Index(
-        f"ix_{TABLE_NAME}_channel",
-        table.c.channel,
-        table.c.id,
-        postgresql_where=unsent,
-        sqlite_where=unsent,
-    )
     Index(f"ix_{TABLE_NAME}_sent_at", table.c.sent_at)  # the purge
     return table
 
