@@ -282,3 +282,39 @@ def test_on_a_phone_with_typing_cleared_and_nobody_to_message(
     assert alice.errors == [] and bob.errors == []
     assert alice.outside_requests() == []
     alice.context.close()
+
+
+@pytest.mark.parametrize("size", [{"width": 1280, "height": 900}, PHONE], ids=["1280", "390"])
+def test_the_debug_console_link_sits_in_the_page_s_layout(
+    browser: Any, chat_url: str, size: dict[str, int]
+) -> None:
+    # Issue 14 item 3: the link was flush against the window's left edge, outside
+    # the cards. Its footer now lines up with the cards above it, on the sign-in
+    # page (the form's card) and the chat page (the grid's outer columns).
+    alice = User(browser, chat_url, "alice", **size)
+    a = alice.page
+
+    def edges(selector: str) -> tuple[float, float]:
+        box = a.locator(selector).first.bounding_box()
+        assert box is not None, selector
+        return box["x"], box["x"] + box["width"]
+
+    def footer_lines_up_with(left: str, right: str) -> None:
+        footer_left, footer_right = edges("footer")
+        assert footer_left == pytest.approx(edges(left)[0], abs=1)
+        assert footer_right == pytest.approx(edges(right)[1], abs=1)
+        link_left, link_right = edges("#debug-console")
+        assert footer_left + 4 <= link_left < link_right <= footer_right
+        # A card: the page's own background, not the body's.
+        assert a.evaluate(
+            "getComputedStyle(document.querySelector('footer')).backgroundColor"
+        ) == a.evaluate(
+            "getComputedStyle(document.querySelector('.signin, section')).backgroundColor"
+        )
+
+    a.goto("/")
+    footer_lines_up_with("main.signin", "main.signin")
+    alice.sign_in()
+    footer_lines_up_with("#online-panel", "#dm-panel")
+    assert horizontal_overflow(a) == 0
+    alice.context.close()
