@@ -35,6 +35,7 @@ from typing import Any
 from typing import TYPE_CHECKING
 
 import pusher.errors
+from sqlalchemy import bindparam
 from sqlalchemy import delete
 from sqlalchemy import Engine
 from sqlalchemy import func
@@ -146,6 +147,7 @@ class Relay:
         self._db_failing = False
         self._last_purge = 0.0
         self._lease_until = 0.0
+        self._claims: dict[int, Any] = {}
 
     # --- one cycle -----------------------------------------------------------------
 
@@ -178,39 +180,40 @@ class Relay:
             return done
 
     def _claim(self, conn: Connection, limit: int) -> list[_Row]:
+        """The oldest ``limit`` due rows (locked on PostgreSQL), less those an
+        unsent row of their channel that this claim does not hold comes before
+        (locked by another relay, or waiting for a retry): one statement."""
+        statement = self._claim_statement(limit)
+        return list(conn.execute(statement, {"now": time.time()}))
+
+    def _claim_statement(self, limit: int) -> Any:
+        cached = self._claims.get(limit)
+        if cached is not None:
+            return cached
         t = self.table
-        query = (
+        unsent = t.c.sent_at.is_(None) & t.c.failed_at.is_(None)
+        claim = (
             select(t.c.id, t.c.channel, t.c.name, t.c.data, t.c.socket_id, t.c.attempts)
-            .where(t.c.sent_at.is_(None), t.c.failed_at.is_(None))
-            .where(t.c.next_attempt_at <= time.time())
+            .where(unsent, t.c.next_attempt_at <= bindparam("now"))
             .order_by(t.c.id)
             .limit(limit)
         )
         if self.skip_locked:
-            query = query.with_for_update(skip_locked=True)
-        rows = list(conn.execute(query))
-        if not rows:
-            return rows
-        # Only each channel's leading rows: none may overtake an unsent row it does not hold.
-        held = {row.id for row in rows}
-        top = rows[-1].id
-        channels = {row.channel for row in rows}
-        unsent = conn.execute(
-            select(t.c.id, t.c.channel)
-            .where(t.c.sent_at.is_(None), t.c.failed_at.is_(None))
-            .where(t.c.channel.in_(channels), t.c.id <= top)
-            .order_by(t.c.id)
+            claim = claim.with_for_update(skip_locked=True)
+        claimed = claim.cte("claimed")
+        earlier = t.alias("earlier")
+        blocked = (
+            select(earlier.c.id)
+            .where(earlier.c.channel == claimed.c.channel, earlier.c.id < claimed.c.id)
+            .where(earlier.c.sent_at.is_(None), earlier.c.failed_at.is_(None))
+            .where(earlier.c.id.not_in(select(claimed.c.id).scalar_subquery()))
+            # Bounds the scan to the backlog below the claim (the index on id):
+            .where(earlier.c.id < select(func.max(claimed.c.id)).scalar_subquery())
+            .exists()
         )
-        blocked: set[str] = set()
-        ok: set[int] = set()
-        for row_id, channel in unsent:
-            if channel in blocked:
-                continue
-            if row_id in held:
-                ok.add(row_id)
-            else:
-                blocked.add(channel)
-        return [row for row in rows if row.id in ok]
+        statement = select(claimed).where(~blocked).order_by(claimed.c.id)
+        self._claims[limit] = statement
+        return statement
 
     def _deliver(
         self,
