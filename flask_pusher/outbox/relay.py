@@ -148,6 +148,12 @@ class Relay:
         self._last_purge = 0.0
         self._lease_until = 0.0
         self._claims: dict[int, Any] = {}
+        t = self.table
+        self._mark = (
+            update(t)
+            .where(t.c.id.in_(bindparam("ids", expanding=True)))
+            .values(sent_at=bindparam("now"))
+        )
 
     # --- one cycle -----------------------------------------------------------------
 
@@ -303,9 +309,8 @@ class Relay:
     # --- recording outcomes ---------------------------------------------------------
 
     def _mark_sent(self, conn: Connection, batch: Sequence[_Row]) -> None:
-        t = self.table
         ids = [row.id for row in batch]
-        conn.execute(update(t).where(t.c.id.in_(ids)).values(sent_at=time.time()))
+        conn.execute(self._mark, {"ids": ids, "now": time.time()})
         self.stats.sent += len(ids)
 
     def _retry(self, conn: Connection, batch: Sequence[_Row], reason: str, unknown: bool) -> None:
