@@ -287,3 +287,26 @@ def test_relay_without_the_outbox_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "PUSHER_OUTBOX is off" in result.stderr
+
+
+def test_flask_pusher_relay_once(
+    make: AppFactory, sqlite_uri: str, pusher_server: LocalServer
+) -> None:
+    app, db, pusher = make(PUSHER_OUTBOX=True)
+    with Listener(pusher_server, ["a"]) as listener:
+        with app.app_context():
+            for n in range(12):
+                pusher.trigger("a", "e", {"n": n})
+            db.session.commit()
+        result = subprocess.run(
+            [sys.executable, "-m", "flask", "pusher", "relay", "--once"],
+            env=relay_env(sqlite_uri, pusher_server.port),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        stats = json.loads(result.stdout)
+        assert (stats["sent"], stats["requests"]) == (12, 2)
+        assert listener.take(12) == [("a", "e", {"n": n}) for n in range(12)]
