@@ -3,6 +3,8 @@ file (and on PostgreSQL, see ``postgres.py``), pointed at the session's local se
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Callable
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,13 +82,22 @@ def relay_for(app: Flask, **kwargs: Any) -> Relay:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    """A PostgreSQL server for the session (skipped without Debian's binaries, unless CI)."""
-    server = PostgresServer.for_tests(tmp_path_factory.mktemp("postgres"))
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the session (skipped without Debian's binaries, unless CI).
+
+    Its files are in a new directory of the system's temporary directory, which
+    the ``postgres`` user can reach when the tests run as root (pytest's own
+    temporary directories may be inside a home it cannot enter).
+    """
+    directory = Path(tempfile.mkdtemp(prefix="flask-pusher-postgres-"))
     try:
-        yield server
+        server = PostgresServer.for_tests(directory)
+        try:
+            yield server
+        finally:
+            server.stop()
     finally:
-        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
