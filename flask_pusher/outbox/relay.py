@@ -182,7 +182,12 @@ class Relay:
         if not rows:
             return 0
         with self.engine.connect() as conn:  # one relay at a time: no row locks needed
-            done, _ = self._deliver(conn, rows, commit=conn.commit)
+
+            def commit() -> bool:
+                conn.commit()
+                return self._take_lease()  # renewed between batches; lost: stop here
+
+            done, _ = self._deliver(conn, rows, commit=commit)
             return done
 
     def _claim(self, conn: Connection, limit: int) -> list[_Row]:
@@ -227,9 +232,10 @@ class Relay:
         rows: Sequence[_Row],
         *,
         batches: int | None = None,
-        commit: Callable[[], None] | None = None,
+        commit: Callable[[], bool] | None = None,
     ) -> tuple[int, bool]:
-        """Send ``rows`` batch by batch (at most ``batches``), ``commit()`` after each.
+        """Send ``rows`` batch by batch (at most ``batches``), ``commit()`` after each;
+        a false answer from ``commit()`` (the SQLite lease lost) stops the cycle.
 
         :returns: the rows handled, and ``False`` if a failure stopped the cycle.
         """
@@ -252,8 +258,8 @@ class Relay:
             else:
                 self._mark_sent(conn, batch)
                 handled += len(batch)
-            if commit is not None:
-                commit()
+            if commit is not None and not commit():
+                return handled, False
             if self._failing:
                 self._failing = False
                 log.warning("Pusher accepts events again; the outbox is being sent.")
