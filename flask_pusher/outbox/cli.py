@@ -44,17 +44,30 @@ def _outbox() -> Any:
     show_default=True,
     help="Events claimed per cycle.",
 )
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 32),
+    default=1,
+    show_default=True,
+    help="Relays in this process, sharing the work (PostgreSQL only).",
+)
 @click.option("--once", is_flag=True, help="Send what is due once, then exit.")
 @with_appcontext
-def relay(poll_interval: float | None, limit: int, once: bool) -> None:
+def relay(poll_interval: float | None, limit: int, threads: int, once: bool) -> None:
     """Send the outbox's committed events to Pusher until SIGTERM or Ctrl-C.
 
     Events leave in order per channel, 10 to a batch_events request; failures
     are retried with backoff, refusals set aside. Several relays may run: on
-    PostgreSQL they share the work, elsewhere one works at a time.
+    PostgreSQL they share the work (also --threads in one process), elsewhere
+    one works at a time.
     """
     outbox = _outbox()
-    runner = outbox.make_relay(limit=limit)
+    runners = [outbox.make_relay(limit=limit) for _ in range(threads)]
+    runner = runners[0]
+    if threads > 1 and not runner.skip_locked:
+        raise click.UsageError(
+            "--threads needs PostgreSQL: on this database one relay works at a time."
+        )
     if once:
         while runner.run_once():
             pass
@@ -70,12 +83,25 @@ def relay(poll_interval: float | None, limit: int, once: bool) -> None:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     interval = outbox.settings.outbox_poll_interval if poll_interval is None else poll_interval
     click.echo(f"Relaying the outbox of {current_app.name} (Ctrl-C or SIGTERM to stop).", err=True)
+    workers = [
+        threading.Thread(target=r.run, args=(stop, None, interval), name=f"relay-{n}")
+        for n, r in enumerate(runners[1:], 1)
+    ]
     try:
+        for worker in workers:
+            worker.start()
         runner.run(stop, None, interval)
     finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    click.echo(f"Relay stopped: {json.dumps(dataclasses.asdict(runner.stats))}", err=True)
+    totals = {
+        name: sum(getattr(r.stats, name) for r in runners)
+        for name in dataclasses.asdict(runner.stats)
+    }
+    click.echo(f"Relay stopped: {json.dumps(totals)}", err=True)
 
 
 @click.command("outbox")

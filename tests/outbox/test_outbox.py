@@ -277,6 +277,20 @@ def test_flask_pusher_relay_runs_until_sigterm(
     }
 
 
+def test_relay_threads_need_postgresql(make: AppFactory, sqlite_uri: str) -> None:
+    make(PUSHER_OUTBOX=True)  # creates the tables
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "pusher", "relay", "--threads", "2"],
+        env=relay_env(sqlite_uri, 1),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "--threads needs PostgreSQL" in result.stderr
+
+
 def test_relay_without_the_outbox_is_a_usage_error(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "tests.cli_app", "pusher", "relay"],

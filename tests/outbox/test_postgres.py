@@ -57,8 +57,13 @@ def test_relays_share_the_work_and_keep_each_channels_order(
     assert [d["n"] for c, _, d in got if c == "b"] == [3, 4, 5]
 
 
-def test_three_relay_processes_send_every_event_once(
-    make: AppFactory, pg_uri: str, pusher_server: LocalServer
+@pytest.mark.parametrize(
+    "commands",
+    [[["relay"]] * 3, [["relay", "--threads", "3"]]],
+    ids=["three processes", "three threads"],
+)
+def test_three_relays_send_every_event_once(
+    make: AppFactory, pg_uri: str, pusher_server: LocalServer, commands: list[list[str]]
 ) -> None:
     app, db, pusher = make(uri=pg_uri, PUSHER_OUTBOX=True)
     channels = [f"ch-{i}" for i in range(20)]
@@ -67,13 +72,13 @@ def test_three_relay_processes_send_every_event_once(
     with Listener(pusher_server, channels) as listener:
         relays = [
             subprocess.Popen(
-                [sys.executable, "-m", "flask", "pusher", "relay"],
+                [sys.executable, "-m", "flask", "pusher", *command],
                 env=env,
                 cwd=ROOT,
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            for _ in range(3)
+            for command in commands
         ]
         try:
 
