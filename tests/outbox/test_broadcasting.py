@@ -148,3 +148,36 @@ def test_the_payload_is_only_the_declared_fields(
         assert event.broadcast_with() == {"model": {"id": 3, "title": "t"}}
         assert event.broadcast_on() == "private-App.Models.Post.3"
         db.session.rollback()
+
+
+class Typing(BroadcastEvent):
+    to_others = True
+
+    def __init__(self, who: str) -> None:
+        self.who = who
+
+    def broadcast_on(self) -> str:
+        return "room"
+
+
+def test_an_event_class_to_others_leaves_out_the_sender(
+    sqlite_uri: str, pusher_config: dict[str, Any], pusher_server: LocalServer
+) -> None:
+    """to_others (Laravel's toOthers()): the X-Socket-ID connection is left out
+    (reference §4.2 socket_id), after the commit as any event."""
+    app, db, _ = post_app(sqlite_uri, pusher_config)
+    pusher: Pusher = app.extensions["pusher"]
+
+    @app.post("/typing")
+    def typing() -> dict[str, Any]:
+        pusher.broadcast(Typing("ann"))
+        db.session.commit()
+        return {}
+
+    with Listener(pusher_server, ["room"]) as sender, Listener(pusher_server, ["room"]) as other:
+        response = app.test_client().post("/typing", headers={"X-Socket-ID": sender.socket_id})
+        assert response.status_code == 200
+        assert other.take(1) == [("room", "Typing", {"who": "ann"})]
+        with app.app_context():
+            pusher.trigger("room", "marker", {}, after_commit=False)
+        assert sender.take(1) == [("room", "marker", {})]  # nothing came before it
