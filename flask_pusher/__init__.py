@@ -1,6 +1,7 @@
 """Pusher Channels for Flask: the client, channel authorization, user authentication,
 webhooks, and a local Pusher-compatible server."""
 
+from .broadcasting import BroadcastEvent
 from .errors import ChannelAuthorizationDenied
 from .errors import ConfigurationError
 from .errors import InvalidRequest
@@ -16,6 +17,7 @@ from .settings import PusherSettings
 from .webhooks import Webhooks
 
 __all__ = [
+    "BroadcastEvent",
     "ChannelAuthorizationDenied",
     "ConfigurationError",
     "InvalidRequest",

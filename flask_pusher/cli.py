@@ -3,6 +3,8 @@
 - ``flask pusher serve``: run the local Pusher Channels server for the app's own
   ``PUSHER_APP_ID``, ``PUSHER_KEY`` and ``PUSHER_SECRET`` (extra ``flask-pusher[server]``).
 - ``flask pusher trigger CHANNEL EVENT [DATA]``: trigger an event through the app's client.
+- ``flask pusher relay`` and ``flask pusher outbox``: the outbox's relay and its
+  status (:mod:`flask_pusher.outbox.cli`, extra ``flask-pusher[sqlalchemy]``).
 """
 
 from __future__ import annotations
@@ -69,3 +71,13 @@ def trigger(channel: str, event: str, data: str) -> None:
         payload = data
     result = _extension().trigger(channel, event, payload)
     click.echo(json.dumps(result))
+
+
+try:  # the outbox's commands need SQLAlchemy (extra "sqlalchemy")
+    from .outbox.cli import relay as _relay
+    from .outbox.cli import status as _outbox_status
+except ImportError:  # pragma: no cover - without the extra
+    pass
+else:
+    pusher_cli.add_command(_relay)
+    pusher_cli.add_command(_outbox_status)

@@ -6,13 +6,16 @@ import dataclasses
 from collections.abc import Callable
 from collections.abc import Iterable
 from typing import Any
+from typing import TYPE_CHECKING
 from typing import TypeVar
 from weakref import WeakKeyDictionary
 
 from flask import current_app
 from flask import Flask
 
+from . import broadcasting
 from . import delivery
+from . import holding
 from . import local
 from . import views
 from .client import bridge_encoder
@@ -23,6 +26,10 @@ from .settings import check_keywords
 from .settings import PusherSettings
 from .settings import resolve
 from .webhooks import Webhooks
+
+if TYPE_CHECKING:
+    from .broadcasting import BroadcastEvent
+    from .outbox import Outbox
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,6 +56,7 @@ class Callbacks:
 class _AppState:
     settings: PusherSettings
     client: PusherClient
+    holding: holding.Holding | None = None
 
 
 class Pusher:
@@ -107,7 +115,8 @@ class Pusher:
                 " to reach it."
             )
         settings = resolve(app.config, self._options, options)
-        self._states[app] = _AppState(settings, _build_client(app, settings))
+        held = holding.setup(app, settings)
+        self._states[app] = _AppState(settings, _build_client(app, settings), held)
         app.extensions["pusher"] = self
         app.register_blueprint(
             views.blueprint,
@@ -121,6 +130,8 @@ class Pusher:
         app.teardown_request(delivery.drop_unsent)
         if settings.local_server:
             app.before_request(local.start_before_first_request)
+        if held is not None and held.outbox is not None and settings.outbox_relay_thread:
+            app.before_request(held.outbox.start_before_request)
 
     def _state(self) -> _AppState:
         try:
@@ -152,6 +163,19 @@ class Pusher:
         if state.settings.local_server:
             local.ensure_started(state.settings)
         return state.client
+
+    @property
+    def outbox(self) -> Outbox | None:
+        """The current app's :class:`~flask_pusher.outbox.Outbox` (``PUSHER_OUTBOX``),
+        or ``None``."""
+        held = self._state().holding
+        return held.outbox if held is not None else None
+
+    @property
+    def can_hold(self) -> bool:
+        """Whether ``after_commit=True`` works for the current app: Flask-SQLAlchemy
+        was initialised on it before ``pusher.init_app``."""
+        return self._state().holding is not None
 
     @property
     def settings(self) -> PusherSettings:
@@ -244,6 +268,8 @@ class Pusher:
         *,
         to_others: bool = False,
         defer: bool | None = None,
+        after_commit: bool | None = None,
+        outbox: bool | None = None,
     ) -> Any:
         """Trigger an event on 1 to 100 channels (``POST /apps/{app_id}/events``,
         https://pusher.com/docs/channels/library_auth_reference/rest-api/#post-event-trigger-an-event).
@@ -258,7 +284,13 @@ class Pusher:
             header, an invalid one, or outside a request.
         :param defer: send after the response (see :doc:`/after-the-response`);
             ``None`` uses ``PUSHER_DEFER``. Outside a request the event is sent at once.
-        :returns: the HTTP API's JSON answer, or ``{}`` when deferred.
+        :param after_commit: hold the event until ``db.session``'s transaction
+            commits, drop it on rollback (see :doc:`/reliable-delivery`); ``None``
+            uses ``PUSHER_AFTER_COMMIT``.
+        :param outbox: write the event into the outbox table in ``db.session``'s
+            transaction, for the relay to send (see :doc:`/reliable-delivery`);
+            ``None`` uses ``PUSHER_OUTBOX``. It wins over ``after_commit``.
+        :returns: the HTTP API's JSON answer, or ``{}`` when deferred or held.
         :raises ValueError: too many channels, too much data, an invalid name, or
             both ``socket_id`` and ``to_others``.
         :raises pusher.errors.PusherError: the HTTP API answered with an error.
@@ -266,6 +298,8 @@ class Pusher:
         client = self.client
         socket_id = _excluded(socket_id, to_others)
         request = client.trigger_request(channels, event_name, data, socket_id)
+        if self._holds(request, after_commit, outbox, defer):
+            return {}
         if self._defers(defer) and delivery.defer(client, request):
             return {}
         return client.send(request)
@@ -277,6 +311,8 @@ class Pusher:
         *,
         to_others: bool = False,
         defer: bool | None = None,
+        after_commit: bool | None = None,
+        outbox: bool | None = None,
     ) -> Any:
         """Trigger up to 10 events in one request (``POST /apps/{app_id}/batch_events``,
         https://pusher.com/docs/channels/library_auth_reference/rest-api/#post-batch-events).
@@ -287,26 +323,58 @@ class Pusher:
         :param to_others: set each event's ``socket_id`` that is not given to the
             request's ``X-Socket-ID`` header, as for :meth:`trigger`.
         :param defer: as for :meth:`trigger`.
+        :param after_commit: as for :meth:`trigger`.
+        :param outbox: as for :meth:`trigger`.
         :raises ValueError: an invalid name or too much data.
         :raises pusher.errors.PusherError: the HTTP API answered with an error.
         """
         client = self.client
         batch = _exclude_in_batch(batch, to_others)
         request = client.trigger_batch_request(batch, already_encoded)
+        if self._holds(request, after_commit, outbox, defer):
+            return {}
         if self._defers(defer) and delivery.defer(client, request):
             return {}
         return client.send(request)
 
-    def send_to_user(self, user_id: str, event_name: str, data: Any) -> Any:
+    def broadcast(self, event: BroadcastEvent, *, now: bool = False) -> bool:
+        """Send an event object (Laravel's ``ShouldBroadcast``; see :doc:`/broadcasting`).
+
+        Its channels, name and data come from ``event.broadcast_on()``,
+        ``broadcast_as()`` and ``broadcast_with()``; nothing is sent when
+        ``broadcast_when()`` is false. By default it goes through the outbox
+        (``PUSHER_OUTBOX``), else after ``db.session``'s commit (with
+        Flask-SQLAlchemy), else at once; ``now=True`` sends it at once (Laravel's
+        ``ShouldBroadcastNow``).
+
+        :param event: a :class:`~flask_pusher.broadcasting.BroadcastEvent`.
+        :returns: ``False`` when ``broadcast_when()`` said no (or no channel).
+        :raises ValueError: as :meth:`trigger`, for invalid names or too much data.
+        """
+        return broadcasting.broadcast(self, event, now=now)
+
+    def send_to_user(
+        self,
+        user_id: str,
+        event_name: str,
+        data: Any,
+        *,
+        after_commit: bool | None = None,
+        outbox: bool | None = None,
+    ) -> Any:
         """Send an event to every connection signed in as ``user_id``
         (https://pusher.com/docs/channels/server_api/http-api/#sending-events-to-users).
 
-        Always sent at once.
+        Never deferred; ``after_commit`` and ``outbox`` as for :meth:`trigger`.
 
         :raises ValueError: an invalid user id or event name, or too much data.
         :raises pusher.errors.PusherError: the HTTP API answered with an error.
         """
-        return self.client.send_to_user(user_id, event_name, data)
+        client = self.client
+        request = client.send_to_user_request(user_id, event_name, data)
+        if self._holds(request, after_commit, outbox, False):
+            return {}
+        return client.send(request)
 
     def channels_info(
         self, prefix_filter: str | None = None, attributes: Iterable[str] = ()
@@ -347,7 +415,9 @@ class Pusher:
         *,
         to_others: bool = False,
     ) -> Any:
-        """Awaitable :meth:`trigger`, sent over aiohttp (needs ``aiohttp``). Never deferred."""
+        """Awaitable :meth:`trigger`, sent over aiohttp (needs ``aiohttp``). Never
+        deferred, never held for a commit nor written to the outbox: call :meth:`trigger`
+        with ``outbox=True`` or ``after_commit=True`` for those."""
         client = self.client
         socket_id = _excluded(socket_id, to_others)
         return await client.trigger_async(channels, event_name, data, socket_id)
@@ -359,7 +429,7 @@ class Pusher:
         *,
         to_others: bool = False,
     ) -> Any:
-        """Awaitable :meth:`trigger_batch`, sent over aiohttp. Never deferred."""
+        """Awaitable :meth:`trigger_batch`, sent over aiohttp. Never deferred nor held."""
         batch = _exclude_in_batch(batch, to_others)
         return await self.client.trigger_batch_async(batch, already_encoded)
 
@@ -455,6 +525,20 @@ class Pusher:
     def timeout(self) -> float:
         """The HTTP API timeout in seconds (``PUSHER_TIMEOUT``)."""
         return self.client.timeout
+
+    def _holds(
+        self, request: Any, after_commit: bool | None, outbox: bool | None, defer: bool | None
+    ) -> bool:
+        state = self._state()
+        return holding.hold(
+            state.holding,
+            state.settings,
+            state.client,
+            request,
+            after_commit,
+            outbox,
+            self._defers(defer),
+        )
 
     def _defers(self, defer: bool | None) -> bool:
         return self.settings.defer if defer is None else defer

@@ -71,6 +71,12 @@ class PusherSettings:
     local_server_port: int = 6001
     server_redis_url: str | None = dataclasses.field(default=None, repr=False)
     server_redis_prefix: str = "flask-pusher"
+    after_commit: bool = False
+    outbox: bool = False
+    outbox_relay_thread: bool = False
+    outbox_poll_interval: float = 1.0
+    outbox_retry_max: float = 30.0
+    outbox_retention: float = 3600.0
 
     @property
     def encryption_enabled(self) -> bool:
@@ -252,6 +258,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("local_server_port", "PUSHER_LOCAL_SERVER_PORT", 6001, _number(int, 1, 65535)),
     Option("server_redis_url", "PUSHER_SERVER_REDIS_URL", None, _redis_url),
     Option("server_redis_prefix", "PUSHER_SERVER_REDIS_PREFIX", "flask-pusher", _text),
+    Option("after_commit", "PUSHER_AFTER_COMMIT", False, _bool),
+    Option("outbox", "PUSHER_OUTBOX", False, _bool),
+    Option("outbox_relay_thread", "PUSHER_OUTBOX_RELAY_THREAD", False, _bool),
+    Option("outbox_poll_interval", "PUSHER_OUTBOX_POLL_INTERVAL", 1.0, _number(float, 0.01, 3600)),
+    Option("outbox_retry_max", "PUSHER_OUTBOX_RETRY_MAX", 30.0, _number(float, 0.01, 86400)),
+    Option("outbox_retention", "PUSHER_OUTBOX_RETENTION", 3600.0, _number(float, 0, 31 * 86400)),
 )
 
 #: The credentials an in-process local server uses when none are configured.

@@ -187,7 +187,9 @@ def record_events(app: Flask | None = None) -> Iterator[list[RecordedEvent]]:
     Deferred events are recorded when the response is ready (not when it is
     closed, which Flask's test client leaves to the test), with ``deferred=True``,
     one per channel, as they would be sent; the events of a 5xx response are
-    dropped and not recorded.
+    dropped and not recorded. Events held for a commit (``after_commit``,
+    ``PUSHER_OUTBOX``, model broadcasting) are recorded when ``db.session``
+    commits, and never for a rollback; the outbox table is left alone.
 
     :param app: the app; default: the current app.
     """
