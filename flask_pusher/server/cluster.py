@@ -62,6 +62,7 @@ from .state import Connection
 from .state import Effects
 from .state import Snapshot
 from .state import StateView
+from .throttle import CountThrottle
 
 if TYPE_CHECKING:
     from .config import AppConfig
@@ -82,10 +83,6 @@ RECONNECT_MAX = 5.0
 MAX_OPS = 1000
 #: Stream entries read at once, and the stream's approximate length cap.
 READ_COUNT = 100
-#: Webhooks of a channel above this many subscribers wait this many seconds
-#: between two ``subscription_count`` events, as without a cluster.
-COUNT_THROTTLE_SUBSCRIBERS = 100
-COUNT_THROTTLE_INTERVAL = 5.0
 GROUP = "senders"
 #: Heartbeats between two looks for stream consumers that are no node any more.
 ADOPT_EVERY = 5
@@ -422,9 +419,8 @@ class Cluster:
         self._join_numbers = itertools.count(1)
         #: Webhook stream entries sent while Redis was away, to acknowledge.
         self._unacknowledged: list[str] = []
-        #: subscription_count webhooks held back by the throttle: (count, due).
-        self._count_hooks: dict[tuple[str, str], tuple[int, float]] = {}
-        self._count_hook_sent: dict[tuple[str, str], float] = {}
+        #: The throttle of the subscription_count webhooks of this node's changes.
+        self.count_hooks: CountThrottle[tuple[str, str]] = CountThrottle()
         self._tasks: list[asyncio.Task[None]] = []
         self._session_tasks: list[asyncio.Task[None]] = []
         self._recovering: asyncio.Task[None] | None = None
@@ -782,7 +778,9 @@ class Cluster:
         elif kind == "n":
             self.apply(core.count_update(app, message["c"], message["n"]))
             # A channel left empty gets channel_vacated, as without a cluster.
-            if mine and app.config.webhooks and message["n"]:
+            if not message["n"]:
+                self.count_hooks.forget((app.config.app_id, message["c"]))
+            elif mine and app.config.webhooks:
                 self._count_hook(app, message["c"], message["n"])
         elif kind in ("on", "off"):
             effects = Effects()
@@ -848,30 +846,18 @@ class Cluster:
 
     def _count_hook(self, app: AppState, name: str, total: int) -> None:
         """A ``subscription_count`` webhook for a change this node made,
-        throttled above :data:`COUNT_THROTTLE_SUBSCRIBERS` subscribers."""
+        throttled as the core throttles its frames."""
         key = (app.config.app_id, name)
-        now = time.monotonic()
-        last = self._count_hook_sent.get(key, float("-inf"))
-        if total > COUNT_THROTTLE_SUBSCRIBERS and now - last < COUNT_THROTTLE_INTERVAL:
-            self._count_hooks[key] = (total, last + COUNT_THROTTLE_INTERVAL)
-            return
-        self._count_hooks.pop(key, None)
-        self._send_count_hook(key, total, now)
+        if self.count_hooks.offer(key, total, time.monotonic()):
+            self._send_count_hook(key, total)
 
-    def _send_count_hook(self, key: tuple[str, str], total: int, now: float) -> None:
-        if total:
-            self._count_hook_sent[key] = now
-        else:
-            self._count_hook_sent.pop(key, None)
+    def _send_count_hook(self, key: tuple[str, str], total: int) -> None:
         event = {"name": "subscription_count", "channel": key[1], "subscription_count": total}
         self._queue(["h", key[0], json.dumps(event)])
 
     def _flush_count_hooks(self) -> None:
-        now = time.monotonic()
-        for key, (total, due) in list(self._count_hooks.items()):
-            if due <= now:
-                del self._count_hooks[key]
-                self._send_count_hook(key, total, now)
+        for key, total in self.count_hooks.due(time.monotonic()):
+            self._send_count_hook(key, total)
 
     # -- the core's hooks ------------------------------------------------------
 
@@ -1016,7 +1002,7 @@ class Cluster:
             if b'"info"' not in body:
                 return None
             try:
-                wanted = _trigger_channels(json.loads(body))
+                wanted = _trigger_channels(protocol.loads(body))
             except ValueError:
                 return None
             if not wanted:
