@@ -54,9 +54,11 @@ from aiohttp import web
 
 from .. import names
 from . import protocol
-from . import users
+from .backend import Events
+from .backend import LocalBackend
 from .errors import APIError
 from .state import AppState
+from .state import Channel
 from .state import ChannelCounts
 from .state import Connection
 from .state import Effects
@@ -386,8 +388,10 @@ class Cluster:
             health_check_interval=30,
         )
         self._script = self.redis.register_script(SCRIPT)
-        for app in core.apps_by_id.values():
-            app.cluster = self
+        #: Decides alone while Redis is away (Redis sends the webhooks of
+        #: those changes once it is back).
+        self.local = LocalBackend(core, state_hooks=False)
+        core.backend = self
         self._apps_json = json.dumps(
             {
                 app_id: {
@@ -783,9 +787,7 @@ class Cluster:
             elif mine and app.config.webhooks:
                 self._count_hook(app, message["c"], message["n"])
         elif kind in ("on", "off"):
-            effects = Effects()
-            users.notify_watchers(app, message["u"], kind == "on", effects)
-            self.apply(effects)
+            self.apply(core.watchers_changed(app, message["u"], kind == "on"))
         elif kind == "t":
             if not mine:
                 self.apply(core.close_user(app, message["u"]))
@@ -798,9 +800,7 @@ class Cluster:
         elif kind == "wr":
             conn = app.connections.get(message["x"])
             if conn is not None:
-                effects = Effects()
-                users.watch_state(conn, set(message.get("on") or ()), effects)
-                self.apply(effects)
+                self.apply(core.watch_state(conn, set(message.get("on") or ())))
 
     def _joined(self, app: AppState, message: dict[str, Any]) -> None:
         name, number = message["c"], message["s"]
@@ -861,9 +861,33 @@ class Cluster:
 
     # -- the core's hooks ------------------------------------------------------
 
-    def join(
-        self, conn: Connection, name: str, user_id: str, user_info: Any, again: bool = False
+    # -- the Backend ------------------------------------------------------------
+
+    def subscribed(
+        self, conn: Connection, channel: Channel, occupied: bool, effects: Effects
     ) -> None:
+        if self.up:
+            self._queue(["s", conn.app.config.app_id, channel.name, 1])
+
+    def count_changed(self, app: AppState, channel: Channel, effects: Effects) -> None:
+        if not self.up:  # else Redis publishes the cluster's count
+            self.local.count_changed(app, channel, effects)
+
+    def join(
+        self, conn: Connection, name: str, user_id: str, user_info: Any, effects: Effects
+    ) -> None:
+        if self.up:
+            self._join(conn, name, user_id, user_info, False)
+        else:
+            self.local.join(conn, name, user_id, user_info, effects)
+
+    def rejoin(self, conn: Connection, name: str, effects: Effects) -> None:
+        if self.up:
+            self._join(conn, name, conn.presence[name] if conn.presence else "", None, True)
+        else:
+            self.local.rejoin(conn, name, effects)
+
+    def _join(self, conn: Connection, name: str, user_id: str, user_info: Any, again: bool) -> None:
         """Ask the cluster to add ``conn`` to presence channel ``name`` (or,
         ``again``, for the members of a channel it is subscribed to);
         :meth:`~flask_pusher.server.core.Core.join_done` answers."""
@@ -888,25 +912,23 @@ class Cluster:
         self._queue(["j", app_id, name, user_id, info, conn.socket_id, limit, number])
 
     def cancel_join(self, conn: Connection, name: str) -> None:
-        """``conn`` unsubscribed from ``name`` before the cluster answered its join."""
         number = self._waiting.get((conn.app.config.app_id, conn.socket_id, name))
         if number is not None:
             self._joins[number].cancelled = True
 
-    def subscribed(self, conn: Connection, name: str, user_id: str | None, user_info: Any) -> None:
-        """``conn`` subscribed to ``name`` on this node without asking the
-        cluster (any channel but presence, or presence while Redis is away)."""
-        if not self.up:
-            return
-        app_id = conn.app.config.app_id
-        self._queue(["s", app_id, name, 1])
-        if user_id is not None:
-            self._queue(["m", app_id, name, user_id, 1, json.dumps(user_info), conn.socket_id])
-
-    def unsubscribed(self, conn: Connection, name: str, user_id: str | None) -> None:
-        """``conn`` left ``name`` (as member ``user_id`` of a presence channel)."""
+    def left(
+        self,
+        conn: Connection,
+        channel: Channel,
+        user_id: str | None,
+        vacated: bool,
+        last: bool,
+        effects: Effects,
+    ) -> None:
         if self.up:
-            self._leave(conn.app, name, user_id)
+            self._leave(conn.app, channel.name, user_id)
+        else:
+            self.local.left(conn, channel, user_id, vacated, last, effects)
 
     def _leave(self, app: AppState, name: str, user_id: str | None) -> None:
         app_id = app.config.app_id
@@ -915,33 +937,37 @@ class Cluster:
         self._queue(["s", app_id, name, -1])
 
     def disconnected(self, conn: Connection) -> None:
-        """``conn`` is gone: its joins still waiting are cancelled."""
         for join in self._joins.values():
             if join.conn is conn:
                 join.cancelled = True
 
-    def signed_in(self, conn: Connection) -> None:
-        """``conn`` signed in (its ``user_id`` and ``watchlist`` are set)."""
+    def signed_in(self, conn: Connection, first: bool, effects: Effects) -> None:
         if not self.up:
+            self.local.signed_in(conn, first, effects)
             return
         app_id = conn.app.config.app_id
         self._queue(["u", app_id, conn.user_id, 1])
         if conn.watchlist:
             self._queue(["w", app_id, conn.socket_id, list(conn.watchlist)])
 
-    def signed_out(self, app: AppState, user_id: str) -> None:
-        """A connection signed in as ``user_id`` closed or signed in again."""
+    def signed_out(self, app: AppState, user_id: str, last: bool, effects: Effects) -> None:
         if self.up:
             self._queue(["u", app.config.app_id, user_id, -1])
+        else:
+            self.local.signed_out(app, user_id, last, effects)
 
-    def cache_lookup(self, conn: Connection, name: str) -> None:
-        """Ask Redis for cache channel ``name``'s last event for ``conn``;
-        :meth:`~flask_pusher.server.core.Core.cache_answer` answers."""
+    def cache_miss(self, conn: Connection, name: str, effects: Effects) -> None:
+        if not self.up:
+            self.local.cache_miss(conn, name, effects)
+            return
         app_id = conn.app.config.app_id
         key = f"{self.prefix}:{app_id}:cache:{name}"
-        self._queue(["g", app_id, key, conn.socket_id, name])
+        self._queue(["g", app_id, key, conn.socket_id, name])  # answered by cache_answer()
 
-    def publish(self, app: AppState, events: list[tuple[dict[str, Any], list[str]]]) -> None:
+    def count_sent(self, app: AppState, name: str, count: int, effects: Effects) -> None:
+        pass  # the node whose change it was sends the webhook (_count_hook)
+
+    def publish(self, app: AppState, events: Events) -> None:
         """Send events this node accepted (and delivered to its own clients)
         to the other nodes; keep a cache channel's event in Redis."""
         if not self.up:

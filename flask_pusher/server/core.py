@@ -33,12 +33,14 @@ from typing import Any
 from .. import names
 from . import protocol
 from . import users
+from .backend import Backend
+from .backend import Events
+from .backend import LocalBackend
 from .config import AppConfig
 from .errors import APIError
 from .signing import check_auth
 from .signing import check_request
 from .state import AppState
-from .state import Channel
 from .state import Connection
 from .state import Effects
 from .state import StateView
@@ -47,9 +49,6 @@ __all__ = ["APIError", "AppState", "Connection", "Core", "Effects"]
 
 log = logging.getLogger("flask_pusher.server")
 
-#: Above this many subscribers, counts are sent at most every 5 s.
-COUNT_THROTTLE_SUBSCRIBERS = 100
-COUNT_THROTTLE_INTERVAL = 5.0
 #: Channels one HTTP API trigger may name.
 MAX_CHANNELS_PER_TRIGGER = 100
 #: Events one ``batch_events`` request may hold.
@@ -63,8 +62,17 @@ CHANNEL_INFO = frozenset({"user_count", "subscription_count", "cache"})
 class Core:
     """State and rules of the server for several apps.
 
+    What spans processes is asked of :attr:`backend`, whose answers come back
+    through the callbacks listed in :mod:`flask_pusher.server.backend`
+    (:meth:`join_done`, :meth:`relay`, :meth:`deliver`, :meth:`count_update`,
+    :meth:`cache_answer`, :meth:`close_user`, :meth:`watchers_changed`,
+    :meth:`watch_state`).
+
     :param apps: the apps served; app IDs and keys must be unique.
     :param clock: monotonic clock in seconds, injectable for tests.
+    :param backend: where cross-process decisions are taken; default a
+        :class:`~flask_pusher.server.backend.LocalBackend` (one process).
+        A backend made after the core is set with ``core.backend = ...``.
     :raises ValueError: on duplicate app IDs or keys, or no app.
     """
 
@@ -72,8 +80,10 @@ class Core:
         self,
         apps: Iterable[AppConfig],
         clock: Callable[[], float] = time.monotonic,
+        backend: Backend | None = None,
     ) -> None:
         self.clock = clock
+        self.backend: Backend = backend if backend is not None else LocalBackend(self)
         self.apps_by_id: dict[str, AppState] = {}
         self.apps_by_key: dict[str, AppState] = {}
         for config in apps:
@@ -112,10 +122,9 @@ class Core:
         conn.closed = conn.closing = True
         for name in list(conn.channels):
             self._unsubscribe(conn, name, effects)
-        users.signout(conn, effects)
+        users.signout(conn, effects, self.backend)
         conn.app.connections.pop(conn.socket_id, None)
-        if conn.app.cluster is not None:
-            conn.app.cluster.disconnected(conn)
+        self.backend.disconnected(conn)
         log.debug("disconnected %s", conn.socket_id)
         return effects
 
@@ -147,7 +156,7 @@ class Core:
             else:
                 effects.send(conn, protocol.error("pusher:unsubscribe needs a channel"))
         elif event == "pusher:signin":
-            users.signin(conn, data, effects)
+            users.signin(conn, data, effects, self.backend)
         elif event.startswith(names.CLIENT_EVENT_PREFIX):
             self._client_event(conn, event, frame.channel, data, effects)
         else:
@@ -188,47 +197,24 @@ class Core:
                 effects.send(conn, protocol.subscription_error(name, error, 401))
                 log.debug("refused %s on %s: %s", conn.socket_id, name, error)
                 return
-        cluster = app.cluster
         if name in conn.channels:
             # Already subscribed: confirm again, change nothing.
-            if presence and cluster is not None and cluster.up:
-                cluster.join(conn, name, conn.presence[name] if conn.presence else "", None, True)
+            if presence:
+                self.backend.rejoin(conn, name, effects)
             else:
-                effects.send(conn, self._succeeded_frame(app, name))
+                effects.send(conn, protocol.subscription_succeeded(name))
             return
         if user_id is not None:
-            if cluster is not None and cluster.up:
-                # The cluster decides, atomically, and answers with join_done().
-                cluster.join(conn, name, user_id, user_info)
-                return
-            members = app.members(name)
-            limit = app.config.max_presence_members
-            if user_id not in members and len(members) >= limit:
-                effects.send(conn, _full(name, limit))
-                return
+            # The backend decides (the member limit), then calls join_done().
+            self.backend.join(conn, name, user_id, user_info, effects)
+            return
         channel, occupied = app.subscribe(conn, name)
-        if occupied and cluster is None:
-            effects.hook(app, {"name": "channel_occupied", "channel": name})
         conn.channels.add(name)
-        if user_id is not None:
-            if conn.presence is None:
-                conn.presence = {}
-            conn.presence[name] = user_id
-            if app.add_member(channel, user_id, user_info, conn):
-                # Here without a cluster, or with one that is unreachable.
-                frame = protocol.member_added(name, user_id, user_info)
-                effects.broadcast(channel.others(conn), frame)
-                if cluster is None:
-                    hook = {"name": "member_added", "channel": name, "user_id": user_id}
-                    effects.hook(app, hook)
-        if cluster is not None:
-            cluster.subscribed(conn, name, user_id, user_info)
-        effects.send(conn, self._succeeded_frame(app, name))
+        self.backend.subscribed(conn, channel, occupied, effects)
+        effects.send(conn, protocol.subscription_succeeded(name))
         log.debug("subscribed %s to %s", conn.socket_id, name)
         self._send_cached(conn, name, effects)
-        if not presence and (cluster is None or not cluster.up):
-            channel.total = None  # while Redis is away, this node's own count
-            self._count_changed(app, channel, effects)
+        self.backend.count_changed(app, channel, effects)
 
     def join_done(
         self,
@@ -237,13 +223,17 @@ class Core:
         user_id: str,
         user_info: Any,
         members: dict[str, Any] | None,
+        effects: Effects | None = None,
     ) -> Effects:
-        """Complete a presence subscription a cluster decided.
+        """Complete a presence subscription the backend decided: add ``conn``
+        as a connection of member ``user_id`` and confirm it.
 
-        :param members: the cluster-wide ``{user_id: user_info}`` including
-            ``user_id``, or ``None`` if the channel was full.
+        :param members: every process's ``{user_id: user_info}`` including
+            ``user_id``, or ``None`` if the channel was full (refused with 403).
+        :param effects: the effects to fill; default new ones.
+        :returns: ``effects``.
         """
-        effects = Effects()
+        effects = Effects() if effects is None else effects
         if conn.closing or name in conn.channels:
             return effects
         app = conn.app
@@ -270,16 +260,13 @@ class Core:
         cached = self._cached(app, name)
         if cached is not None:
             effects.send(conn, protocol.channel_event(cached[0], name, cached[1]))
-        elif app.cluster is not None and app.cluster.up:
-            app.cluster.cache_lookup(conn, name)  # answered with cache_answer()
         else:
-            effects.send(conn, protocol.cache_miss(name))
-            effects.hook(app, {"name": "cache_miss", "channel": name})
+            self.backend.cache_miss(conn, name, effects)  # may answer with cache_answer()
 
     def cache_answer(
         self, conn: Connection, name: str, cached: tuple[str, str] | None, ttl: float
     ) -> Effects:
-        """What a cluster's shared cache holds for cache channel ``name``,
+        """What the backend's shared cache holds for cache channel ``name``,
         which ``conn`` subscribed to: ``(event, data)`` fresh for ``ttl``
         more seconds, or ``None``."""
         effects = Effects()
@@ -294,76 +281,46 @@ class Core:
             effects.hook(app, {"name": "cache_miss", "channel": name})
         return effects
 
-    def _succeeded_frame(self, app: AppState, name: str) -> str:
-        if not names.is_presence(name):
-            return protocol.subscription_succeeded(name)
-        return protocol.subscription_succeeded(name, protocol.presence_data(app.members(name)))
-
     def _unsubscribe(self, conn: Connection, name: str, effects: Effects) -> None:
-        app = conn.app
-        cluster = app.cluster
         if name not in conn.channels:
-            if cluster is not None:
-                cluster.cancel_join(conn, name)
+            self.backend.cancel_join(conn, name)
             return
         conn.channels.discard(name)
+        app = conn.app
         channel = app.channels.get(name)
         if channel is None:  # #server-to-user-<id>: no channel state
             return
         user_id = conn.presence.pop(name, None) if conn.presence else None
         vacated = app.unsubscribe(conn, channel)
-        if user_id is not None and app.remove_member(channel, user_id, conn):
-            if cluster is None or not cluster.up:
-                effects.broadcast(channel.targets(), protocol.member_removed(name, user_id))
-            if cluster is None:
-                hook = {"name": "member_removed", "channel": name, "user_id": user_id}
-                effects.hook(app, hook)
+        last = user_id is not None and app.remove_member(channel, user_id, conn)
         log.debug("unsubscribed %s from %s", conn.socket_id, name)
-        if cluster is not None:
-            cluster.unsubscribed(conn, name, user_id)
-            if cluster.up or vacated or names.is_presence(name):
-                return
-            channel.total = None  # while Redis is away, this node's own count
-            self._count_changed(app, channel, effects)
-            return
-        if vacated:
-            effects.hook(app, {"name": "channel_vacated", "channel": name})
-        elif not names.is_presence(name):
-            self._count_changed(app, channel, effects)
+        self.backend.left(conn, channel, user_id, vacated, last, effects)
+        if not vacated and not names.is_presence(name):
+            self.backend.count_changed(app, channel, effects)
 
-    def _count_changed(self, app: AppState, channel: Channel, effects: Effects) -> None:
-        if not app.config.enable_subscription_count:
-            return
-        now = self.clock()
-        total = len(channel) if channel.total is None else channel.total
-        big = total > COUNT_THROTTLE_SUBSCRIBERS
-        if big and now - channel.count_sent_at < COUNT_THROTTLE_INTERVAL:
-            app.dirty_counts.add(channel.name)
-            return
-        self._send_count(app, channel, now, effects)
+    def count_update(
+        self, app: AppState, name: str, total: int, effects: Effects | None = None
+    ) -> Effects:
+        """The subscription count of ``name`` changed to ``total`` (every
+        process's subscribers): tell this process's subscribers, at most
+        every 5 s above 100 subscribers (:mod:`flask_pusher.server.throttle`).
 
-    def _send_count(self, app: AppState, channel: Channel, now: float, effects: Effects) -> None:
-        channel.count_sent_at = now
-        app.dirty_counts.discard(channel.name)
-        count = len(channel) if channel.total is None else channel.total
-        effects.broadcast(channel.targets(), protocol.subscription_count(channel.name, count))
-        if app.cluster is None:  # a cluster sends this webhook once, itself
-            hook = {
-                "name": "subscription_count",
-                "channel": channel.name,
-                "subscription_count": count,
-            }
-            effects.hook(app, hook)
-
-    def count_update(self, app: AppState, name: str, total: int) -> Effects:
-        """A cluster's subscription count of ``name`` changed to ``total``:
-        tell this process's subscribers (throttled as without a cluster)."""
-        effects = Effects()
+        :param effects: the effects to fill; default new ones.
+        :returns: ``effects``.
+        """
+        effects = Effects() if effects is None else effects
         channel = app.channels.get(name)
-        if channel is not None and app.config.enable_subscription_count:
-            channel.total = total
-            self._count_changed(app, channel, effects)
+        if channel is None or not app.config.enable_subscription_count:
+            return effects
+        if app.count_throttle.offer(name, total, self.clock()):
+            self._send_count(app, name, total, effects)
         return effects
+
+    def _send_count(self, app: AppState, name: str, count: int, effects: Effects) -> None:
+        channel = app.channels.get(name)
+        if channel is not None:
+            effects.broadcast(channel.targets(), protocol.subscription_count(name, count))
+            self.backend.count_sent(app, name, count, effects)
 
     def relay(
         self,
@@ -373,7 +330,7 @@ class Core:
         exclude: str | None = None,
         member: str | None = None,
     ) -> Effects:
-        """Send an encoded ``frame`` that a cluster produced to this
+        """Send an encoded ``frame`` that the backend produced to this
         process's subscribers of ``name``, but the socket ``exclude`` and the
         connections of presence member ``member`` (a ``member_added`` of
         theirs is news only to others)."""
@@ -438,8 +395,7 @@ class Core:
         user_id = conn.presence.get(name) if conn.presence else None
         frame = protocol.channel_event(event, name, data, user_id)
         effects.broadcast(channel.others(conn), frame)
-        if app.cluster is not None:
-            app.cluster.client_event(app, name, frame, conn.socket_id)
+        self.backend.client_event(app, name, frame, conn.socket_id)
         hook = {
             "name": "client_event",
             "channel": name,
@@ -510,14 +466,13 @@ class Core:
         attributes = _validate_event(app, payload, channels)
         effects = Effects()
         self._deliver(app, payload, channels, effects)
-        if app.cluster is not None:
-            app.cluster.publish(app, [(payload, channels)])
+        self.backend.publish(app, [(payload, channels)])
         info = self._trigger_info(view or app, channels, attributes)
         effects.result = {} if info is None else {"channels": info}
         return effects
 
-    def deliver(self, app: AppState, events: list[tuple[dict[str, Any], list[str]]]) -> Effects:
-        """Deliver events another node of a cluster accepted, to this
+    def deliver(self, app: AppState, events: Events) -> Effects:
+        """Deliver events another process accepted, to this
         process's subscribers: ``[(event, channels), ...]`` as validated by
         :meth:`trigger` or :meth:`trigger_batch`."""
         effects = Effects()
@@ -549,8 +504,7 @@ class Core:
         results = []
         for item, _ in checked:
             self._deliver(app, item, [item["channel"]], effects)
-        if app.cluster is not None:
-            app.cluster.publish(app, [(item, [item["channel"]]) for item, _ in checked])
+        self.backend.publish(app, [(item, [item["channel"]]) for item, _ in checked])
         for item, attributes in checked:
             results.append(self._trigger_info(view or app, [item["channel"]], attributes))
         if all(r is None for r in results):
@@ -680,8 +634,7 @@ class Core:
         if not names.valid_name(user_id):
             raise APIError(400, f"Invalid user id: use 1 to 200 of {names.NAME_CHARS}")
         effects = self.close_user(app, user_id)
-        if app.cluster is not None:
-            app.cluster.terminate(app, user_id)
+        self.backend.terminate(app, user_id)
         effects.result = {}
         return effects
 
@@ -690,6 +643,19 @@ class Core:
         effects = Effects()
         for conn in list(app.users.get(user_id, ())):
             effects.close(conn, 4009, "Connection terminated by the app")
+        return effects
+
+    def watchers_changed(self, app: AppState, user_id: str, online: bool) -> Effects:
+        """``user_id`` came ``online`` (its first connection anywhere) or went
+        offline: tell this process's connections watching it."""
+        effects = Effects()
+        users.notify_watchers(app, user_id, online, effects)
+        return effects
+
+    def watch_state(self, conn: Connection, online: set[str]) -> Effects:
+        """Tell ``conn`` which users of its watchlist are ``online`` anywhere."""
+        effects = Effects()
+        users.watch_state(conn, online, effects)
         return effects
 
     def _cached(self, app: AppState, name: str) -> tuple[str, str, float] | None:
@@ -721,12 +687,8 @@ class Core:
             if app.cache:
                 for name in [n for n, entry in app.cache.items() if entry[2] <= now]:
                     del app.cache[name]
-            for name in list(app.dirty_counts):
-                channel = app.channels.get(name)
-                if channel is None:
-                    app.dirty_counts.discard(name)
-                elif now - channel.count_sent_at >= COUNT_THROTTLE_INTERVAL:
-                    self._send_count(app, channel, now, effects)
+            for name, count in app.count_throttle.due(now):
+                self._send_count(app, name, count, effects)
         return effects
 
     def shutdown(self) -> Effects:
