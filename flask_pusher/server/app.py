@@ -236,7 +236,7 @@ class Server:
         view = settle = None
         if self.cluster is not None:
             self.readiness_checks.append(self.cluster.not_ready)
-            view, settle = self.cluster.view, self.cluster.written
+            view, settle = self.cluster.reads.view, self.cluster.written
         self.api = HTTPApi(self.core, self.apply, self._api_call, view, settle)
         # The only map from the core's connections to sockets.
         # The only map from the core's connections to sockets.
