@@ -35,6 +35,9 @@ from .config import DEFAULT_METRICS_PREFIX
 from .console import Console
 from .console import is_loopback
 from .core import Core
+from .events import ProtocolError
+from .events import SubscriptionRefused
+from .events import SubscriptionSucceeded
 from .http_api import add_fallback
 from .http_api import add_route
 from .http_api import APICall
@@ -70,10 +73,6 @@ COALESCE_DELAY = 0.004
 CLOSE_WAIT = 0.5
 #: At most one line per this many seconds about malformed requests.
 CLIENT_ERROR_LOG_INTERVAL = 10.0
-#: How server frames the I/O layer watches for begin (protocol.encode's key order).
-_SUBSCRIPTION_ERROR = '{"event":"pusher:subscription_error"'
-_ERROR = '{"event":"pusher:error"'
-_SUCCEEDED = '{"event":"pusher_internal:subscription_succeeded"'
 
 
 def frame_bytes(text: str) -> bytes:
@@ -389,9 +388,9 @@ class Server:
         groups: list[tuple[Sequence[Connection], list[bytes]]] = []
         for send in pending:
             if groups and groups[-1][0] is send.to:
-                groups[-1][1].append(frame_bytes(send.frame))
+                groups[-1][1].append(frame_bytes(send.event.encode()))
             else:
-                groups.append((send.to, [frame_bytes(send.frame)]))
+                groups.append((send.to, [frame_bytes(send.event.encode())]))
         write = self._write
         counts = self._counts
         if len(groups) == 1:
@@ -552,7 +551,7 @@ class Server:
         except Exception:  # a bug must not take the connection down
             log.exception("error handling a frame from %s", conn.socket_id)
             effects = Effects()
-            effects.send(conn, protocol.error("Internal server error"))
+            effects.send(conn, ProtocolError("Internal server error"))
         refusals = None
         if counts is not None or watching:
             refusals = _refusals(conn, effects)
@@ -632,27 +631,28 @@ def _client(conn: Connection, request: web.Request) -> dict[str, Any]:
 
 def _subscribed(effects: Effects) -> bool:
     """Whether ``effects`` confirm a subscription."""
-    return any(send.frame.startswith(_SUCCEEDED) for send in effects.sends)
+    return any(isinstance(send.event, SubscriptionSucceeded) for send in effects.sends)
 
 
-def _refusals(conn: Connection, effects: Effects) -> list[dict[str, Any]]:
+Refusal = SubscriptionRefused | ProtocolError
+
+
+def _refusals(conn: Connection, effects: Effects) -> list[Refusal]:
     """The ``pusher:subscription_error`` and ``pusher:error`` frames a received
-    frame got back, decoded (few: the common answers are not errors)."""
-    found = []
-    for send in effects.sends:
-        frame = send.frame
-        if frame.startswith((_SUBSCRIPTION_ERROR, _ERROR)) and send.to == (conn,):
-            found.append(json.loads(frame))
-    return found
+    frame got back (few: the common answers are not errors)."""
+    return [
+        send.event
+        for send in effects.sends
+        if isinstance(send.event, (SubscriptionRefused, ProtocolError)) and send.to == (conn,)
+    ]
 
 
-def _count_refusals(counts: IOCounts, refusals: list[dict[str, Any]]) -> None:
-    for frame in refusals:
-        data = frame.get("data") or {}
-        if frame["event"] == "pusher:subscription_error":
-            status = data.get("status", 0)
+def _count_refusals(counts: IOCounts, refusals: list[Refusal]) -> None:
+    for refusal in refusals:
+        if isinstance(refusal, SubscriptionRefused):
+            status = refusal.status
             counts.subscription_errors[status] = counts.subscription_errors.get(status, 0) + 1
-        elif data.get("code") == 4301:
+        elif refusal.code == 4301:
             counts.client_events_refused += 1
 
 
@@ -661,7 +661,7 @@ def _show_receive(
     conn: Connection,
     text: str,
     before: tuple[set[str], str | None],
-    refusals: list[dict[str, Any]],
+    refusals: list[Refusal],
 ) -> None:
     """Console events of one received frame: what it changed, what it was refused."""
     app_id = conn.app.config.app_id
@@ -673,27 +673,26 @@ def _show_receive(
         console.emit("unsubscribed", app_id, socket_id=sid, channel=name, user_id=conn.user_id)
     if conn.user_id != user_id and conn.user_id is not None:
         console.emit("signin", app_id, socket_id=sid, user_id=conn.user_id, user=conn.user_info)
-    for frame in refusals:
-        data = frame.get("data") or {}
-        if frame["event"] == "pusher:subscription_error":
+    for refusal in refusals:
+        if isinstance(refusal, SubscriptionRefused):
             console.emit(
                 "subscription_refused",
                 app_id,
                 socket_id=sid,
-                channel=frame.get("channel"),
-                status=data.get("status"),
-                reason=data.get("error"),
-                error_type=data.get("type"),
+                channel=refusal.channel,
+                status=refusal.status,
+                reason=refusal.message,
+                error_type=refusal.type,
             )
         else:
-            kind = "client_event_refused" if data.get("code") == 4301 else "error"
+            kind = "client_event_refused" if refusal.code == 4301 else "error"
             console.emit(
                 kind,
                 app_id,
                 socket_id=sid,
                 user_id=conn.user_id,
-                code=data.get("code"),
-                reason=data.get("message"),
+                code=refusal.code,
+                reason=refusal.message,
                 frame=text[:2000],
             )
 

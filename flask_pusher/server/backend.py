@@ -14,7 +14,7 @@ Core callback                  What the backend tells it
 =============================  ==============================================
 ``Core.join_done``             a presence join was decided: the members, or
                                ``None`` for a full channel
-``Core.relay``                 an encoded frame for this process's
+``Core.relay``                 a frame for this process's
                                subscribers of a channel (member events,
                                client events from other processes)
 ``Core.deliver``               HTTP API events another process accepted
@@ -40,8 +40,13 @@ from typing import Any
 from typing import Protocol
 from typing import TYPE_CHECKING
 
-from . import protocol
 from . import users
+from .events import CacheMiss
+from .events import ChannelEvent
+from .events import MemberAdded
+from .events import MemberRemoved
+from .events import SubscriptionSucceeded
+from .events import WatchlistEvents
 
 if TYPE_CHECKING:
     from .core import Core
@@ -122,8 +127,8 @@ class Backend(Protocol):
     def publish(self, app: AppState, events: Events) -> None:
         """HTTP API events the core accepted and delivered to this process."""
 
-    def client_event(self, app: AppState, name: str, frame: str, socket_id: str) -> None:
-        """A client event (its encoded ``frame``) the core relayed in this process."""
+    def client_event(self, app: AppState, event: ChannelEvent, socket_id: str) -> None:
+        """A client ``event`` the core relayed in this process, from ``socket_id``."""
 
     def terminate(self, app: AppState, user_id: str) -> None:
         """The HTTP API terminated ``user_id``'s connections in this process."""
@@ -170,7 +175,7 @@ class LocalBackend:
             effects.hook(app, {"name": "channel_occupied", "channel": name})
         if first:
             if channel is not None:  # the others, before conn subscribes
-                frame = protocol.member_added(name, user_id, user_info)
+                frame = MemberAdded(name, user_id, user_info)
                 effects.broadcast(channel.targets(), frame)
             if self.state_hooks:
                 hook = {"name": "member_added", "channel": name, "user_id": user_id}
@@ -179,8 +184,7 @@ class LocalBackend:
         self.core.join_done(conn, name, user_id, user_info, members, effects)
 
     def rejoin(self, conn: Connection, name: str, effects: Effects) -> None:
-        data = protocol.presence_data(conn.app.members(name))
-        effects.send(conn, protocol.subscription_succeeded(name, data))
+        effects.send(conn, SubscriptionSucceeded(name, conn.app.members(name)))
 
     def cancel_join(self, conn: Connection, name: str) -> None:
         pass
@@ -197,7 +201,7 @@ class LocalBackend:
         app = conn.app
         name = channel.name
         if last and user_id is not None:
-            effects.broadcast(channel.targets(), protocol.member_removed(name, user_id))
+            effects.broadcast(channel.targets(), MemberRemoved(name, user_id))
             if self.state_hooks:
                 hook = {"name": "member_removed", "channel": name, "user_id": user_id}
                 effects.hook(app, hook)
@@ -213,7 +217,7 @@ class LocalBackend:
         assert user_id is not None
         if first:
             watchers = [c for c in app.watchers.get(user_id, ()) if c is not conn]
-            effects.broadcast(watchers, protocol.watchlist_events([("online", [user_id])]))
+            effects.broadcast(watchers, WatchlistEvents([("online", [user_id])]))
         if conn.watchlist:
             users.watch_state(conn, set(app.users), effects)
 
@@ -222,7 +226,7 @@ class LocalBackend:
             users.notify_watchers(app, user_id, False, effects)
 
     def cache_miss(self, conn: Connection, name: str, effects: Effects) -> None:
-        effects.send(conn, protocol.cache_miss(name))
+        effects.send(conn, CacheMiss(name))
         effects.hook(conn.app, {"name": "cache_miss", "channel": name})
 
     def count_sent(self, app: AppState, name: str, count: int, effects: Effects) -> None:
@@ -233,7 +237,7 @@ class LocalBackend:
     def publish(self, app: AppState, events: Events) -> None:
         pass
 
-    def client_event(self, app: AppState, name: str, frame: str, socket_id: str) -> None:
+    def client_event(self, app: AppState, event: ChannelEvent, socket_id: str) -> None:
         pass
 
     def terminate(self, app: AppState, user_id: str) -> None:

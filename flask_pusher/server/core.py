@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import names
+from . import events
 from . import protocol
 from . import users
 from .backend import Backend
@@ -38,6 +39,14 @@ from .backend import Events
 from .backend import LocalBackend
 from .config import AppConfig
 from .errors import APIError
+from .events import CacheMiss
+from .events import ChannelEvent
+from .events import ConnectionEstablished
+from .events import ProtocolError
+from .events import ServerEvent
+from .events import SubscriptionCount
+from .events import SubscriptionRefused
+from .events import SubscriptionSucceeded
 from .signing import check_auth
 from .signing import check_request
 from .state import AppState
@@ -109,7 +118,7 @@ class Core:
         effects = Effects()
         effects.result = conn
         timeout = app.config.activity_timeout
-        effects.send(conn, protocol.connection_established(socket_id, timeout))
+        effects.send(conn, ConnectionEstablished(socket_id, timeout))
         log.debug("connected %s to app %s", socket_id, app.config.app_id)
         return effects
 
@@ -137,36 +146,36 @@ class Core:
         conn.ping_sent = None
         frame = protocol.parse(text)
         if isinstance(frame, protocol.FrameError):
-            effects.send(conn, protocol.error(frame.message))
+            effects.send(conn, ProtocolError(frame.message))
             return effects
         event, data = frame.event, frame.data
         if event == "pusher:ping":
-            effects.send(conn, protocol.PONG)
+            effects.send(conn, events.PONG)
         elif event == "pusher:pong":
             pass
         elif event == "pusher:subscribe":
             if isinstance(data, dict):
                 self._subscribe(conn, data, effects)
             else:
-                effects.send(conn, protocol.error("pusher:subscribe needs object data"))
+                effects.send(conn, ProtocolError("pusher:subscribe needs object data"))
         elif event == "pusher:unsubscribe":
             channel = data.get("channel") if isinstance(data, dict) else None
             if isinstance(channel, str):
                 self._unsubscribe(conn, channel, effects)
             else:
-                effects.send(conn, protocol.error("pusher:unsubscribe needs a channel"))
+                effects.send(conn, ProtocolError("pusher:unsubscribe needs a channel"))
         elif event == "pusher:signin":
             users.signin(conn, data, effects, self.backend)
         elif event.startswith(names.CLIENT_EVENT_PREFIX):
             self._client_event(conn, event, frame.channel, data, effects)
         else:
-            effects.send(conn, protocol.error(f"Unsupported event {event[:200]!r}"))
+            effects.send(conn, ProtocolError(f"Unsupported event {event[:200]!r}"))
         return effects
 
     def binary(self, conn: Connection) -> Effects:
         """Answer a binary frame, which the protocol does not use."""
         effects = Effects()
-        effects.send(conn, protocol.error("Binary frames are not supported"))
+        effects.send(conn, ProtocolError("Binary frames are not supported"))
         return effects
 
     # -- subscriptions ----------------------------------------------------
@@ -176,7 +185,7 @@ class Core:
         if not isinstance(name, str) or not names.valid_channel_name(name):
             shown = name if isinstance(name, str) else ""
             message = f"Invalid channel name {shown[:210]!r}"
-            effects.send(conn, protocol.subscription_error(shown, message, 400, "InvalidChannel"))
+            effects.send(conn, SubscriptionRefused(shown, message, 400, "InvalidChannel"))
             return
         if name.startswith(names.SERVER_TO_USER_PREFIX):
             users.subscribe_server_to_user(conn, name, effects)
@@ -194,7 +203,7 @@ class Core:
             if error is None and presence:
                 user_id, user_info, error = _presence_user(conn, channel_data)
             if error is not None:
-                effects.send(conn, protocol.subscription_error(name, error, 401))
+                effects.send(conn, SubscriptionRefused(name, error, 401))
                 log.debug("refused %s on %s: %s", conn.socket_id, name, error)
                 return
         if name in conn.channels:
@@ -202,7 +211,7 @@ class Core:
             if presence:
                 self.backend.rejoin(conn, name, effects)
             else:
-                effects.send(conn, protocol.subscription_succeeded(name))
+                effects.send(conn, SubscriptionSucceeded(name))
             return
         if user_id is not None:
             # The backend decides (the member limit), then calls join_done().
@@ -211,7 +220,7 @@ class Core:
         channel, occupied = app.subscribe(conn, name)
         conn.channels.add(name)
         self.backend.subscribed(conn, channel, occupied, effects)
-        effects.send(conn, protocol.subscription_succeeded(name))
+        effects.send(conn, SubscriptionSucceeded(name))
         log.debug("subscribed %s to %s", conn.socket_id, name)
         self._send_cached(conn, name, effects)
         self.backend.count_changed(app, channel, effects)
@@ -246,8 +255,7 @@ class Core:
             conn.presence = {}
         conn.presence[name] = user_id
         app.add_member(channel, user_id, user_info, conn)
-        data = protocol.presence_data(members)
-        effects.send(conn, protocol.subscription_succeeded(name, data))
+        effects.send(conn, SubscriptionSucceeded(name, members))
         log.debug("subscribed %s to %s", conn.socket_id, name)
         self._send_cached(conn, name, effects)
         return effects
@@ -259,7 +267,7 @@ class Core:
         app = conn.app
         cached = self._cached(app, name)
         if cached is not None:
-            effects.send(conn, protocol.channel_event(cached[0], name, cached[1]))
+            effects.send(conn, ChannelEvent(cached[0], name, cached[1]))
         else:
             self.backend.cache_miss(conn, name, effects)  # may answer with cache_answer()
 
@@ -275,9 +283,9 @@ class Core:
         app = conn.app
         if cached is not None:
             app.cache[name] = (cached[0], cached[1], self.clock() + ttl)
-            effects.send(conn, protocol.channel_event(cached[0], name, cached[1]))
+            effects.send(conn, ChannelEvent(cached[0], name, cached[1]))
         else:
-            effects.send(conn, protocol.cache_miss(name))
+            effects.send(conn, CacheMiss(name))
             effects.hook(app, {"name": "cache_miss", "channel": name})
         return effects
 
@@ -319,18 +327,18 @@ class Core:
     def _send_count(self, app: AppState, name: str, count: int, effects: Effects) -> None:
         channel = app.channels.get(name)
         if channel is not None:
-            effects.broadcast(channel.targets(), protocol.subscription_count(name, count))
+            effects.broadcast(channel.targets(), SubscriptionCount(name, count))
             self.backend.count_sent(app, name, count, effects)
 
     def relay(
         self,
         app: AppState,
         name: str,
-        frame: str,
+        frame: ServerEvent,
         exclude: str | None = None,
         member: str | None = None,
     ) -> Effects:
-        """Send an encoded ``frame`` that the backend produced to this
+        """Send a ``frame`` that the backend produced to this
         process's subscribers of ``name``, but the socket ``exclude`` and the
         connections of presence member ``member`` (a ``member_added`` of
         theirs is news only to others)."""
@@ -362,18 +370,18 @@ class Core:
         app = conn.app
         config = app.config
         if not config.enable_client_events:
-            effects.send(conn, protocol.error("Client events are not enabled for this app"))
+            effects.send(conn, ProtocolError("Client events are not enabled for this app"))
             return
         if name is None or name not in conn.channels or not names.is_private(name):
             message = "Client events need a private or presence channel you are subscribed to"
-            effects.send(conn, protocol.error(message))
+            effects.send(conn, ProtocolError(message))
             return
         if names.is_encrypted(name):
             message = "Client events are not allowed on encrypted channels"
-            effects.send(conn, protocol.error(message))
+            effects.send(conn, ProtocolError(message))
             return
         if len(event) > names.MAX_NAME_LENGTH:
-            effects.send(conn, protocol.error("Event name too long (200 characters at most)"))
+            effects.send(conn, ProtocolError("Event name too long (200 characters at most)"))
             return
         now = self.clock()
         window = conn.client_events
@@ -384,18 +392,18 @@ class Core:
         if len(window) >= config.max_client_events_per_second:
             limit = config.max_client_events_per_second
             message = f"Client event rejected due to rate limit ({limit} per second)"
-            effects.send(conn, protocol.error(message, 4301))
+            effects.send(conn, ProtocolError(message, 4301))
             return
         window.append(now)
         text = data if isinstance(data, str) else json.dumps(data)
         if len(text.encode("utf-8", "surrogatepass")) > config.max_event_size:
-            effects.send(conn, protocol.error("Client event data too large"))
+            effects.send(conn, ProtocolError("Client event data too large"))
             return
         channel = app.channels[name]
         user_id = conn.presence.get(name) if conn.presence else None
-        frame = protocol.channel_event(event, name, data, user_id)
+        frame = ChannelEvent(event, name, data, user_id)
         effects.broadcast(channel.others(conn), frame)
-        self.backend.client_event(app, name, frame, conn.socket_id)
+        self.backend.client_event(app, frame, conn.socket_id)
         hook = {
             "name": "client_event",
             "channel": name,
@@ -535,7 +543,7 @@ class Core:
                     app.cache[name] = (event, data, self.clock() + app.config.cache_ttl)
             if socket_id is not None:
                 targets = [c for c in targets if c.socket_id != socket_id]
-            effects.broadcast(targets, protocol.channel_event(event, name, data))
+            effects.broadcast(targets, ChannelEvent(event, name, data))
 
     def _trigger_info(
         self, app: StateView, channels: list[str], attributes: frozenset[str]
@@ -681,7 +689,7 @@ class Core:
                 if conn.ping_sent is None:
                     if now - conn.last_seen >= config.activity_timeout:
                         conn.ping_sent = now
-                        effects.send(conn, protocol.PING)
+                        effects.send(conn, events.PING)
                 elif now - conn.ping_sent >= config.pong_timeout:
                     effects.close(conn, 4201, "Pong reply not received")
             if app.cache:
@@ -700,9 +708,9 @@ class Core:
         return effects
 
 
-def _full(name: str, limit: int) -> str:
+def _full(name: str, limit: int) -> SubscriptionRefused:
     message = f"Presence channel {name} is full ({limit} members)"
-    return protocol.subscription_error(name, message, 403, "LimitReached")
+    return SubscriptionRefused(name, message, 403, "LimitReached")
 
 
 def _presence_user(conn: Connection, channel_data: Any) -> tuple[str | None, Any, str | None]:

@@ -19,8 +19,9 @@ from dataclasses import field
 from typing import Any
 from typing import Protocol
 
-from . import protocol
 from .config import AppConfig
+from .events import ProtocolError
+from .events import ServerEvent
 from .throttle import CountThrottle
 
 
@@ -237,10 +238,16 @@ class AppState:
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Write one encoded frame to every connection of ``to``, in order."""
+    """Write one frame, ``event``, to every connection of ``to``, in order;
+    the I/O layer encodes it once for all of them."""
 
     to: Sequence[Connection]
-    frame: str
+    event: ServerEvent
+
+    @property
+    def frame(self) -> str:
+        """The frame's JSON text (encoded at each call)."""
+        return self.event.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,12 +286,12 @@ class Effects:
         self.webhooks: list[Webhook] = []
         self.result: Any = None
 
-    def send(self, conn: Connection, frame: str) -> None:
+    def send(self, conn: Connection, frame: ServerEvent) -> None:
         """Queue ``frame`` for one connection."""
         self.sends.append(Send((conn,), frame))
 
-    def broadcast(self, conns: Sequence[Connection], frame: str) -> None:
-        """Queue one encoded ``frame`` for several connections."""
+    def broadcast(self, conns: Sequence[Connection], frame: ServerEvent) -> None:
+        """Queue one ``frame`` for several connections (encoded once)."""
         if conns:
             self.sends.append(Send(conns, frame))
 
@@ -296,7 +303,7 @@ class Effects:
         layer sends it nothing more.
         """
         if not conn.closing:
-            self.send(conn, protocol.error(reason, code))
+            self.send(conn, ProtocolError(reason, code))
             conn.closing = True
             self.closes.append(Close(conn, code, reason))
 

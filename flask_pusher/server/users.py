@@ -16,6 +16,11 @@ from typing import TYPE_CHECKING
 
 from .. import names
 from . import protocol
+from .events import ProtocolError
+from .events import SigninSuccess
+from .events import SubscriptionRefused
+from .events import SubscriptionSucceeded
+from .events import WatchlistEvents
 from .signing import check_auth
 
 if TYPE_CHECKING:
@@ -32,10 +37,10 @@ def signin(conn: Connection, data: Any, effects: Effects, backend: Backend) -> N
     app = conn.app
     config = app.config
     if not config.enable_user_authentication:
-        effects.send(conn, protocol.error("User authentication is not enabled for this app"))
+        effects.send(conn, ProtocolError("User authentication is not enabled for this app"))
         return
     if not isinstance(data, dict) or not isinstance(data.get("user_data"), str):
-        effects.send(conn, protocol.error("pusher:signin needs auth and user_data strings"))
+        effects.send(conn, ProtocolError("pusher:signin needs auth and user_data strings"))
         return
     user_data: str = data["user_data"]
     error = check_auth(config, data.get("auth"), f"{conn.socket_id}::user::{user_data}")
@@ -50,7 +55,7 @@ def signin(conn: Connection, data: Any, effects: Effects, backend: Backend) -> N
     ):
         error = "user_data must hold a non-empty string id"
     if error is not None:
-        effects.send(conn, protocol.error(f"Signin failed: {error}"))
+        effects.send(conn, ProtocolError(f"Signin failed: {error}"))
         log.debug("signin refused for %s: %s", conn.socket_id, error)
         return
     assert isinstance(parsed, dict)
@@ -65,12 +70,12 @@ def signin(conn: Connection, data: Any, effects: Effects, backend: Backend) -> N
     conn.user_info = parsed.get("user_info")
     first = user_id not in app.users
     app.users.setdefault(user_id, set()).add(conn)
-    effects.send(conn, protocol.signin_success(user_data))
+    effects.send(conn, SigninSuccess(user_data))
     log.debug("signed in %s as %s", conn.socket_id, user_id)
     if len(watchlist) > config.max_watchlist:
         watchlist = watchlist[: config.max_watchlist]
         message = f"Watchlist limit exceeded ({config.max_watchlist} user ids at most)"
-        effects.send(conn, protocol.error(message, 4302))
+        effects.send(conn, ProtocolError(message, 4302))
     conn.watchlist = tuple(dict.fromkeys(watchlist))
     for watched in conn.watchlist:
         app.watchers.setdefault(watched, set()).add(conn)
@@ -84,14 +89,14 @@ def watch_state(conn: Connection, online: set[str], effects: Effects) -> None:
     on = [w for w in conn.watchlist if w in online]
     off = [w for w in conn.watchlist if w not in online]
     events = [(n, ids) for n, ids in (("online", on), ("offline", off)) if ids]
-    effects.send(conn, protocol.watchlist_events(events))
+    effects.send(conn, WatchlistEvents(events))
 
 
 def notify_watchers(app: AppState, user_id: str, online: bool, effects: Effects) -> None:
     """Tell the connections watching ``user_id`` that the user came online or went offline."""
     targets = list(app.watchers.get(user_id, ()))
     kind = "online" if online else "offline"
-    effects.broadcast(targets, protocol.watchlist_events([(kind, [user_id])]))
+    effects.broadcast(targets, WatchlistEvents([(kind, [user_id])]))
 
 
 def signout(conn: Connection, effects: Effects, backend: Backend) -> None:
@@ -125,7 +130,7 @@ def subscribe_server_to_user(conn: Connection, name: str, effects: Effects) -> N
     user_id = name[len(names.SERVER_TO_USER_PREFIX) :]
     if conn.user_id != user_id:
         message = f"Only a connection signed in as {user_id!r} may subscribe to {name}"
-        effects.send(conn, protocol.subscription_error(name, message, 403))
+        effects.send(conn, SubscriptionRefused(name, message, 403))
         return
     conn.channels.add(name)
-    effects.send(conn, protocol.subscription_succeeded(name))
+    effects.send(conn, SubscriptionSucceeded(name))

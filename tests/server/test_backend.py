@@ -20,6 +20,8 @@ from flask_pusher.server.backend import Events
 from flask_pusher.server.core import Connection
 from flask_pusher.server.core import Core
 from flask_pusher.server.core import Effects
+from flask_pusher.server.events import ChannelEvent
+from flask_pusher.server.events import Encoded
 from flask_pusher.server.state import AppState
 from flask_pusher.server.state import Channel
 
@@ -93,8 +95,8 @@ class FakeBackend:
     def publish(self, app: AppState, events: Events) -> None:
         self.calls.append(("publish", events))
 
-    def client_event(self, app: AppState, name: str, frame: str, socket_id: str) -> None:
-        self.calls.append(("client_event", name, json.loads(frame), socket_id))
+    def client_event(self, app: AppState, event: ChannelEvent, socket_id: str) -> None:
+        self.calls.append(("client_event", event.channel, json.loads(event.encode()), socket_id))
 
     def terminate(self, app: AppState, user_id: str) -> None:
         self.calls.append(("terminate", user_id))
@@ -229,11 +231,11 @@ def test_relay_excludes_a_socket_and_a_members_connections(core: Core) -> None:
     for conn, uid in ((ann, "ann"), (ann2, "ann"), (bob, "bob")):
         subscribe(core, conn, "presence-a", {"user_id": uid})
         core.join_done(conn, "presence-a", uid, None, {uid: None})
-    e = core.relay(app_of(core), "presence-a", '{"event":"x"}', member="ann")
+    e = core.relay(app_of(core), "presence-a", Encoded('{"event":"x"}'), member="ann")
     assert [s.to for s in e.sends] == [[bob]]
-    e = core.relay(app_of(core), "presence-a", '{"event":"x"}', exclude=bob.socket_id)
+    e = core.relay(app_of(core), "presence-a", Encoded('{"event":"x"}'), exclude=bob.socket_id)
     assert sorted(c.socket_id for c in e.sends[0].to) == sorted([ann.socket_id, ann2.socket_id])
-    assert core.relay(app_of(core), "nobody-here", "{}").sends == []
+    assert core.relay(app_of(core), "nobody-here", Encoded("{}")).sends == []
 
 
 def test_trigger_delivers_here_and_publishes(core: Core, fake: FakeBackend) -> None:

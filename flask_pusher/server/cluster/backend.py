@@ -56,10 +56,13 @@ import redis.asyncio
 import redis.exceptions
 
 from ... import names
-from .. import protocol
 from ..backend import Events
 from ..backend import LocalBackend
 from ..config import DEFAULT_REDIS_PREFIX
+from ..events import ChannelEvent
+from ..events import Encoded
+from ..events import MemberAdded
+from ..events import MemberRemoved
 from ..state import AppState
 from ..state import Channel
 from ..state import Connection
@@ -403,14 +406,14 @@ class RedisBackend:
                 self.apply(core.deliver(app, events))
         elif kind is Kind.CLIENT_EVENT:
             if not mine:
-                self.apply(core.relay(app, message.channel, message.frame))
+                self.apply(core.relay(app, message.channel, Encoded(message.frame)))
         elif kind is Kind.MEMBER_ADDED:
             name, user_id = message.channel, message.user
-            frame = protocol.member_added(name, user_id, json.loads(message.info))
+            frame = MemberAdded(name, user_id, json.loads(message.info))
             self.apply(core.relay(app, name, frame, message.exclude or None, user_id))
         elif kind is Kind.MEMBER_REMOVED:
             name = message.channel
-            self.apply(core.relay(app, name, protocol.member_removed(name, message.user)))
+            self.apply(core.relay(app, name, MemberRemoved(name, message.user)))
         elif kind is Kind.COUNT:
             self.apply(core.count_update(app, message.channel, message.count))
             # A channel left empty gets channel_vacated, as without a cluster.
@@ -557,12 +560,13 @@ class RedisBackend:
         message = encode(Kind.EVENTS, app_id, origin=self.node_id, events=packed)
         self._queue([Op.PUBLISH, message])
 
-    def client_event(self, app: AppState, name: str, frame: str, socket_id: str) -> None:
+    def client_event(self, app: AppState, event: ChannelEvent, socket_id: str) -> None:
         """Relay a client event to the channel's subscribers on other nodes."""
         if not self.up:
             self.events_not_published += 1
             return
         app_id = app.config.app_id
+        frame, name = event.encode(), event.channel
         message = encode(Kind.CLIENT_EVENT, app_id, origin=self.node_id, channel=name, frame=frame)
         self._queue([Op.PUBLISH, message])
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 from typing import TYPE_CHECKING
 
-from .. import protocol
+from ..events import SubscriptionSucceeded
 from ..state import Effects
 from .messages import Message
 from .messages import Op
@@ -133,8 +133,7 @@ class Joins:
     def confirm(self, conn: Connection, name: str, members: dict[str, Any]) -> None:
         """Confirm a repeated presence subscription with ``members``."""
         effects = Effects()
-        data = protocol.presence_data(members)
-        effects.send(conn, protocol.subscription_succeeded(name, data))
+        effects.send(conn, SubscriptionSucceeded(name, members))
         self.apply(effects)
 
     def complete_locally(self) -> None:
