@@ -17,27 +17,23 @@ import asyncio
 import functools
 import json
 import logging
-import socket
 import struct
 import time
 from collections.abc import AsyncIterator
 from collections.abc import Callable
 from collections.abc import Sequence
-from typing import Any
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from . import observers
 from . import protocol
 from .config import AppConfig
 from .config import DEFAULT_METRICS_PREFIX
 from .console import Console
-from .console import is_loopback
 from .core import Core
 from .events import ProtocolError
-from .events import SubscriptionRefused
-from .events import SubscriptionSucceeded
 from .http_api import add_fallback
 from .http_api import add_route
 from .http_api import APICall
@@ -309,44 +305,20 @@ class Server:
         return response
 
     def _webhook_figures(self, app_id: str) -> WebhookFigures | None:
-        stats = self.webhooks.stats.get(app_id)
-        if stats is None:
-            return None
-        return WebhookFigures(
-            stats.sent, stats.failed_requests, stats.retrying, stats.queued, stats.dropped
-        )
+        return observers.webhook_figures(self.webhooks, app_id)
+
+    def _webhook_attempt(self, attempt: WebhookAttempt) -> None:
+        observers.webhook_attempt(self.console, attempt)
+
+    def _api_call(self, call: APICall) -> None:
+        """An HTTP API request was answered: count it, show it."""
+        observers.api_call(self._counts, self.console, call)
 
     def _watched(self, watched: bool) -> None:
         """A console started or stopped watching: the core records webhook
         events for every app only meanwhile."""
         for app in self.core.apps_by_id.values():
             app.watched = watched
-
-    def _webhook_attempt(self, attempt: WebhookAttempt) -> None:
-        console = self.console
-        if console is not None and console.watching:
-            console.emit("webhook", attempt.app_id, **attempt.fields())
-
-    def _api_call(self, call: APICall) -> None:
-        """An HTTP API request was answered: count it, show it."""
-        app = call.app
-        counts = self._counts
-        if counts is not None and app is not None:
-            c = counts[app]
-            c.http_calls += 1
-            c.http_received_bytes += call.received
-            c.http_transmitted_bytes += call.sent
-            c.http_responses[call.status] = c.http_responses.get(call.status, 0) + 1
-        console = self.console
-        if console is None or not console.watching:
-            return
-        app_id = app.config.app_id if app is not None else None
-        if call.status >= 300:
-            fields = {"method": call.method, "path": call.path, "status": call.status}
-            console.emit("api_error", app_id, error=call.error, request_id=call.id, **fields)
-        elif app is not None and call.operation in ("trigger", "trigger_batch"):
-            batch = call.operation == "trigger_batch"
-            console.api_message(app, call.payload(), batch, "http", call.id)
 
     # -- effects ----------------------------------------------------------
 
@@ -495,7 +467,7 @@ class Server:
         if counts is not None:
             counts[app].new_connections += 1
         if console is not None and console.watching:
-            console.emit("connection", app.config.app_id, **_client(conn, request))
+            console.emit("connection", app.config.app_id, **observers.client(conn, request))
         # aiohttp forgets the connection (its request, parser and tasks, about
         # 11 KB of an idle connection's 15): from now on the socket is sock's.
         response = hand_off(request, sock)
@@ -554,13 +526,13 @@ class Server:
             effects.send(conn, ProtocolError("Internal server error"))
         refusals = None
         if counts is not None or watching:
-            refusals = _refusals(conn, effects)
+            refusals = observers.refusals(conn, effects)
             if refusals and counts is not None:
-                _count_refusals(counts[conn.app], refusals)
+                observers.count_refusals(counts[conn.app], refusals)
         if watching:
             assert console is not None
-            _show_receive(console, conn, text, before, refusals or [])
-        if cluster is not None and cluster.queued != queued and _subscribed(effects):
+            observers.show_receive(console, conn, text, before, refusals or [])
+        if cluster is not None and cluster.queued != queued and observers.subscribed(effects):
             # The client learns it is subscribed once the cluster knows it
             # (GET /channels/{name} on any node then says occupied).
             cluster.after_written(functools.partial(self.apply, effects))
@@ -616,149 +588,8 @@ class Server:
 SERVER = web.AppKey("server", Server)
 
 
-def _client(conn: Connection, request: web.Request) -> dict[str, Any]:
-    """A console's view of a new connection: who, from where, with what."""
-    return {
-        "socket_id": conn.socket_id,
-        "origin": request.headers.get("Origin"),
-        "user_agent": request.headers.get("User-Agent"),
-        "protocol": request.query.get("protocol"),
-        "client": request.query.get("client"),
-        "version": request.query.get("version"),
-        "remote": request.remote,
-    }
+# Re-exported: the sites were here before issue 15 split this module.
+from .site import start_site  # noqa: E402
+from .site import stop_site  # noqa: E402
 
-
-def _subscribed(effects: Effects) -> bool:
-    """Whether ``effects`` confirm a subscription."""
-    return any(isinstance(send.event, SubscriptionSucceeded) for send in effects.sends)
-
-
-Refusal = SubscriptionRefused | ProtocolError
-
-
-def _refusals(conn: Connection, effects: Effects) -> list[Refusal]:
-    """The ``pusher:subscription_error`` and ``pusher:error`` frames a received
-    frame got back (few: the common answers are not errors)."""
-    return [
-        send.event
-        for send in effects.sends
-        if isinstance(send.event, (SubscriptionRefused, ProtocolError)) and send.to == (conn,)
-    ]
-
-
-def _count_refusals(counts: IOCounts, refusals: list[Refusal]) -> None:
-    for refusal in refusals:
-        if isinstance(refusal, SubscriptionRefused):
-            status = refusal.status
-            counts.subscription_errors[status] = counts.subscription_errors.get(status, 0) + 1
-        elif refusal.code == 4301:
-            counts.client_events_refused += 1
-
-
-def _show_receive(
-    console: Console,
-    conn: Connection,
-    text: str,
-    before: tuple[set[str], str | None],
-    refusals: list[Refusal],
-) -> None:
-    """Console events of one received frame: what it changed, what it was refused."""
-    app_id = conn.app.config.app_id
-    channels, user_id = before
-    sid = conn.socket_id
-    for name in sorted(conn.channels - channels):
-        console.emit("subscribed", app_id, socket_id=sid, channel=name, user_id=conn.user_id)
-    for name in sorted(channels - conn.channels):
-        console.emit("unsubscribed", app_id, socket_id=sid, channel=name, user_id=conn.user_id)
-    if conn.user_id != user_id and conn.user_id is not None:
-        console.emit("signin", app_id, socket_id=sid, user_id=conn.user_id, user=conn.user_info)
-    for refusal in refusals:
-        if isinstance(refusal, SubscriptionRefused):
-            console.emit(
-                "subscription_refused",
-                app_id,
-                socket_id=sid,
-                channel=refusal.channel,
-                status=refusal.status,
-                reason=refusal.message,
-                error_type=refusal.type,
-            )
-        else:
-            kind = "client_event_refused" if refusal.code == 4301 else "error"
-            console.emit(
-                kind,
-                app_id,
-                socket_id=sid,
-                user_id=conn.user_id,
-                code=refusal.code,
-                reason=refusal.message,
-                frame=text[:2000],
-            )
-
-
-async def start_site(
-    server: Server, host: str, port: int, *, reuse_port: bool = False
-) -> tuple[web.AppRunner, int]:
-    """Listen on ``host:port`` (0 picks a free port); return the runner and port.
-
-    With ``metrics_port``, ``/metrics``, ``/health`` and ``/ready`` listen there
-    instead (on ``host``), until the main runner's cleanup has flushed webhooks.
-    ``reuse_port=True`` sets ``SO_REUSEPORT`` on both listening sockets, so that
-    the processes of ``--workers`` share them (the kernel spreads connections).
-    """
-    if server.console is not None:
-        server.console.login_required = not is_loopback(host)
-    runner = web.AppRunner(
-        server.make_app(),
-        handle_signals=False,
-        access_log=None,
-        logger=http_log,
-        shutdown_timeout=1.0,
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=4096, reuse_port=reuse_port)
-    try:
-        await site.start()
-    except BaseException:  # the address is taken: stop what setup() started
-        await runner.cleanup()
-        raise
-    bound = int(runner.addresses[0][1])
-    if not server.node:
-        server.set_node(f"{socket.gethostname()}:{bound}")
-    if server.cluster is not None:
-        await server.cluster.start(server.node)
-    if server.metrics_port is not None:
-        try:
-            server._ops_runner = await _start_ops_site(
-                server, host, server.metrics_port, reuse_port
-            )
-        except BaseException:
-            await runner.cleanup()
-            raise
-    return runner, bound
-
-
-async def _start_ops_site(server: Server, host: str, port: int, reuse_port: bool) -> web.AppRunner:
-    app = web.Application()
-    server.add_ops_routes(app)
-    add_fallback(app)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, logger=http_log)
-    await runner.setup()
-    await web.TCPSite(runner, host, port, reuse_port=reuse_port).start()
-    return runner
-
-
-async def stop_site(runner: web.AppRunner) -> None:
-    """Answer 503 on ``/ready`` (for ``shutdown_delay`` seconds), stop
-    listening, close connections with 4200, then flush webhooks.
-
-    In that order (aiohttp's ``AppRunner.cleanup``: sites, ``on_shutdown``,
-    ``cleanup_ctx``): pusher-js answers 4200 by reconnecting at once, and a
-    connection accepted during the shutdown would hold it up.
-    """
-    server = runner.app[SERVER]
-    server.not_ready = "shutting down"
-    if server.shutdown_delay > 0:
-        await asyncio.sleep(server.shutdown_delay)
-    await runner.cleanup()
+__all__ = ["SERVER", "Server", "frame_bytes", "start_site", "stop_site"]
