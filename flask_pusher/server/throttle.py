@@ -43,7 +43,8 @@ class CountThrottle(Generic[K]):
         self.subscribers = subscribers
         self.interval = interval
         self._sent: dict[K, float] = {}
-        self._held: dict[K, tuple[int, float]] = {}
+        #: The latest count held back, by key; due INTERVAL after ``_sent``.
+        self._held: dict[K, int] = {}
 
     def offer(self, key: K, count: int, now: float) -> bool:
         """Whether ``count`` of ``key`` is sent now (it is then recorded as
@@ -53,7 +54,7 @@ class CountThrottle(Generic[K]):
         """
         last = self._sent.get(key)
         if count > self.subscribers and last is not None and now - last < self.interval:
-            self._held[key] = (count, last + self.interval)
+            self._held[key] = count
             return False
         self._held.pop(key, None)
         self._sent[key] = now
@@ -62,14 +63,15 @@ class CountThrottle(Generic[K]):
     def due(self, now: float) -> list[tuple[K, int]]:
         """The held counts whose time has come (recorded as sent now), and
         forget the keys that no longer matter."""
-        ready = [(key, count) for key, (count, at) in self._held.items() if at <= now]
+        horizon = now - self.interval
+        sent = self._sent
+        ready = [(key, count) for key, count in self._held.items() if sent[key] <= horizon]
         for key, _ in ready:
             del self._held[key]
-            self._sent[key] = now
-        horizon = now - self.interval
-        stale = [k for k, at in self._sent.items() if at <= horizon and k not in self._held]
+            sent[key] = now
+        stale = [k for k, at in sent.items() if at <= horizon and k not in self._held]
         for key in stale:
-            del self._sent[key]
+            del sent[key]
         return ready
 
     def forget(self, key: K) -> None:
@@ -79,4 +81,4 @@ class CountThrottle(Generic[K]):
 
     def __len__(self) -> int:
         """How many keys are remembered."""
-        return len(self._sent.keys() | self._held.keys())
+        return len(self._sent)  # every held key was sent before
