@@ -31,6 +31,8 @@ from . import observers
 from . import protocol
 from .config import AppConfig
 from .config import DEFAULT_METRICS_PREFIX
+from .config import DEFAULT_NODE_TIMEOUT
+from .config import DEFAULT_REDIS_PREFIX
 from .console import Console
 from .core import Core
 from .events import ProtocolError
@@ -183,8 +185,8 @@ class Server:
         console: bool = False,
         shutdown_delay: float = 0.0,
         redis_url: str | None = None,
-        redis_prefix: str = "flask-pusher",
-        node_timeout: float = 30.0,
+        redis_prefix: str = DEFAULT_REDIS_PREFIX,
+        node_timeout: float = DEFAULT_NODE_TIMEOUT,
     ) -> None:
         self.core = Core(apps)
         # In a cluster, Redis holds channel_vacated/member_removed back.

@@ -22,6 +22,7 @@ from .app import start_site
 from .app import stop_site
 from .config import AppConfig
 from .config import check_workers
+from .config import DEFAULT_METRICS_PREFIX
 from .config import DEFAULT_NODE_TIMEOUT
 from .config import DEFAULT_REDIS_PREFIX
 from .workers import Supervisor
@@ -85,7 +86,7 @@ class LocalServer:
         webhook_retry_for: float = 300.0,
         tick_interval: float = 1.0,
         metrics: bool = True,
-        metrics_prefix: str = "pusher_",
+        metrics_prefix: str = DEFAULT_METRICS_PREFIX,
         metrics_port: int | None = None,
         node: str | None = None,
         console: bool = False,

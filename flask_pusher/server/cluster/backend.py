@@ -58,6 +58,7 @@ import redis.exceptions
 from ... import names
 from ..backend import Events
 from ..backend import LocalBackend
+from ..config import DEFAULT_NODE_TIMEOUT
 from ..config import DEFAULT_REDIS_PREFIX
 from ..events import ChannelEvent
 from ..events import Encoded
@@ -124,7 +125,7 @@ class RedisBackend:
         webhooks: WebhookSender,
         url: str,
         prefix: str = DEFAULT_REDIS_PREFIX,
-        node_timeout: float = 30.0,
+        node_timeout: float = DEFAULT_NODE_TIMEOUT,
         webhook_delay: float = 3.0,
     ) -> None:
         self.core = core
