@@ -123,10 +123,10 @@ class Pusher:
             url_prefix=settings.url_prefix or None,
             pusher_settings=settings,
         )
-        # Runs before Flask-WTF's CSRFProtect check, whichever is initialised first.
-        app.before_request_funcs.setdefault(None, []).insert(0, views.exempt_webhooks_from_csrf)
+        # Through CSRFProtect.exempt, whichever is initialised first.
+        views.exempt_from_csrf(app)
         # First of all: a method our routes do not take gets a JSON 405, even before CSRF.
-        app.before_request_funcs[None].insert(0, views.reject_other_methods)
+        app.before_request_funcs.setdefault(None, []).insert(0, views.reject_other_methods)
         app.teardown_request(delivery.drop_unsent)
         if settings.local_server:
             app.before_request(local.start_before_first_request)

@@ -146,17 +146,32 @@ def reject_other_methods() -> None:
 WEBHOOK_ENDPOINTS = frozenset({"pusher.webhooks", "pusher.webhooks_group"})
 
 
-def exempt_webhooks_from_csrf() -> None:
-    """Exempt the webhook routes from Flask-WTF's ``CSRFProtect``.
+def exempt_from_csrf(app: Flask) -> None:
+    """Exempt the webhook view from Flask-WTF's ``CSRFProtect`` through its
+    public ``exempt`` (https://flask-wtf.readthedocs.io/en/stable/csrf.html#exclude-views-from-protection).
 
-    Pusher's servers send no CSRF token. ``init_app`` puts this first among the
-    app's ``before_request`` functions, so it works whether ``CSRFProtect`` is
-    initialised before or after the extension.
+    Pusher's servers send no CSRF token. With ``CSRFProtect`` already
+    initialised, the view is exempted now; else a ``before_request`` function
+    (registered with ``app.before_request``, so before ``CSRFProtect``'s own
+    check, which its later ``init_app`` appends) exempts it once
+    ``CSRFProtect`` is there. Other CSRF extensions exempt
+    :func:`webhook_view` (endpoints ``pusher.webhooks`` and
+    ``pusher.webhooks_group``) with their own ``exempt``.
     """
+    csrf = app.extensions.get("csrf")
+    if csrf is not None:
+        csrf.exempt(webhook_view)
+    else:
+        app.before_request(exempt_webhooks_from_csrf)
+
+
+def exempt_webhooks_from_csrf() -> None:
+    """Exempt the webhook view from a ``CSRFProtect`` initialised after the
+    extension, at its first webhook request (before ``CSRFProtect``'s check)."""
     if request.endpoint in WEBHOOK_ENDPOINTS:
         csrf = current_app.extensions.get("csrf")
         if csrf is not None:
-            csrf.exempt(f"{webhook_view.__module__}.{webhook_view.__name__}")
+            csrf.exempt(webhook_view)
 
 
 def _extension() -> tuple[Pusher, PusherSettings, Any]:

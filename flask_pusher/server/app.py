@@ -17,24 +17,25 @@ import asyncio
 import functools
 import json
 import logging
-import socket
 import struct
 import time
 from collections.abc import AsyncIterator
 from collections.abc import Callable
 from collections.abc import Sequence
-from typing import Any
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from . import observers
 from . import protocol
 from .config import AppConfig
 from .config import DEFAULT_METRICS_PREFIX
+from .config import DEFAULT_NODE_TIMEOUT
+from .config import DEFAULT_REDIS_PREFIX
 from .console import Console
-from .console import is_loopback
 from .core import Core
+from .events import ProtocolError
 from .http_api import add_fallback
 from .http_api import add_route
 from .http_api import APICall
@@ -70,10 +71,6 @@ COALESCE_DELAY = 0.004
 CLOSE_WAIT = 0.5
 #: At most one line per this many seconds about malformed requests.
 CLIENT_ERROR_LOG_INTERVAL = 10.0
-#: How server frames the I/O layer watches for begin (protocol.encode's key order).
-_SUBSCRIPTION_ERROR = '{"event":"pusher:subscription_error"'
-_ERROR = '{"event":"pusher:error"'
-_SUCCEEDED = '{"event":"pusher_internal:subscription_succeeded"'
 
 
 def frame_bytes(text: str) -> bytes:
@@ -188,8 +185,8 @@ class Server:
         console: bool = False,
         shutdown_delay: float = 0.0,
         redis_url: str | None = None,
-        redis_prefix: str = "flask-pusher",
-        node_timeout: float = 30.0,
+        redis_prefix: str = DEFAULT_REDIS_PREFIX,
+        node_timeout: float = DEFAULT_NODE_TIMEOUT,
     ) -> None:
         self.core = Core(apps)
         # In a cluster, Redis holds channel_vacated/member_removed back.
@@ -236,7 +233,7 @@ class Server:
         view = settle = None
         if self.cluster is not None:
             self.readiness_checks.append(self.cluster.not_ready)
-            view, settle = self.cluster.view, self.cluster.written
+            view, settle = self.cluster.reads.view, self.cluster.written
         self.api = HTTPApi(self.core, self.apply, self._api_call, view, settle)
         # The only map from the core's connections to sockets.
         # The only map from the core's connections to sockets.
@@ -310,44 +307,20 @@ class Server:
         return response
 
     def _webhook_figures(self, app_id: str) -> WebhookFigures | None:
-        stats = self.webhooks.stats.get(app_id)
-        if stats is None:
-            return None
-        return WebhookFigures(
-            stats.sent, stats.failed_requests, stats.retrying, stats.queued, stats.dropped
-        )
+        return observers.webhook_figures(self.webhooks, app_id)
+
+    def _webhook_attempt(self, attempt: WebhookAttempt) -> None:
+        observers.webhook_attempt(self.console, attempt)
+
+    def _api_call(self, call: APICall) -> None:
+        """An HTTP API request was answered: count it, show it."""
+        observers.api_call(self._counts, self.console, call)
 
     def _watched(self, watched: bool) -> None:
         """A console started or stopped watching: the core records webhook
         events for every app only meanwhile."""
         for app in self.core.apps_by_id.values():
             app.watched = watched
-
-    def _webhook_attempt(self, attempt: WebhookAttempt) -> None:
-        console = self.console
-        if console is not None and console.watching:
-            console.emit("webhook", attempt.app_id, **attempt.fields())
-
-    def _api_call(self, call: APICall) -> None:
-        """An HTTP API request was answered: count it, show it."""
-        app = call.app
-        counts = self._counts
-        if counts is not None and app is not None:
-            c = counts[app]
-            c.http_calls += 1
-            c.http_received_bytes += call.received
-            c.http_transmitted_bytes += call.sent
-            c.http_responses[call.status] = c.http_responses.get(call.status, 0) + 1
-        console = self.console
-        if console is None or not console.watching:
-            return
-        app_id = app.config.app_id if app is not None else None
-        if call.status >= 300:
-            fields = {"method": call.method, "path": call.path, "status": call.status}
-            console.emit("api_error", app_id, error=call.error, request_id=call.id, **fields)
-        elif app is not None and call.operation in ("trigger", "trigger_batch"):
-            batch = call.operation == "trigger_batch"
-            console.api_message(app, call.payload(), batch, "http", call.id)
 
     # -- effects ----------------------------------------------------------
 
@@ -389,9 +362,9 @@ class Server:
         groups: list[tuple[Sequence[Connection], list[bytes]]] = []
         for send in pending:
             if groups and groups[-1][0] is send.to:
-                groups[-1][1].append(frame_bytes(send.frame))
+                groups[-1][1].append(frame_bytes(send.event.encode()))
             else:
-                groups.append((send.to, [frame_bytes(send.frame)]))
+                groups.append((send.to, [frame_bytes(send.event.encode())]))
         write = self._write
         counts = self._counts
         if len(groups) == 1:
@@ -496,7 +469,7 @@ class Server:
         if counts is not None:
             counts[app].new_connections += 1
         if console is not None and console.watching:
-            console.emit("connection", app.config.app_id, **_client(conn, request))
+            console.emit("connection", app.config.app_id, **observers.client(conn, request))
         # aiohttp forgets the connection (its request, parser and tasks, about
         # 11 KB of an idle connection's 15): from now on the socket is sock's.
         response = hand_off(request, sock)
@@ -552,16 +525,16 @@ class Server:
         except Exception:  # a bug must not take the connection down
             log.exception("error handling a frame from %s", conn.socket_id)
             effects = Effects()
-            effects.send(conn, protocol.error("Internal server error"))
+            effects.send(conn, ProtocolError("Internal server error"))
         refusals = None
         if counts is not None or watching:
-            refusals = _refusals(conn, effects)
+            refusals = observers.refusals(conn, effects)
             if refusals and counts is not None:
-                _count_refusals(counts[conn.app], refusals)
+                observers.count_refusals(counts[conn.app], refusals)
         if watching:
             assert console is not None
-            _show_receive(console, conn, text, before, refusals or [])
-        if cluster is not None and cluster.queued != queued and _subscribed(effects):
+            observers.show_receive(console, conn, text, before, refusals or [])
+        if cluster is not None and cluster.queued != queued and observers.subscribed(effects):
             # The client learns it is subscribed once the cluster knows it
             # (GET /channels/{name} on any node then says occupied).
             cluster.after_written(functools.partial(self.apply, effects))
@@ -617,149 +590,8 @@ class Server:
 SERVER = web.AppKey("server", Server)
 
 
-def _client(conn: Connection, request: web.Request) -> dict[str, Any]:
-    """A console's view of a new connection: who, from where, with what."""
-    return {
-        "socket_id": conn.socket_id,
-        "origin": request.headers.get("Origin"),
-        "user_agent": request.headers.get("User-Agent"),
-        "protocol": request.query.get("protocol"),
-        "client": request.query.get("client"),
-        "version": request.query.get("version"),
-        "remote": request.remote,
-    }
+# Re-exported: the sites were here before issue 15 split this module.
+from .site import start_site  # noqa: E402
+from .site import stop_site  # noqa: E402
 
-
-def _subscribed(effects: Effects) -> bool:
-    """Whether ``effects`` confirm a subscription."""
-    return any(send.frame.startswith(_SUCCEEDED) for send in effects.sends)
-
-
-def _refusals(conn: Connection, effects: Effects) -> list[dict[str, Any]]:
-    """The ``pusher:subscription_error`` and ``pusher:error`` frames a received
-    frame got back, decoded (few: the common answers are not errors)."""
-    found = []
-    for send in effects.sends:
-        frame = send.frame
-        if frame.startswith((_SUBSCRIPTION_ERROR, _ERROR)) and send.to == (conn,):
-            found.append(json.loads(frame))
-    return found
-
-
-def _count_refusals(counts: IOCounts, refusals: list[dict[str, Any]]) -> None:
-    for frame in refusals:
-        data = frame.get("data") or {}
-        if frame["event"] == "pusher:subscription_error":
-            status = data.get("status", 0)
-            counts.subscription_errors[status] = counts.subscription_errors.get(status, 0) + 1
-        elif data.get("code") == 4301:
-            counts.client_events_refused += 1
-
-
-def _show_receive(
-    console: Console,
-    conn: Connection,
-    text: str,
-    before: tuple[set[str], str | None],
-    refusals: list[dict[str, Any]],
-) -> None:
-    """Console events of one received frame: what it changed, what it was refused."""
-    app_id = conn.app.config.app_id
-    channels, user_id = before
-    sid = conn.socket_id
-    for name in sorted(conn.channels - channels):
-        console.emit("subscribed", app_id, socket_id=sid, channel=name, user_id=conn.user_id)
-    for name in sorted(channels - conn.channels):
-        console.emit("unsubscribed", app_id, socket_id=sid, channel=name, user_id=conn.user_id)
-    if conn.user_id != user_id and conn.user_id is not None:
-        console.emit("signin", app_id, socket_id=sid, user_id=conn.user_id, user=conn.user_info)
-    for frame in refusals:
-        data = frame.get("data") or {}
-        if frame["event"] == "pusher:subscription_error":
-            console.emit(
-                "subscription_refused",
-                app_id,
-                socket_id=sid,
-                channel=frame.get("channel"),
-                status=data.get("status"),
-                reason=data.get("error"),
-                error_type=data.get("type"),
-            )
-        else:
-            kind = "client_event_refused" if data.get("code") == 4301 else "error"
-            console.emit(
-                kind,
-                app_id,
-                socket_id=sid,
-                user_id=conn.user_id,
-                code=data.get("code"),
-                reason=data.get("message"),
-                frame=text[:2000],
-            )
-
-
-async def start_site(
-    server: Server, host: str, port: int, *, reuse_port: bool = False
-) -> tuple[web.AppRunner, int]:
-    """Listen on ``host:port`` (0 picks a free port); return the runner and port.
-
-    With ``metrics_port``, ``/metrics``, ``/health`` and ``/ready`` listen there
-    instead (on ``host``), until the main runner's cleanup has flushed webhooks.
-    ``reuse_port=True`` sets ``SO_REUSEPORT`` on both listening sockets, so that
-    the processes of ``--workers`` share them (the kernel spreads connections).
-    """
-    if server.console is not None:
-        server.console.login_required = not is_loopback(host)
-    runner = web.AppRunner(
-        server.make_app(),
-        handle_signals=False,
-        access_log=None,
-        logger=http_log,
-        shutdown_timeout=1.0,
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=4096, reuse_port=reuse_port)
-    try:
-        await site.start()
-    except BaseException:  # the address is taken: stop what setup() started
-        await runner.cleanup()
-        raise
-    bound = int(runner.addresses[0][1])
-    if not server.node:
-        server.set_node(f"{socket.gethostname()}:{bound}")
-    if server.cluster is not None:
-        await server.cluster.start(server.node)
-    if server.metrics_port is not None:
-        try:
-            server._ops_runner = await _start_ops_site(
-                server, host, server.metrics_port, reuse_port
-            )
-        except BaseException:
-            await runner.cleanup()
-            raise
-    return runner, bound
-
-
-async def _start_ops_site(server: Server, host: str, port: int, reuse_port: bool) -> web.AppRunner:
-    app = web.Application()
-    server.add_ops_routes(app)
-    add_fallback(app)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, logger=http_log)
-    await runner.setup()
-    await web.TCPSite(runner, host, port, reuse_port=reuse_port).start()
-    return runner
-
-
-async def stop_site(runner: web.AppRunner) -> None:
-    """Answer 503 on ``/ready`` (for ``shutdown_delay`` seconds), stop
-    listening, close connections with 4200, then flush webhooks.
-
-    In that order (aiohttp's ``AppRunner.cleanup``: sites, ``on_shutdown``,
-    ``cleanup_ctx``): pusher-js answers 4200 by reconnecting at once, and a
-    connection accepted during the shutdown would hold it up.
-    """
-    server = runner.app[SERVER]
-    server.not_ready = "shutting down"
-    if server.shutdown_delay > 0:
-        await asyncio.sleep(server.shutdown_delay)
-    await runner.cleanup()
+__all__ = ["SERVER", "Server", "frame_bytes", "start_site", "stop_site"]

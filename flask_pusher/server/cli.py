@@ -24,6 +24,7 @@ from .config import AppConfig
 from .config import check_prefix
 from .config import check_redis_url
 from .config import check_workers
+from .config import DEFAULT_METRICS_PREFIX
 from .config import DEFAULT_NODE_TIMEOUT
 from .config import DEFAULT_REDIS_PREFIX
 from .config import NODE_TIMEOUT_RANGE
@@ -89,7 +90,7 @@ def server_options(f: F) -> F:
         ),
         click.option(
             "--metrics-prefix",
-            default="pusher_",
+            default=DEFAULT_METRICS_PREFIX,
             show_default=True,
             help="Start of every metric name (soketi's is soketi_).",
         ),
@@ -188,7 +189,7 @@ class OpsOptions:
     :func:`~flask_pusher.server.run`'s only)."""
 
     metrics: bool = True
-    metrics_prefix: str = "pusher_"
+    metrics_prefix: str = DEFAULT_METRICS_PREFIX
     metrics_port: int | None = None
     node: str | None = None
     console: bool = False

@@ -25,6 +25,7 @@ import re
 import uuid
 from collections.abc import Awaitable
 from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -72,9 +73,11 @@ Apply = Callable[[Effects], None]
 Observe = Callable[[APICall], None]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Operation = Callable[[web.Request, AppState, bytes, StateView | None], Effects]
-#: Reads what an operation needs from a cluster's shared state beforehand:
-#: ``(operation name, request, app, body) -> view or None``.
-ViewReader = Callable[[str, web.Request, AppState, bytes], Awaitable[StateView | None]]
+#: Reads what an operation needs from a backend's shared state beforehand:
+#: ``(operation name, app, body, channel of the path or None, query) -> view or None``.
+ViewReader = Callable[
+    [str, AppState, bytes, str | None, Mapping[str, str]], Awaitable[StateView | None]
+]
 
 #: The operations that change what other nodes of a cluster see.
 _WRITES = frozenset({"trigger", "trigger_batch", "terminate"})
@@ -218,7 +221,8 @@ class HTTPApi:
                 self.core.authenticate(app, request.method, paths, request.query, body)
                 view = None
                 if self.view is not None:
-                    view = await self.view(name, request, app, body)
+                    channel = request.match_info.get("channel")
+                    view = await self.view(name, app, body, channel, request.query)
                 effects = operation(request, app, body, view)
             except APIError as exc:
                 error = exc.message

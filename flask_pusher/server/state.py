@@ -1,10 +1,10 @@
 """The server's state, and :class:`Effects`, what an operation asks the I/O layer to do.
 
-Where channel and presence state lives is :class:`AppState`: the core reads and
-changes it only through its methods (:meth:`AppState.subscribe`,
-:meth:`AppState.add_member`, :meth:`AppState.channel_counts`, ...), so that a
-second implementation (shared between server processes) can stand beside this
-in-memory one without touching the rules in :mod:`flask_pusher.server.core`.
+:class:`AppState` is this process's channel and presence state: the core reads
+and changes it only through its methods (:meth:`AppState.subscribe`,
+:meth:`AppState.add_member`, :meth:`AppState.counts`, ...). What spans several
+processes is a backend's (:mod:`flask_pusher.server.backend`), which reads this
+state and never the other way round.
 Nothing here holds a socket: a :class:`Connection` is the core's record of a
 client, and the I/O layer keeps its own map from connections to sockets.
 """
@@ -18,13 +18,11 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 from typing import Protocol
-from typing import TYPE_CHECKING
 
-from . import protocol
 from .config import AppConfig
-
-if TYPE_CHECKING:
-    from .cluster import Cluster
+from .events import ProtocolError
+from .events import ServerEvent
+from .throttle import CountThrottle
 
 
 @dataclass(eq=False, slots=True)
@@ -65,16 +63,13 @@ class Channel:
     consecutive broadcasts to the same audience into one write each.
     """
 
-    __slots__ = ("_snapshot", "_subscribers", "count_sent_at", "members", "name", "total")
+    __slots__ = ("_snapshot", "_subscribers", "members", "name")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self._subscribers: dict[Connection, None] = {}
         self._snapshot: tuple[Connection, ...] | None = None
         self.members: dict[str, Member] = {}
-        self.count_sent_at = float("-inf")
-        #: The cluster-wide subscription count, when a cluster reported one.
-        self.total: int | None = None
 
     def add(self, conn: Connection) -> None:
         """Add a subscriber."""
@@ -113,7 +108,7 @@ class ChannelCounts:
 
 class StateView(Protocol):
     """What the HTTP API's reads need: :class:`AppState` (this process) or a
-    :class:`Snapshot` (read from a cluster's shared store)."""
+    :class:`Snapshot` (read from a backend's shared store)."""
 
     def members(self, name: str) -> dict[str, Any]: ...
 
@@ -155,10 +150,9 @@ class AppState:
     __slots__ = (
         "cache",
         "channels",
-        "cluster",
         "config",
         "connections",
-        "dirty_counts",
+        "count_throttle",
         "users",
         "watched",
         "watchers",
@@ -171,12 +165,11 @@ class AppState:
         self.users: dict[str, set[Connection]] = {}
         self.watchers: dict[str, set[Connection]] = {}
         self.cache: dict[str, tuple[str, str, float]] = {}
-        self.dirty_counts: set[str] = set()
+        #: When subscription counts may be sent, by channel name.
+        self.count_throttle: CountThrottle[str] = CountThrottle()
         #: Set by the I/O layer while a debug console watches: the core's
         #: webhook events are then recorded even for an app without webhooks.
         self.watched = False
-        #: The cluster this app's state is shared through, or ``None``.
-        self.cluster: Cluster | None = None
 
     # -- channels ---------------------------------------------------------
 
@@ -195,7 +188,7 @@ class AppState:
         if len(channel):
             return False
         del self.channels[channel.name]
-        self.dirty_counts.discard(channel.name)
+        self.count_throttle.forget(channel.name)
         return True
 
     def add_member(self, channel: Channel, user_id: str, user_info: Any, conn: Connection) -> bool:
@@ -245,10 +238,16 @@ class AppState:
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Write one encoded frame to every connection of ``to``, in order."""
+    """Write one frame, ``event``, to every connection of ``to``, in order;
+    the I/O layer encodes it once for all of them."""
 
     to: Sequence[Connection]
-    frame: str
+    event: ServerEvent
+
+    @property
+    def frame(self) -> str:
+        """The frame's JSON text (encoded at each call)."""
+        return self.event.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,12 +286,12 @@ class Effects:
         self.webhooks: list[Webhook] = []
         self.result: Any = None
 
-    def send(self, conn: Connection, frame: str) -> None:
+    def send(self, conn: Connection, frame: ServerEvent) -> None:
         """Queue ``frame`` for one connection."""
         self.sends.append(Send((conn,), frame))
 
-    def broadcast(self, conns: Sequence[Connection], frame: str) -> None:
-        """Queue one encoded ``frame`` for several connections."""
+    def broadcast(self, conns: Sequence[Connection], frame: ServerEvent) -> None:
+        """Queue one ``frame`` for several connections (encoded once)."""
         if conns:
             self.sends.append(Send(conns, frame))
 
@@ -304,7 +303,7 @@ class Effects:
         layer sends it nothing more.
         """
         if not conn.closing:
-            self.send(conn, protocol.error(reason, code))
+            self.send(conn, ProtocolError(reason, code))
             conn.closing = True
             self.closes.append(Close(conn, code, reason))
 

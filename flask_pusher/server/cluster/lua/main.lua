@@ -1,0 +1,12 @@
+-- The script's entry: mode 'ops' runs ARGV[5], a JSON list of operations, in
+-- order; mode 'beat' is the heartbeat.
+if mode == 'ops' then
+  for _, op in ipairs(cjson.decode(ARGV[5])) do
+    local run = OPS[op[1]]
+    if run ~= nil then run(op) end
+  end
+  return 0
+elseif mode == 'beat' then
+  return beat(tonumber(ARGV[5]))
+end
+return redis.error_reply('unknown mode ' .. mode)

@@ -1,0 +1,83 @@
+"""The server's structure (issue 15, "How it is checked"): the rules import
+nothing of the Redis backend, the Redis backend imports no HTTP framework, no
+module under ``flask_pusher/server`` is over 600 lines, and no code reads the
+core's answers back from their encoded JSON."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SERVER = Path(__file__).parents[2] / "flask_pusher" / "server"
+RULES = ("core.py", "state.py", "users.py", "rest.py", "backend.py")
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module ``path`` imports, made absolute (``from .x import y`` in
+    the server gives ``flask_pusher.server.x`` and ``flask_pusher.server.x.y``)."""
+    package = ".".join(path.relative_to(SERVER.parents[1]).with_suffix("").parts[:-1])
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")
+            if node.level:
+                base = base[: len(base) - node.level + 1]
+            module = ".".join([*base, node.module] if node.module else base)
+            found.add(module if node.level else node.module or "")
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize("name", RULES)
+def test_the_rules_know_no_redis(name: str) -> None:
+    imported = _imports(SERVER / name)
+    assert not {m for m in imported if m.startswith("flask_pusher.server.cluster")}
+    assert not {m for m in imported if m == "redis" or m.startswith("redis.")}
+    names = {
+        n.id for n in ast.walk(ast.parse((SERVER / name).read_text())) if isinstance(n, ast.Name)
+    }
+    assert "cluster" not in names
+
+
+def test_the_redis_backend_knows_no_http_framework() -> None:
+    for path in (SERVER / "cluster").glob("*.py"):
+        imported = _imports(path)
+        assert not {m for m in imported if m.split(".")[0] == "aiohttp"}, path.name
+
+
+def test_no_module_is_over_600_lines() -> None:
+    long = {
+        str(path.relative_to(SERVER)): n
+        for path in SERVER.rglob("*.py")
+        if (n := len(path.read_text("utf-8").splitlines())) > 600
+    }
+    assert long == {}
+
+
+def test_no_code_reads_the_encoded_frames_back() -> None:
+    """Observers match on the typed events: nothing reads ``send.frame``."""
+    for path in SERVER.rglob("*.py"):
+        tree = ast.parse(path.read_text("utf-8"))
+        reads = [
+            node.lineno
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute)
+            and node.attr == "frame"
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "send"
+        ]
+        assert reads == [], f"{path.name} reads send.frame at lines {reads}"
+
+
+def test_the_import_walk_resolves_relative_imports() -> None:
+    """So that the checks above can fail: the Redis backend's own module is
+    seen importing redis and, two levels up, the rules' modules."""
+    imported = _imports(SERVER / "cluster" / "backend.py")
+    assert "redis.asyncio" in imported
+    assert "flask_pusher.server.backend.LocalBackend" in imported
+    assert "flask_pusher.server.cluster.writer.Writer" in imported
+    assert "flask_pusher.server.state.Effects" in _imports(SERVER / "core.py")
