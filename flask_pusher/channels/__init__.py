@@ -1,0 +1,60 @@
+"""A Python client for Pusher Channels: asyncio first, with a sync facade.
+
+It speaks protocol 7 as pusher-js 8.6 does (its connection states, pings and
+reconnect rules; public, private, presence, encrypted and cache channels;
+channel authorization, user authentication, watchlist and client events),
+against Pusher or any Pusher-compatible server. Needs the ``client`` extra
+(``pip install flask-pusher[client]``: aiohttp and PyNaCl).
+"""
+
+from .auth import AuthOptions
+from .auth import AuthRequest
+from .channel import Channel
+from .channel import EncryptedChannel
+from .channel import Member
+from .channel import Members
+from .channel import PresenceChannel
+from .channel import PrivateChannel
+from .client import ChannelsClient
+from .errors import AuthError
+from .errors import BadEventName
+from .errors import ChannelsError
+from .errors import ConnectionRefused
+from .errors import ProtocolError
+from .errors import PusherError
+from .errors import QueueOverflow
+from .errors import SubscriptionError
+from .errors import TransportError
+from .errors import UnsupportedFeature
+from .events import EventStream
+from .machine import ConnectionMachine
+from .machine import StateChange
+from .machine import Timeouts
+from .protocol import Event
+
+__all__ = [
+    "AuthError",
+    "AuthOptions",
+    "AuthRequest",
+    "BadEventName",
+    "Channel",
+    "ChannelsClient",
+    "ChannelsError",
+    "ConnectionMachine",
+    "ConnectionRefused",
+    "EncryptedChannel",
+    "Event",
+    "EventStream",
+    "Member",
+    "Members",
+    "PresenceChannel",
+    "PrivateChannel",
+    "ProtocolError",
+    "PusherError",
+    "QueueOverflow",
+    "StateChange",
+    "SubscriptionError",
+    "Timeouts",
+    "TransportError",
+    "UnsupportedFeature",
+]
