@@ -94,15 +94,20 @@ class ConnectionMachine:
     ) -> None:
         self.timeouts = timeouts or Timeouts()
         self.use_tls = use_tls
-        self.state: State = "initialized"
+        self._state: State = "initialized"
         self.socket_id: str | None = None
         #: The activity timeout in force on the current connection, in seconds.
         self.activity_timeout = self.timeouts.activity
         self._failures = 0
         self._on_change = on_change
 
+    @property
+    def state(self) -> State:
+        """The current state."""
+        return self._state
+
     def _set(self, state: State) -> None:
-        previous, self.state = self.state, state
+        previous, self._state = self._state, state
         if previous != state and self._on_change is not None:
             self._on_change(StateChange(previous, state))
 

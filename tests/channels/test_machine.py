@@ -16,8 +16,8 @@ from flask_pusher.channels import Timeouts
 from flask_pusher.channels.protocol import close_action
 from flask_pusher.channels.protocol import decode
 from flask_pusher.channels.protocol import encode
-from flask_pusher.channels.protocol import handshake
 from flask_pusher.channels.protocol import Handshake
+from flask_pusher.channels.protocol import handshake
 
 
 def connected_machine(
