@@ -199,12 +199,15 @@ class Connection:
             self._disarm_unavailable()
 
     def _closed(self, code: int | None, reason: str) -> float | None:
-        if code is not None and code not in (1000, 1001) and close_action(code) != "refused":
-            self._error(PusherError(code, reason or "Connection closed"))
+        if code is not None and code not in (1000, 1001):
+            # Reported before the state changes, as pusher-js does.
+            if close_action(code) == "refused":
+                self._error(ConnectionRefused(code, reason or "Connection refused"))
+            else:
+                self._error(PusherError(code, reason or "Connection closed"))
         try:
             return self.machine.closed(code, reason)
-        except ConnectionRefused as exc:
-            self._error(exc)
+        except ConnectionRefused:
             return None
 
     async def _attempt(self) -> float | None:
