@@ -16,6 +16,7 @@ from .channel import Members
 from .channel import PresenceChannel
 from .channel import PrivateChannel
 from .client import ChannelsClient
+from .connection import Connection
 from .errors import AuthError
 from .errors import BadEventName
 from .errors import ChannelsError
@@ -31,6 +32,9 @@ from .machine import ConnectionMachine
 from .machine import StateChange
 from .machine import Timeouts
 from .protocol import Event
+from .sync import History
+from .sync import SyncChannel
+from .sync import SyncChannelsClient
 
 __all__ = [
     "AuthError",
@@ -40,11 +44,13 @@ __all__ = [
     "Channel",
     "ChannelsClient",
     "ChannelsError",
+    "Connection",
     "ConnectionMachine",
     "ConnectionRefused",
     "EncryptedChannel",
     "Event",
     "EventStream",
+    "History",
     "Member",
     "Members",
     "PresenceChannel",
@@ -54,6 +60,8 @@ __all__ = [
     "QueueOverflow",
     "StateChange",
     "SubscriptionError",
+    "SyncChannel",
+    "SyncChannelsClient",
     "Timeouts",
     "TransportError",
     "UnsupportedFeature",
