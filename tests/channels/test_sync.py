@@ -4,6 +4,7 @@ their events in order, typed errors raised in the caller's thread."""
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from flask_pusher.testing import TEST_KEY
 from .conftest import AuthApp
 
 
-def sync_client(server: LocalServer, key: str = TEST_KEY, **kwargs: object) -> SyncChannelsClient:
+def sync_client(server: LocalServer, key: str = TEST_KEY, **kwargs: Any) -> SyncChannelsClient:
     return SyncChannelsClient(key, host=server.host, port=server.port, use_tls=False, **kwargs)
 
 
