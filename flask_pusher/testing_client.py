@@ -31,7 +31,8 @@ def flask_auth_options(flask_client: FlaskClient, key: str) -> dict[str, AuthOpt
     ext = app.extensions.get("pusher")
     if ext is None:
         raise RuntimeError("The test client's app has no Pusher extension: call Pusher(app).")
-    settings = ext.settings
+    with app.app_context():
+        settings = ext.settings
     if settings.key != key:
         raise RuntimeError(
             f"The app's PUSHER_KEY is {settings.key!r}, but the local server's is {key!r}:"

@@ -56,7 +56,7 @@ class History:
         with self._cond:
             return [e for _, e in self._events if name is None or e.name == name]
 
-    def wait_for(self, name: str | None, timeout: float | None) -> Event:
+    def wait_for(self, name: str | None = None, timeout: float | None = 10.0) -> Event:
         """The first event named ``name`` (any event for ``None``) not yet
         returned by this method for the same ``name``.
 
