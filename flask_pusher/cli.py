@@ -3,6 +3,8 @@
 - ``flask pusher serve``: run the local Pusher Channels server for the app's own
   ``PUSHER_APP_ID``, ``PUSHER_KEY`` and ``PUSHER_SECRET`` (extra ``flask-pusher[server]``).
 - ``flask pusher trigger CHANNEL EVENT [DATA]``: trigger an event through the app's client.
+- ``flask pusher listen CHANNEL...``: print channels' events as they arrive
+  (:mod:`flask_pusher.listen`, extra ``flask-pusher[client]``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from click.core import ParameterSource
 from flask import current_app
 from flask.cli import AppGroup
 
+from .listen import listen
 from .server.cli import OpsOptions
 from .server.cli import serve as run_server
 from .server.cli import server_options
@@ -23,6 +26,7 @@ from .server.config import AppConfig
 from .server.config import WebhookConfig
 
 pusher_cli = AppGroup("pusher", help="Pusher Channels: the local server and the client.")
+pusher_cli.add_command(listen)
 
 
 def _extension() -> Any:

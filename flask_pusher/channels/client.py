@@ -44,8 +44,9 @@ class ChannelsClient(Dispatcher):
                 print(event.name, event.data)
 
     Callbacks bound on the client (``bind``, ``bind_global``) get every event
-    that is not ``pusher_internal:``, of every channel, as pusher-js's global
-    callbacks.
+    that is not ``pusher_internal:``, of every channel, as the server sent it
+    (not decrypted), as pusher-js's global callbacks do; bind on a channel for
+    its decrypted events and presence members.
 
     :param key: the app key.
     :param cluster: the cluster, such as ``"eu"``: connects to
