@@ -63,7 +63,9 @@ class ChannelsClient(Dispatcher):
     :param timeouts: the connection's timers (:class:`~flask_pusher.channels.Timeouts`).
     :param max_message_size: the largest frame accepted, in bytes. Default 1 MiB.
     :param session: an :class:`aiohttp.ClientSession` to use (not closed by the
-        client); default: the client's own.
+        client); default: the client's own. Many clients can share one, whose
+        connector must then allow as many connections
+        (``aiohttp.TCPConnector(limit=0)``; aiohttp's default is 100).
     :raises ValueError: for an empty key, or neither ``cluster`` nor ``host``.
     """
 
