@@ -19,6 +19,7 @@ from .channel import Channel
 from .channel import channel_class
 from .connection import Connection
 from .errors import AuthError
+from .errors import ConnectionRefused
 from .errors import ProtocolError
 from .events import Dispatcher
 from .machine import StateChange
@@ -132,13 +133,17 @@ class ChannelsClient(Dispatcher):
         :param timeout: seconds to wait; ``None`` to return at once (the client
             keeps trying in the background).
         :raises ConnectionRefused: if the server refuses (a 4000-4099 close code,
-            such as 4001 for an unknown key).
+            such as 4001 for an unknown key); the client is then disconnected.
         :raises TimeoutError: if not connected within ``timeout``; the client
             keeps trying until :meth:`disconnect`.
         """
         self.connection.start()
         if timeout is not None:
-            await self.connection.wait_for_state("connected", timeout)
+            try:
+                await self.connection.wait_for_state("connected", timeout)
+            except ConnectionRefused:
+                await self.disconnect()  # nothing left open after a refusal
+                raise
         return self
 
     async def disconnect(self) -> None:
