@@ -156,3 +156,19 @@ def test_listen_invalid_channel_name_is_a_usage_error(pusher_server: LocalServer
     with listening(pusher_server, "bad name!") as proc:
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2 and "is not a channel name" in err and "Traceback" not in err
+
+
+@pytest.mark.timeout(60)
+def test_listen_refused_channel_exits_non_zero_with_its_status(pusher_server: LocalServer) -> None:
+    # The app's secret is not the server's: its signature is refused (401).
+    environ = {**env(pusher_server), "PUSHER_SECRET": "not-the-servers-secret"}
+    with subprocess.Popen(
+        [sys.executable, "-m", "flask", "pusher", "listen", "private-room"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environ,
+    ) as proc:
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and out == ""
+    assert "subscription refused" in err and "(401)" in err and "Traceback" not in err
