@@ -21,7 +21,8 @@ def main() -> int:
     for text in requires("Flask-Pusher") or []:
         req = Requirement(text)
         if req.marker is not None and not any(
-            req.marker.evaluate({"extra": extra}) for extra in ("server", "redis", "sqlalchemy")
+            req.marker.evaluate({"extra": extra})
+            for extra in ("server", "redis", "sqlalchemy", "client")
         ):
             continue
         minima = [Version(s.version) for s in req.specifier if s.operator in (">=", "==")]

@@ -5,6 +5,8 @@
 - ``flask pusher trigger CHANNEL EVENT [DATA]``: trigger an event through the app's client.
 - ``flask pusher relay`` and ``flask pusher outbox``: the outbox's relay and its
   status (:mod:`flask_pusher.outbox.cli`, extra ``flask-pusher[sqlalchemy]``).
+- ``flask pusher listen CHANNEL...``: print channels' events as they arrive
+  (:mod:`flask_pusher.listen`, extra ``flask-pusher[client]``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from click.core import ParameterSource
 from flask import current_app
 from flask.cli import AppGroup
 
+from .listen import listen
 from .server.cli import OpsOptions
 from .server.cli import serve as run_server
 from .server.cli import server_options
@@ -25,6 +28,7 @@ from .server.config import AppConfig
 from .server.config import WebhookConfig
 
 pusher_cli = AppGroup("pusher", help="Pusher Channels: the local server and the client.")
+pusher_cli.add_command(listen)
 
 
 def _extension() -> Any:

@@ -38,6 +38,7 @@ ENVIRON = {
     "PUSHER_URL": "https://278d425bdf160c739803:7ad3773142a6692b25b8@api-eu.pusher.com/apps/1234",
     "PUSHER_ENCRYPTION_MASTER_KEY_BASE64": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
 }
+LOOPBACK = re.compile(r"https?://127\.0\.0\.1[:/]")
 HOSTED_API = re.compile(r"https?://api(-[a-z0-9]+)?\.(pusher|pusherapp)\.com(:\d+)?/.*")
 
 
@@ -121,6 +122,7 @@ def test_samples_run_as_pasted(page: Path, tmp_path: Path, monkeypatch: pytest.M
     with responses.RequestsMock(assert_all_requests_are_fired=False) as hosted:
         for method in (responses.GET, responses.POST):
             hosted.add(method, HOSTED_API, json={})
+        hosted.add_passthru(LOOPBACK)  # a local server started by the sample
         for sample in samples:
             if sample.file_name:
                 continue
@@ -137,7 +139,12 @@ def test_samples_run_as_pasted(page: Path, tmp_path: Path, monkeypatch: pytest.M
             capture_output=True,
             text=True,
             timeout=120,
-            env={**os.environ, "PYTHONPATH": str(tmp_path)},
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(
+                    [str(tmp_path), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+                ).rstrip(os.pathsep),
+            },
         )
         assert result.returncode == 0, f"{page.name}'s tests fail:\n{result.stdout}"
         assert " passed" in result.stdout.splitlines()[-1]
