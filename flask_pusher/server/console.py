@@ -52,6 +52,9 @@ log = logging.getLogger("flask_pusher.server")
 
 #: Events buffered for one watcher before newer ones are dropped (and counted).
 WATCHER_BUFFER = 1000
+#: Bytes of encoded events buffered for one watcher before newer ones are
+#: dropped (and counted): a page that stops reading holds at most this much.
+WATCHER_BYTES = 2 * 1024 * 1024
 #: Seconds a console login lasts.
 SESSION_SECONDS = 12 * 3600
 #: At most this many connections, channels and members per app in ``/console/state``.
@@ -74,25 +77,45 @@ def is_loopback(host: str) -> bool:
 
 
 class Watcher:
-    """One open console page: a bounded buffer of encoded events."""
+    """One open console page: a buffer of encoded events bounded in count and bytes.
 
-    __slots__ = ("apps", "dropped", "queue", "size", "wake")
+    :param apps: the app IDs it may see; ``None``: all.
+    :param size: events buffered at most. Default :data:`WATCHER_BUFFER`.
+    :param max_bytes: characters of encoded events (ASCII JSON, so bytes)
+        buffered at most. Default :data:`WATCHER_BYTES`.
+    """
 
-    def __init__(self, apps: frozenset[str] | None, size: int = WATCHER_BUFFER) -> None:
-        self.apps = apps  # the app IDs it may see; None: all
+    __slots__ = ("apps", "dropped", "max_bytes", "queue", "queued_bytes", "size", "wake")
+
+    def __init__(
+        self,
+        apps: frozenset[str] | None,
+        size: int = WATCHER_BUFFER,
+        max_bytes: int = WATCHER_BYTES,
+    ) -> None:
+        self.apps = apps
         self.size = size
+        self.max_bytes = max_bytes
         self.queue: collections.deque[str] = collections.deque()
+        self.queued_bytes = 0
         self.dropped = 0
         self.wake = asyncio.Event()
 
     def push(self, app_id: str | None, text: str) -> None:
         if self.apps is not None and app_id not in self.apps:
             return
-        if len(self.queue) >= self.size:
+        if len(self.queue) >= self.size or self.queued_bytes + len(text) > self.max_bytes:
             self.dropped += 1
         else:
             self.queue.append(text)
+            self.queued_bytes += len(text)
         self.wake.set()
+
+    def pop(self) -> str:
+        """The oldest buffered event."""
+        text = self.queue.popleft()
+        self.queued_bytes -= len(text)
+        return text
 
 
 class Console:
@@ -286,7 +309,7 @@ class Console:
                         continue
                     watcher.wake.clear()
                     while watcher.queue:
-                        await stream.send(watcher.queue.popleft())
+                        await stream.send(watcher.pop())
                     if watcher.dropped != reported:
                         reported = watcher.dropped
                         await stream.send(json.dumps({"dropped": reported}), event="dropped")
