@@ -93,6 +93,7 @@ def ensure_started(settings: PusherSettings, webhook_url: str | None = None) -> 
                 console=True,
                 redis_url=settings.server_redis_url,
                 redis_prefix=settings.server_redis_prefix,
+                console_allow_hosts=settings.server_console_allow_hosts,
             ).start()
         except OSError as e:
             if _serves_app(settings):

@@ -71,6 +71,7 @@ class PusherSettings:
     local_server_port: int = 6001
     server_redis_url: str | None = dataclasses.field(default=None, repr=False)
     server_redis_prefix: str = "flask-pusher"
+    server_console_allow_hosts: tuple[str, ...] = ()
 
     @property
     def encryption_enabled(self) -> bool:
@@ -110,6 +111,14 @@ def _text(value: Any) -> str:
 
 def _optional_text(value: Any) -> str | None:
     return None if value is None or value == "" else _text(value)
+
+
+def _hosts(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError("a list of host names, or one string of names separated by commas")
+    return tuple(v.strip().lower() for v in value if v.strip())
 
 
 def _app_id(value: Any) -> str:
@@ -252,6 +261,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("local_server_port", "PUSHER_LOCAL_SERVER_PORT", 6001, _number(int, 1, 65535)),
     Option("server_redis_url", "PUSHER_SERVER_REDIS_URL", None, _redis_url),
     Option("server_redis_prefix", "PUSHER_SERVER_REDIS_PREFIX", "flask-pusher", _text),
+    Option("server_console_allow_hosts", "PUSHER_SERVER_CONSOLE_ALLOW_HOSTS", (), _hosts),
 )
 
 #: The credentials an in-process local server uses when none are configured.

@@ -30,6 +30,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from . import protocol
+from .access import TrustedProxies
 from .config import AppConfig
 from .config import DEFAULT_METRICS_PREFIX
 from .console import Console
@@ -168,7 +169,14 @@ class Server:
     :param node_timeout: seconds after which the other nodes of a cluster
         take a silent node for dead and remove its connections. Default 30.0
         (``--node-timeout``).
-    :raises ValueError: as :class:`~flask_pusher.server.core.Core`, for a
+    :param console_allow_hosts: ``Host`` names that count as this machine for
+        the console, besides ``127.0.0.1``, ``[::1]`` and ``localhost``.
+        Default none (``--console-allow-host``).
+    :param trusted_proxies: IP addresses or networks of proxies whose
+        ``X-Forwarded-For`` and ``X-Forwarded-Proto`` are believed. Default
+        none (``--trusted-proxy``).
+    :raises ValueError: for a trusted proxy that is not an IP address or
+        network; as :class:`~flask_pusher.server.core.Core`, for a
         metrics prefix that cannot start a Prometheus metric name, or for a
         Redis URL redis-py cannot use.
     """
@@ -190,7 +198,10 @@ class Server:
         redis_url: str | None = None,
         redis_prefix: str = "flask-pusher",
         node_timeout: float = 30.0,
+        console_allow_hosts: Sequence[str] = (),
+        trusted_proxies: Sequence[str] = (),
     ) -> None:
+        self.proxies = TrustedProxies(trusted_proxies)
         self.core = Core(apps)
         # In a cluster, Redis holds channel_vacated/member_removed back.
         delay = webhook_delay if redis_url is None else 0.0
@@ -224,7 +235,14 @@ class Server:
         self.metrics_port = metrics_port
         self.console: Console | None = None
         if console:
-            self.console = Console(self.core, self.apply, self._watched, self.node)
+            self.console = Console(
+                self.core,
+                self.apply,
+                self._watched,
+                self.node,
+                allow_hosts=console_allow_hosts,
+                trusted_proxies=self.proxies,
+            )
             self.webhooks.observer = self._webhook_attempt
         self.shutdown_delay = shutdown_delay
         self._ops_runner: web.AppRunner | None = None  # the --metrics-port listener

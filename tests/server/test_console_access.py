@@ -14,6 +14,7 @@ import pytest
 
 from flask_pusher.server import AppConfig
 from flask_pusher.server import LocalServer
+from flask_pusher.server.console import LOGIN_ATTEMPTS
 from flask_pusher.server.console import WATCHER_BYTES
 
 from .helpers import APP_ID
@@ -47,7 +48,7 @@ def http(
             data += chunk
     top, _, rest = data.partition(b"\r\n\r\n")
     lines = top.decode("latin-1").split("\r\n")
-    headers = {}
+    headers: dict[str, str] = {}
     for line in lines[1:]:
         name, _, value = line.partition(":")
         headers.setdefault(name.strip().lower(), value.strip())
@@ -93,3 +94,114 @@ def test_a_page_that_stops_reading_holds_a_bounded_number_of_bytes(
         held = sum(map(len, list(watcher.queue)))
         assert held <= WATCHER_BYTES, f"{held / 1e6:.0f} MB held"
         assert watcher.dropped > 0
+
+
+# -- who needs the secret ---------------------------------------------------------
+
+
+def console_requests(port: int, headers: str) -> dict[str, int]:
+    """The status of the console's state, stream and event creator for a
+    request with ``headers`` (a ``Host`` line and more), over raw HTTP."""
+    trigger = json.dumps(
+        {"app_id": APP_ID, "channel": "private-x", "event": "e", "data": "{}"}
+    ).encode()
+    found = {}
+    for name, method, path, body in (
+        ("state", "GET", "/console/state", b""),
+        ("page", "GET", "/console", b""),
+        ("trigger", "POST", "/console/trigger", trigger),
+    ):
+        head = f"{method} {path} HTTP/1.1\n{headers}"
+        if body:
+            head += "\nContent-Type: application/json"
+        found[name] = http(port, head, body)[0]
+    # The stream answers at once when refused; when allowed, it is read no further.
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        head = f"GET /console/events HTTP/1.1\r\n{headers.replace(chr(10), chr(13) + chr(10))}"
+        sock.sendall(head.encode() + b"\r\n\r\n")
+        found["events"] = int(sock.recv(4096).split(b" ", 2)[1])
+    return found
+
+
+ALLOWED = {"state": 200, "page": 200, "trigger": 200, "events": 200}
+REFUSED = {"state": 403, "page": 401, "trigger": 403, "events": 403}
+
+
+def test_the_local_machine_needs_no_secret(console_server: LocalServer) -> None:
+    """The one case without a secret: loopback peer, loopback Host with the
+    server's port, no proxy header (each name the issue lists)."""
+    port = console_server.port
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}"):
+        assert console_requests(port, f"Host: {host}") == ALLOWED, host
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        # DNS rebinding: the page's own name, and an Origin that matches it.
+        "Host: rebound.example:{port}\nOrigin: http://rebound.example:{port}",
+        "Host: rebound.example:{port}",
+        # A loopback name with another port (a proxy on :80 passing the Host on).
+        "Host: 127.0.0.1:1{port}",
+        "Host: localhost",
+        "Host: 127.0.0.2:{port}",
+        "Host: 127.0.0.1:{port}x",
+        # A proxy on this machine that says so in any way.
+        "Host: 127.0.0.1:{port}\nX-Real-IP: 203.0.113.9",
+        "Host: 127.0.0.1:{port}\nVia: 1.1 proxy",
+        "Host: 127.0.0.1:{port}\nX-Forwarded-Proto: https",
+        "Host: 127.0.0.1:{port}\nX-Forwarded-Host: example.com",
+        "Host: 127.0.0.1:{port}\nForwarded: for=203.0.113.9",
+        "Host: 127.0.0.1:{port}\nTrue-Client-IP: 203.0.113.9",
+    ],
+)
+def test_anything_else_needs_the_secret(console_server: LocalServer, headers: str) -> None:
+    """No state, no stream and no trigger without the secret (a rebinding page
+    read the state, streamed events and triggered on private channels)."""
+    port = console_server.port
+    assert console_requests(port, headers.format(port=port)) == REFUSED
+
+
+def test_an_allowed_host_name_counts_as_this_machine() -> None:
+    app = AppConfig(APP_ID, KEY, SECRET)
+    with LocalServer([app], console=True, console_allow_hosts=["MyApp.test"]) as server:
+        port = server.port
+        assert console_requests(port, f"Host: myapp.test:{port}") == ALLOWED
+        assert console_requests(port, f"Host: other.test:{port}") == REFUSED
+        assert console_requests(port, "Host: myapp.test:1") == REFUSED
+
+
+# -- the login ----------------------------------------------------------------
+
+
+def login(port: int, secret: str, headers: str = "") -> tuple[int, dict[str, str]]:
+    body = f"secret={secret}".encode()
+    head = f"POST /console/login HTTP/1.1\nHost: example.com\n{headers}"
+    head = head.rstrip("\n") + "\nContent-Type: application/x-www-form-urlencoded"
+    status, found, _ = http(port, head, body)
+    return status, found
+
+
+def test_login_attempts_are_rate_limited_per_address(console_server: LocalServer) -> None:
+    """LOGIN_ATTEMPTS per minute from one address; then 429 with Retry-After,
+    even for the right secret (before: as many guesses as the network carries)."""
+    port = console_server.port
+    for _ in range(LOGIN_ATTEMPTS):
+        assert login(port, "wrong")[0] == 401
+    status, headers = login(port, SECRET)
+    assert status == 429
+    assert 0 < int(headers["retry-after"]) <= 61
+
+
+def test_the_cookie_is_secure_over_tls_through_a_trusted_proxy() -> None:
+    """X-Forwarded-Proto is believed from a trusted proxy only."""
+    app = AppConfig(APP_ID, KEY, SECRET)
+    with LocalServer([app], console=True, trusted_proxies=["127.0.0.0/8"]) as server:
+        status, headers = login(server.port, SECRET, "X-Forwarded-Proto: https")
+        assert status == 303
+        assert "Secure" in headers["set-cookie"].split("; ")
+        status, headers = login(server.port, SECRET, "X-Forwarded-Proto: http")
+        assert "Secure" not in headers["set-cookie"].split("; ")
+    with LocalServer([app], console=True) as untrusted:
+        status, headers = login(untrusted.port, SECRET, "X-Forwarded-Proto: https")
+        assert status == 303 and "Secure" not in headers["set-cookie"].split("; ")
