@@ -10,6 +10,7 @@ from .errors import JSONNotFound
 from .errors import PusherHTTPError
 from .errors import UserAuthenticationDenied
 from .errors import WebhookHandlerError
+from .errors import WebhookTooLarge
 from .errors import WebhookVerificationError
 from .extension import Pusher
 from .settings import PusherSettings
@@ -27,6 +28,7 @@ __all__ = [
     "PusherSettings",
     "UserAuthenticationDenied",
     "WebhookHandlerError",
+    "WebhookTooLarge",
     "WebhookVerificationError",
     "Webhooks",
 ]

@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import json
 import re
+import secrets
 import warnings
 from collections.abc import Callable
 from collections.abc import Iterable
@@ -64,6 +65,7 @@ class PusherSettings:
     user_auth_path: str = "/user-auth"
     webhooks_path: str = "/events"
     webhook_tolerance: float = 300
+    webhook_max_bytes: int = 1024 * 1024
     auth_batch_limit: int = 100
     auth_jsonp: bool = False
     defer: bool = False
@@ -254,6 +256,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("user_auth_path", "PUSHER_USER_AUTH", "/user-auth", _path),
     Option("webhooks_path", "PUSHER_WEBHOOKS", "/events", _path),
     Option("webhook_tolerance", "PUSHER_WEBHOOK_TOLERANCE", 300, _number(float, 0, 86400)),
+    Option("webhook_max_bytes", "PUSHER_WEBHOOK_MAX_BYTES", 1024 * 1024, _number(int, 1, 2**31)),
     Option("auth_batch_limit", "PUSHER_AUTH_BATCH_LIMIT", 100, _number(int, 1, 10000)),
     Option("auth_jsonp", "PUSHER_AUTH_JSONP", False, _bool),
     Option("defer", "PUSHER_DEFER", False, _bool),
@@ -264,8 +267,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("server_console_allow_hosts", "PUSHER_SERVER_CONSOLE_ALLOW_HOSTS", (), _hosts),
 )
 
-#: The credentials an in-process local server uses when none are configured.
-LOCAL_DEFAULTS = {"app_id": "1", "key": "flask-pusher-local", "secret": "flask-pusher-local-secret"}
+#: The credentials an in-process local server uses when none are configured:
+#: a secret drawn at random once per process, so that no published secret
+#: signs its webhooks, channel authorizations or HTTP API requests.
+LOCAL_DEFAULTS = {"app_id": "1", "key": "flask-pusher-local", "secret": secrets.token_hex(20)}
 #: What the in-process local server sets, whatever the config says.
 LOCAL_OVERRIDES = {"host": "127.0.0.1", "ssl": False}
 
