@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from . import logsafe
 from . import protocol
 from .access import TrustedProxies
 from .config import AppConfig
@@ -135,6 +136,7 @@ class _ClientErrorFilter(logging.Filter):
 #: The logger aiohttp's request handlers report to (instead of ``aiohttp.server``).
 http_log = logging.getLogger("flask_pusher.server.http")
 http_log.addFilter(_ClientErrorFilter())
+logsafe.install()  # after _ClientErrorFilter, which rewrites messages
 
 
 class Server:
@@ -280,6 +282,7 @@ class Server:
         add_fallback(app)
         app.cleanup_ctx.append(self._lifetime)
         app.on_shutdown.append(self._close_clients)
+        app.on_response_prepare.append(logsafe.server_header)
         return app
 
     def add_ops_routes(self, app: web.Application) -> None:
@@ -760,6 +763,7 @@ async def start_site(
 
 async def _start_ops_site(server: Server, host: str, port: int, reuse_port: bool) -> web.AppRunner:
     app = web.Application()
+    app.on_response_prepare.append(logsafe.server_header)
     server.add_ops_routes(app)
     add_fallback(app)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, logger=http_log)

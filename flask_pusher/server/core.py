@@ -755,6 +755,8 @@ def _presence_user(conn: Connection, channel_data: Any) -> tuple[str | None, Any
         return conn.user_id, conn.user_info, None
     try:
         parsed = protocol.loads(channel_data)
+    except protocol.DepthError as exc:
+        return None, None, f"channel_data: {exc}"
     except (TypeError, ValueError):
         return None, None, "channel_data must be a JSON string"
     if not isinstance(parsed, dict) or "user_id" not in parsed:

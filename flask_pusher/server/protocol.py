@@ -22,6 +22,32 @@ from typing import Any
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
+#: The deepest nesting of arrays and objects accepted in any JSON a client
+#: sends (frames, ``channel_data``, ``user_data``, HTTP API bodies): a deeper
+#: value is refused where it is parsed, so that nothing nested deeper than
+#: Python's encoder can write back out is ever stored.
+MAX_JSON_DEPTH = 32
+
+
+class DepthError(ValueError):
+    """JSON nested deeper than :data:`MAX_JSON_DEPTH`."""
+
+
+def _check_depth(value: Any) -> None:
+    """:raises DepthError: if ``value`` nests arrays and objects deeper than
+    :data:`MAX_JSON_DEPTH` (checked without recursion)."""
+    if not isinstance(value, (dict, list)):
+        return
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise DepthError(f"JSON nested more than {MAX_JSON_DEPTH} deep")
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+
 
 @dataclass(frozen=True, slots=True)
 class ClientFrame:
@@ -60,19 +86,25 @@ def loads(text: str | bytes) -> Any:
     1e999 overflows to) but a JSON parser on the other side (pusher-js's
     ``JSON.parse``) refuses.
 
-    :raises ValueError: for invalid or too deeply nested JSON.
+    :raises DepthError: (a :exc:`ValueError`) for JSON nested deeper than
+        :data:`MAX_JSON_DEPTH`.
+    :raises ValueError: for invalid JSON.
     :raises TypeError: if ``text`` is not a string.
     """
     try:
-        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
+        raise DepthError(f"JSON nested more than {MAX_JSON_DEPTH} deep") from None
+    _check_depth(value)
+    return value
 
 
 def parse(text: str | bytes) -> ClientFrame | FrameError:
     """Parse one client frame. Never raises."""
     try:
         message = loads(text)
+    except DepthError as exc:
+        return FrameError(f"Invalid frame: {exc}")
     except (ValueError, UnicodeDecodeError):
         return FrameError("Invalid JSON: a frame must be a JSON object")
     if not isinstance(message, dict):

@@ -62,8 +62,8 @@ class Raw:
         self.buffer = b""
         while b"\r\n\r\n" not in self.buffer:
             self.buffer += self._recv()
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        assert head.startswith(b"HTTP/1.1 101"), head
+        self.head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        assert self.head.startswith(b"HTTP/1.1 101"), self.head
 
     def __enter__(self) -> Raw:
         return self

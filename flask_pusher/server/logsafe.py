@@ -1,0 +1,61 @@
+"""Log lines a client cannot forge, and a ``Server`` header that names no version.
+
+A request path, a channel name or a close reason may hold control characters
+(``%0A`` in a path decodes to a newline): written raw, one request makes what
+looks like several log lines. :class:`EscapeControls`, on each of the
+server's loggers, writes the message with those characters escaped
+(``\\n`` as ``\\x0a``), after every other filter.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+#: The server's loggers (records propagate to their parents' handlers, but
+#: filters apply only where a record is made).
+LOGGERS = (
+    "flask_pusher.server",
+    "flask_pusher.server.http",
+    "flask_pusher.server.webhooks",
+    "flask_pusher.server.cluster",
+)
+#: What the ``Server`` response header says: no aiohttp or Python version.
+SERVER_HEADER = "flask-pusher"
+
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_ESCAPES.update({0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with C0 and C1 control characters (and the Unicode line and
+    paragraph separators) written as escapes."""
+    return text.translate(_ESCAPES)
+
+
+class EscapeControls(logging.Filter):
+    """Formats each record's message with its control characters escaped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        escaped = escape_controls(message)
+        if escaped != message:
+            record.msg, record.args = escaped, None
+        return True
+
+
+def install() -> None:
+    """Put :class:`EscapeControls` last on each of :data:`LOGGERS` (once)."""
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, EscapeControls) for f in logger.filters):
+            logger.addFilter(EscapeControls())
+
+
+async def server_header(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """An ``on_response_prepare`` signal handler: ``Server: flask-pusher``
+    instead of aiohttp's ``Python/3.x aiohttp/3.x``."""
+    response.headers["Server"] = SERVER_HEADER
