@@ -48,6 +48,7 @@ from .state import AppState
 from .state import Connection
 from .state import Effects
 from .state import Send
+from .timeouts import RequestWatchdog
 from .webhooks import WebhookAttempt
 from .webhooks import WebhookSender
 from .wsocket import hand_off
@@ -204,6 +205,7 @@ class Server:
         trusted_proxies: Sequence[str] = (),
     ) -> None:
         self.proxies = TrustedProxies(trusted_proxies)
+        self.watchdog = RequestWatchdog()  # slow or silent HTTP peers
         self.core = Core(apps)
         # In a cluster, Redis holds channel_vacated/member_removed back.
         delay = webhook_delay if redis_url is None else 0.0
@@ -270,7 +272,7 @@ class Server:
 
     def make_app(self) -> web.Application:
         """The aiohttp application with every route and the lifecycle hooks."""
-        app = web.Application()
+        app = web.Application(middlewares=[self.watchdog.middleware])
         app[SERVER] = self
         add_route(app, "GET", "/app/{key}", self.websocket)
         add_route(app, "GET", "/", self.index)
@@ -614,6 +616,7 @@ class Server:
                 # How late the loop woke up: the time callbacks wait for their turn.
                 self.metrics.loop_lag = max(0.0, loop.time() - started - self.tick_interval)
             self.apply(self.core.tick())
+            self.watchdog.sweep(loop.time())
 
     async def _close_clients(self, app: web.Application) -> None:
         """``on_shutdown``: close every connection with 4200, wait up to
@@ -739,6 +742,7 @@ async def start_site(
         shutdown_timeout=1.0,
     )
     await runner.setup()
+    server.watchdog.watch(runner.server)
     site = web.TCPSite(runner, host, port, backlog=4096, reuse_port=reuse_port)
     try:
         await site.start()
@@ -762,12 +766,13 @@ async def start_site(
 
 
 async def _start_ops_site(server: Server, host: str, port: int, reuse_port: bool) -> web.AppRunner:
-    app = web.Application()
+    app = web.Application(middlewares=[server.watchdog.middleware])
     app.on_response_prepare.append(logsafe.server_header)
     server.add_ops_routes(app)
     add_fallback(app)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, logger=http_log)
     await runner.setup()
+    server.watchdog.watch(runner.server)
     await web.TCPSite(runner, host, port, reuse_port=reuse_port).start()
     return runner
 

@@ -57,6 +57,7 @@ from .http_api import read_body
 from .protocol import loads
 from .state import AppState
 from .state import Effects
+from .timeouts import read_within
 
 log = logging.getLogger("flask_pusher.server")
 
@@ -299,7 +300,7 @@ class Console:
             response.headers["Retry-After"] = str(int(wait) + 1)
             return response
         try:
-            form = await request.post()
+            form = await read_within(request.post())
         except Exception:  # a body aiohttp cannot parse (a broken multipart, say)
             return _html("login.html", status=400, failed=True)
         secret = form.get("secret")

@@ -18,6 +18,7 @@ can be found in the server's log.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -35,6 +36,7 @@ from .protocol import loads
 from .state import AppState
 from .state import Effects
 from .state import StateView
+from .timeouts import read_within
 
 log = logging.getLogger("flask_pusher.server.http")
 
@@ -268,10 +270,13 @@ async def read_body(request: web.Request) -> bytes:
     """The request body, as sent after any ``Content-Encoding`` is undone.
 
     :raises APIError: 400 for a body that does not decode (a ``gzip`` body
-        that is not gzip), 413 for one over the server's size limit.
+        that is not gzip), 413 for one over the server's size limit, 408 for
+        one that takes over :data:`~.timeouts.BODY_TIMEOUT` seconds.
     """
     try:
-        return await request.read()
+        return await read_within(request.read())
+    except asyncio.TimeoutError:
+        raise APIError(408, "The request body did not arrive in time") from None
     except web.HTTPRequestEntityTooLarge:
         raise APIError(413, "Request body too large") from None
     except Exception as exc:  # aiohttp raises ContentEncodingError, zlib errors, ...
