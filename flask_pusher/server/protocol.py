@@ -29,6 +29,23 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 MAX_JSON_DEPTH = 32
 
 
+#: The largest presence member ``user_info``, in bytes of compact UTF-8 JSON:
+#: soketi's ``presence.maxMemberSizeInKb`` default (Pusher documents 1 KB for
+#: the user object, https://pusher.com/docs/channels/using_channels/presence-channels/).
+#: Every member's info goes to every subscriber of the channel.
+MAX_MEMBER_BYTES = 2048
+
+
+def member_too_large(user_info: Any) -> str | None:
+    """Why ``user_info`` cannot be a presence member's, or ``None``."""
+    if user_info is None:
+        return None
+    size = len(_dumps(user_info).encode("utf-8", "surrogatepass"))
+    if size <= MAX_MEMBER_BYTES:
+        return None
+    return f"user_info has {size} bytes, over the {MAX_MEMBER_BYTES} a presence member may have"
+
+
 class DepthError(ValueError):
     """JSON nested deeper than :data:`MAX_JSON_DEPTH`."""
 

@@ -16,6 +16,7 @@ import pytest
 
 from flask_pusher.server import LocalServer
 from flask_pusher.server.protocol import MAX_JSON_DEPTH
+from flask_pusher.server.protocol import MAX_MEMBER_BYTES
 
 from .helpers import channel_auth
 from .helpers import KEY
@@ -143,3 +144,25 @@ def test_control_characters_in_a_request_never_split_a_log_line(
     for line in lines:
         assert not any(ord(c) < 0x20 for c in line), line
         assert "\\x0d\\x0aINFO forged line\\x1b[31m" in line
+
+
+def test_a_presence_member_over_2_kb_is_refused_clearly(server: LocalServer) -> None:
+    """Every member's user_info goes to every subscriber: soketi refuses over
+    2 KB (reference servers §3), and so does this server now; up to 2 KB passes."""
+    with Raw(server.port) as ws:
+        socket_id = json.loads(ws.read_event()["data"])["socket_id"]
+        for size, accepted in ((MAX_MEMBER_BYTES, True), (MAX_MEMBER_BYTES + 1, False)):
+            channel = f"presence-{size}"
+            info = "x" * (size - 2)  # a JSON string: two quotes
+            auth = channel_auth(socket_id, channel, {"user_id": "u", "user_info": info})
+            ws.send_json({"event": "pusher:subscribe", "data": {"channel": channel, **auth}})
+            answer = ws.read_event()
+            while answer["event"] == "pusher_internal:subscription_count":
+                answer = ws.read_event()
+            if accepted:
+                assert answer["event"] == "pusher_internal:subscription_succeeded", answer
+            else:
+                assert answer["event"] == "pusher:subscription_error", answer
+                data = answer["data"]
+                data = json.loads(data) if isinstance(data, str) else data
+                assert f"over the {MAX_MEMBER_BYTES} a presence member may have" in data["error"]
