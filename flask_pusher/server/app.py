@@ -734,6 +734,7 @@ async def start_site(
     """
     if server.console is not None:
         server.console.login_required = not is_loopback(host)
+    logsafe.hide_aiohttp_version()
     runner = web.AppRunner(
         server.make_app(),
         handle_signals=False,

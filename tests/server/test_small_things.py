@@ -8,6 +8,7 @@ import hmac
 import http.client
 import json
 import logging
+import socket
 import time
 from collections.abc import Iterator
 from urllib.parse import quote
@@ -166,3 +167,21 @@ def test_a_presence_member_over_2_kb_is_refused_clearly(server: LocalServer) -> 
                 data = answer["data"]
                 data = json.loads(data) if isinstance(data, str) else data
                 assert f"over the {MAX_MEMBER_BYTES} a presence member may have" in data["error"]
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n"],
+)
+def test_no_version_in_the_answer_to_a_malformed_request(
+    server: LocalServer, request_bytes: bytes
+) -> None:
+    """aiohttp answers these itself, before any route or signal."""
+    with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock:
+        sock.sendall(request_bytes)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head = answer.split(b"\r\n\r\n", 1)[0]
+    assert head.startswith(b"HTTP/1.0 400") or head.startswith(b"HTTP/1.1 400"), head
+    assert b"\r\nServer: flask-pusher" in head and b"aiohttp" not in head, head
