@@ -11,7 +11,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from flask import Flask
 
+from flask_pusher import local
+from flask_pusher import Pusher
+from flask_pusher.cli import pusher_cli
 from flask_pusher.server import AppConfig
 from flask_pusher.server import LocalServer
 from flask_pusher.server.console import LOGIN_ATTEMPTS
@@ -22,6 +26,7 @@ from .helpers import KEY
 from .helpers import SECRET
 from .rawsock import frame
 from .rawsock import Raw
+from .redis_server import free_port
 
 TIMEOUT = 10.0
 
@@ -205,3 +210,38 @@ def test_the_cookie_is_secure_over_tls_through_a_trusted_proxy() -> None:
     with LocalServer([app], console=True) as untrusted:
         status, headers = login(untrusted.port, SECRET, "X-Forwarded-Proto: https")
         assert status == 303 and "Secure" not in headers["set-cookie"].split("; ")
+
+
+def test_the_config_key_reaches_the_local_server_and_flask_pusher_serve(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PUSHER_SERVER_CONSOLE_ALLOW_HOSTS, for PUSHER_LOCAL_SERVER's console and
+    for ``flask pusher serve`` without ``--console-allow-host``."""
+    port = free_port()
+    app = Flask(__name__)
+    app.config.update(
+        PUSHER_APP_ID=APP_ID,
+        PUSHER_KEY=KEY,
+        PUSHER_SECRET=SECRET,
+        PUSHER_LOCAL_SERVER=True,
+        PUSHER_LOCAL_SERVER_PORT=port,
+        PUSHER_SERVER_CONSOLE_ALLOW_HOSTS="myapp.test, other.test",
+    )
+    Pusher(app)
+    try:
+        with app.app_context():
+            local.ensure_started(app.extensions["pusher"].settings)
+        assert console_requests(port, f"Host: myapp.test:{port}") == ALLOWED
+        assert console_requests(port, f"Host: third.test:{port}") == REFUSED
+    finally:
+        local.stop_all()
+    seen: list[dict[str, object]] = []
+    monkeypatch.setattr("flask_pusher.server.serve.run", lambda *args, **kw: seen.append(kw))
+    runner = app.test_cli_runner()
+    assert runner.invoke(pusher_cli, ["serve"]).exit_code == 0
+    argv = ["serve", "--console-allow-host", "cli.test"]
+    assert runner.invoke(pusher_cli, argv).exit_code == 0  # the command line wins
+    assert [kw["console_allow_hosts"] for kw in seen] == [
+        ("myapp.test", "other.test"),
+        ("cli.test",),
+    ]
