@@ -40,7 +40,10 @@ class EscapeControls(logging.Filter):
     """Formats each record's message with its control characters escaped."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken call: leave it to the handler to report
+            return True
         escaped = escape_controls(message)
         if escaped != message:
             record.msg, record.args = escaped, None

@@ -16,6 +16,7 @@ from urllib.parse import quote
 import pytest
 
 from flask_pusher.server import LocalServer
+from flask_pusher.server import logsafe
 from flask_pusher.server.protocol import MAX_JSON_DEPTH
 from flask_pusher.server.protocol import MAX_MEMBER_BYTES
 
@@ -185,3 +186,14 @@ def test_no_version_in_the_answer_to_a_malformed_request(
     head = answer.split(b"\r\n\r\n", 1)[0]
     assert head.startswith(b"HTTP/1.0 400") or head.startswith(b"HTTP/1.1 400"), head
     assert b"\r\nServer: flask-pusher" in head and b"aiohttp" not in head, head
+
+
+def test_the_escaping_filter_never_breaks_a_log_call(caplog: pytest.LogCaptureFixture) -> None:
+    """A record whose arguments do not fit its format is left to the handler
+    (which reports it) instead of raising where the server logs."""
+    broken = logging.LogRecord("flask_pusher.server", logging.DEBUG, "", 0, "%s %s", ("a",), None)
+    assert logsafe.EscapeControls().filter(broken) is True
+    logsafe.install()
+    caplog.set_level(logging.DEBUG, logger="flask_pusher.server")
+    logging.getLogger("flask_pusher.server").debug("line\nbreak \u2028 and \x7f")
+    assert caplog.records[-1].getMessage() == "line\\x0abreak \\u2028 and \\x7f"
