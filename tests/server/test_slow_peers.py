@@ -20,6 +20,7 @@ from flask_pusher.server import timeouts
 from .helpers import APP_ID
 from .helpers import KEY
 from .helpers import SECRET
+from .rawsock import Raw
 
 LIMIT = 1.0
 #: The longest a connection may live: the limit, a sweep, and slack for a busy machine.
@@ -137,3 +138,18 @@ def test_a_console_stream_outlives_the_request_timeout(quick: LocalServer) -> No
                 assert sock.recv(65536) != b"", "the stream was closed"
             except TimeoutError:
                 break
+
+
+def test_a_websocket_that_never_speaks_is_closed_by_the_heartbeat() -> None:
+    """After the handshake, the Pusher protocol's own bound (reference §5.4):
+    pinged after activity_timeout, closed with 4201 pong_timeout later. A
+    guard (it held on 03ffb6b too), with 1 s and 0.5 s instead of 120 and 30."""
+    app = AppConfig(APP_ID, KEY, SECRET, activity_timeout=1, pong_timeout=0.5)
+    with LocalServer([app], tick_interval=0.1) as server, Raw(server.port) as ws:
+        start = time.monotonic()
+        events, code = ws.read_until_close()
+        took = time.monotonic() - start
+    kinds = [e["event"] for e in events]
+    assert kinds == ["pusher:connection_established", "pusher:ping", "pusher:error"]
+    assert events[-1]["data"]["code"] == code == 4201
+    assert took < 1.5 + 4.0
