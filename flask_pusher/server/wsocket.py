@@ -168,8 +168,10 @@ class PusherSocket(asyncio.Protocol, Generic[K]):
         return False
 
     def _text(self, text: str, finished: bool) -> None:
-        size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-        if not self._grow(size):
+        # _grow, inlined: this runs for every text message.
+        self._size += len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+        if self._size > self.max_size:
+            self.close(1009, "Message too big")
             return
         if finished and self._fragments is None:
             self._size = 0
