@@ -18,6 +18,7 @@ from flask_pusher import Pusher
 from flask_pusher.cli import pusher_cli
 from flask_pusher.server import AppConfig
 from flask_pusher.server import LocalServer
+from flask_pusher.server.access import RateLimit
 from flask_pusher.server.console import LOGIN_ATTEMPTS
 from flask_pusher.server.console import WATCHER_BYTES
 
@@ -245,3 +246,15 @@ def test_the_config_key_reaches_the_local_server_and_flask_pusher_serve(
         ("myapp.test", "other.test"),
         ("cli.test",),
     ]
+
+
+def test_the_rate_limit_counts_per_key_in_all_and_forgets() -> None:
+    """Many addresses gain nothing past the total; the window slides; the
+    table of keys is bounded."""
+    limit = RateLimit(limit=2, period=10.0, total=3, keys=2)
+    assert [limit.retry_after("a", 0.0), limit.retry_after("a", 1.0)] == [0.0, 0.0]
+    assert limit.retry_after("a", 2.0) == 8.0  # the first attempt leaves the window at 10
+    assert limit.retry_after("b", 2.0) == 0.0
+    assert limit.retry_after("c", 3.0) == 7.0  # the total: 3 in the window
+    assert limit.retry_after("a", 10.5) == 0.0  # 0.0 has left the window
+    assert len(limit._by_key) <= 2
