@@ -284,7 +284,6 @@ class Server:
         add_fallback(app)
         app.cleanup_ctx.append(self._lifetime)
         app.on_shutdown.append(self._close_clients)
-        app.on_response_prepare.append(logsafe.server_header)
         return app
 
     def add_ops_routes(self, app: web.Application) -> None:
@@ -768,7 +767,6 @@ async def start_site(
 
 async def _start_ops_site(server: Server, host: str, port: int, reuse_port: bool) -> web.AppRunner:
     app = web.Application(middlewares=[server.watchdog.middleware])
-    app.on_response_prepare.append(logsafe.server_header)
     server.add_ops_routes(app)
     add_fallback(app)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, logger=http_log)
