@@ -49,6 +49,7 @@ from .state import Connection
 from .state import Effects
 from .state import Send
 from .timeouts import RequestWatchdog
+from .timeouts import WATCHDOG
 from .webhooks import WebhookAttempt
 from .webhooks import WebhookSender
 from .wsocket import hand_off
@@ -272,8 +273,9 @@ class Server:
 
     def make_app(self) -> web.Application:
         """The aiohttp application with every route and the lifecycle hooks."""
-        app = web.Application(middlewares=[self.watchdog.middleware])
+        app = web.Application()
         app[SERVER] = self
+        app[WATCHDOG] = self.watchdog  # add_route watches each handler
         add_route(app, "GET", "/app/{key}", self.websocket)
         add_route(app, "GET", "/", self.index)
         self.api.add_routes(app)
@@ -766,7 +768,8 @@ async def start_site(
 
 
 async def _start_ops_site(server: Server, host: str, port: int, reuse_port: bool) -> web.AppRunner:
-    app = web.Application(middlewares=[server.watchdog.middleware])
+    app = web.Application()
+    app[WATCHDOG] = server.watchdog
     server.add_ops_routes(app)
     add_fallback(app)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, logger=http_log)

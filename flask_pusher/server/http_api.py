@@ -37,6 +37,7 @@ from .state import AppState
 from .state import Effects
 from .state import StateView
 from .timeouts import read_within
+from .timeouts import WATCHDOG
 
 log = logging.getLogger("flask_pusher.server.http")
 
@@ -109,7 +110,11 @@ def request_id(request: web.Request) -> str:
 
 
 def add_route(app: web.Application, method: str, path: str, handler: Handler) -> None:
-    """Register ``handler`` with :func:`expect_handler` for its ``Expect`` headers."""
+    """Register ``handler`` with :func:`expect_handler` for its ``Expect`` headers,
+    watched by the application's :data:`~.timeouts.WATCHDOG` if it has one."""
+    watchdog = app.get(WATCHDOG)
+    if watchdog is not None:
+        handler = watchdog.wrap(handler)
     app.router.add_route(method, path, handler, expect_handler=expect_handler)
 
 
@@ -132,7 +137,9 @@ def add_fallback(app: web.Application) -> None:
             )
         raise web.HTTPNotFound(text="Not found\n")
 
-    catch_all.add_route("*", fallback, expect_handler=expect_handler)
+    watchdog = app.get(WATCHDOG)
+    handler = watchdog.wrap(fallback) if watchdog is not None else fallback
+    catch_all.add_route("*", handler, expect_handler=expect_handler)
 
 
 class HTTPApi:
