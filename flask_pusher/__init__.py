@@ -11,6 +11,7 @@ from .errors import JSONNotFound
 from .errors import PusherHTTPError
 from .errors import UserAuthenticationDenied
 from .errors import WebhookHandlerError
+from .errors import WebhookTooLarge
 from .errors import WebhookVerificationError
 from .extension import Pusher
 from .settings import PusherSettings
@@ -29,6 +30,7 @@ __all__ = [
     "PusherSettings",
     "UserAuthenticationDenied",
     "WebhookHandlerError",
+    "WebhookTooLarge",
     "WebhookVerificationError",
     "Webhooks",
 ]

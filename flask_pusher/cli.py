@@ -48,8 +48,9 @@ def serve(host: str, port: int, webhooks: tuple[str, ...], debug: bool, ops: Ops
     The same server as ``python -m flask_pusher.server``, with the app's
     PUSHER_APP_ID, PUSHER_KEY and PUSHER_SECRET. Point the app at it with
     PUSHER_HOST=127.0.0.1, PUSHER_PORT=6001 and PUSHER_SSL=false. Without
-    --redis and --redis-prefix, the app's PUSHER_SERVER_REDIS_URL and
-    PUSHER_SERVER_REDIS_PREFIX are used. Stops cleanly on Ctrl-C.
+    --redis, --redis-prefix and --console-allow-host, the app's
+    PUSHER_SERVER_REDIS_URL, PUSHER_SERVER_REDIS_PREFIX and
+    PUSHER_SERVER_CONSOLE_ALLOW_HOSTS are used. Stops cleanly on Ctrl-C.
     """
     settings = _extension().settings
     ctx = click.get_current_context()
@@ -58,6 +59,8 @@ def serve(host: str, port: int, webhooks: tuple[str, ...], debug: bool, ops: Ops
         ops = dataclasses.replace(ops, redis_url=settings.server_redis_url)
     if ctx.get_parameter_source("redis_prefix") in defaults:
         ops = dataclasses.replace(ops, redis_prefix=settings.server_redis_prefix)
+    if ctx.get_parameter_source("console_allow_hosts") in defaults:
+        ops = dataclasses.replace(ops, console_allow_hosts=settings.server_console_allow_hosts)
     hooks = tuple(WebhookConfig(url) for url in webhooks)
     app_config = AppConfig(settings.app_id, settings.key, settings.secret, webhooks=hooks)
     run_server([app_config], host, port, debug, ops)

@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import InternalServerError
 from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.exceptions import NotFound
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.exceptions import Unauthorized
 
 
@@ -87,6 +88,12 @@ class WebhookVerificationError(PusherHTTPError, Unauthorized):
 
 class InvalidWebhook(PusherHTTPError, BadRequest):
     """400: a verified webhook body is not ``{"time_ms": int, "events": [{...}]}``."""
+
+
+class WebhookTooLarge(PusherHTTPError, RequestEntityTooLarge):
+    """413: a webhook body over ``PUSHER_WEBHOOK_MAX_BYTES`` (1 MiB by default),
+    refused from its ``Content-Length`` before the body is read, or as soon as
+    a body without one (``Transfer-Encoding: chunked``) passes the limit."""
 
 
 class WebhookHandlerError(PusherHTTPError, InternalServerError):

@@ -6,7 +6,9 @@ With ``PUSHER_LOCAL_SERVER = True`` the app's client and template options point 
 process and port: at the app's first request (so the reloader's watcher process,
 which serves none, starts nothing) or at the first use of the client outside a
 request (``flask shell``, CLI commands). Its webhooks go back to the app's own
-webhook route, at the address of that first request. Its debug console is on,
+webhook route (:func:`webhook_url`): at ``SERVER_NAME`` when the app has one,
+else at the address the first request arrived on, never at the ``Host`` a
+client sent. Its debug console is on,
 at :func:`console_url`, printed to stderr when the server starts.
 
 Nothing here imports the server (or aiohttp) until a server is started.
@@ -15,6 +17,7 @@ Nothing here imports the server (or aiohttp) until a server is started.
 from __future__ import annotations
 
 import atexit
+import ipaddress
 import logging
 import sys
 import threading
@@ -93,6 +96,7 @@ def ensure_started(settings: PusherSettings, webhook_url: str | None = None) -> 
                 console=True,
                 redis_url=settings.server_redis_url,
                 redis_prefix=settings.server_redis_prefix,
+                console_allow_hosts=settings.server_console_allow_hosts,
             ).start()
         except OSError as e:
             if _serves_app(settings):
@@ -129,13 +133,45 @@ def _serves_app(settings: PusherSettings) -> bool:
     return True
 
 
+def webhook_url() -> str:
+    """The URL of the app's webhook route, from nothing a client sends.
+
+    ``PREFERRED_URL_SCHEME://SERVER_NAME`` when the app's ``SERVER_NAME`` is
+    set; else the scheme and the local address of the socket the current
+    request arrived on (werkzeug's ``werkzeug.socket``; else the WSGI
+    ``SERVER_NAME`` and ``SERVER_PORT``, the address the server listens on),
+    with ``127.0.0.1`` for an unspecified address (``0.0.0.0``). The request's
+    ``Host`` header is never used: any client could send webhooks, with the
+    app's secret, wherever it liked (the first request used to decide).
+    """
+    path = url_for("pusher.webhooks")
+    config = current_app.config
+    if config.get("SERVER_NAME"):
+        return f"{config.get('PREFERRED_URL_SCHEME') or 'http'}://{config['SERVER_NAME']}{path}"
+    environ = request.environ
+    sock = environ.get("werkzeug.socket")
+    address = sock.getsockname() if sock is not None else None
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = str(address[0]), int(address[1])
+    else:
+        host, port = str(environ.get("SERVER_NAME", "")), int(environ.get("SERVER_PORT") or 80)
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    if ip is not None and ip.is_unspecified:
+        host = "127.0.0.1" if ip.version == 4 else "::1"
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    return f"{environ.get('wsgi.url_scheme', 'http')}://{host}:{port}{path}"
+
+
 def start_before_first_request() -> None:
     """A ``before_request`` function: start the server, with webhooks to this app."""
     settings: PusherSettings = current_app.extensions["pusher"].settings
     if settings.local_server_port in _servers or settings.local_server_port in _shared:
         return
-    webhook_url = request.url_root.rstrip("/") + url_for("pusher.webhooks")
-    ensure_started(settings, webhook_url)
+    ensure_started(settings, webhook_url())
 
 
 def stop_all() -> None:

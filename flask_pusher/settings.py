@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import json
 import re
+import secrets
 import warnings
 from collections.abc import Callable
 from collections.abc import Iterable
@@ -64,6 +65,7 @@ class PusherSettings:
     user_auth_path: str = "/user-auth"
     webhooks_path: str = "/events"
     webhook_tolerance: float = 300
+    webhook_max_bytes: int = 1024 * 1024
     auth_batch_limit: int = 100
     auth_jsonp: bool = False
     defer: bool = False
@@ -77,6 +79,7 @@ class PusherSettings:
     outbox_poll_interval: float = 1.0
     outbox_retry_max: float = 30.0
     outbox_retention: float = 3600.0
+    server_console_allow_hosts: tuple[str, ...] = ()
 
     @property
     def encryption_enabled(self) -> bool:
@@ -116,6 +119,14 @@ def _text(value: Any) -> str:
 
 def _optional_text(value: Any) -> str | None:
     return None if value is None or value == "" else _text(value)
+
+
+def _hosts(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError("a list of host names, or one string of names separated by commas")
+    return tuple(v.strip().lower() for v in value if v.strip())
 
 
 def _app_id(value: Any) -> str:
@@ -251,6 +262,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("user_auth_path", "PUSHER_USER_AUTH", "/user-auth", _path),
     Option("webhooks_path", "PUSHER_WEBHOOKS", "/events", _path),
     Option("webhook_tolerance", "PUSHER_WEBHOOK_TOLERANCE", 300, _number(float, 0, 86400)),
+    Option("webhook_max_bytes", "PUSHER_WEBHOOK_MAX_BYTES", 1024 * 1024, _number(int, 1, 2**31)),
     Option("auth_batch_limit", "PUSHER_AUTH_BATCH_LIMIT", 100, _number(int, 1, 10000)),
     Option("auth_jsonp", "PUSHER_AUTH_JSONP", False, _bool),
     Option("defer", "PUSHER_DEFER", False, _bool),
@@ -264,10 +276,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("outbox_poll_interval", "PUSHER_OUTBOX_POLL_INTERVAL", 1.0, _number(float, 0.01, 3600)),
     Option("outbox_retry_max", "PUSHER_OUTBOX_RETRY_MAX", 30.0, _number(float, 0.01, 86400)),
     Option("outbox_retention", "PUSHER_OUTBOX_RETENTION", 3600.0, _number(float, 0, 31 * 86400)),
+    Option("server_console_allow_hosts", "PUSHER_SERVER_CONSOLE_ALLOW_HOSTS", (), _hosts),
 )
 
-#: The credentials an in-process local server uses when none are configured.
-LOCAL_DEFAULTS = {"app_id": "1", "key": "flask-pusher-local", "secret": "flask-pusher-local-secret"}
+#: The credentials an in-process local server uses when none are configured:
+#: a secret drawn at random once per process, so that no published secret
+#: signs its webhooks, channel authorizations or HTTP API requests.
+LOCAL_DEFAULTS = {"app_id": "1", "key": "flask-pusher-local", "secret": secrets.token_hex(20)}
 #: What the in-process local server sets, whatever the config says.
 LOCAL_OVERRIDES = {"host": "127.0.0.1", "ssl": False}
 

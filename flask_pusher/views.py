@@ -49,6 +49,7 @@ from .errors import JSONMethodNotAllowed
 from .errors import JSONNotFound
 from .errors import PusherHTTPError
 from .errors import UserAuthenticationDenied
+from .errors import WebhookTooLarge
 from .errors import WebhookVerificationError
 from .settings import PusherSettings
 from .webhooks import GROUPS
@@ -386,16 +387,18 @@ def user_auth_view() -> Response:
 def webhook_view(group: str | None = None) -> Response:
     """Receive a webhook: verify it, run the handlers, answer 200.
 
-    401 for a missing or wrong key or signature or a stale ``time_ms``, 400 for a
+    413 for a body over ``PUSHER_WEBHOOK_MAX_BYTES`` (before it is read), 401
+    for a missing or wrong key or signature or a stale ``time_ms``, 400 for a
     malformed body, 500 when a handler raises (so Pusher retries).
     """
     ext, settings, _ = _extension()
+    body = _webhook_body(settings.webhook_max_bytes)
     try:
         payload = verify(
             settings,
             request.headers.get("X-Pusher-Key"),
             request.headers.get("X-Pusher-Signature"),
-            request.get_data(),
+            body,
         )
     except WebhookVerificationError as e:
         # The access log shows only "401": say why on the app side, at WARNING at
@@ -413,6 +416,31 @@ def webhook_view(group: str | None = None) -> Response:
         raise
     ext.webhooks.dispatch(payload)
     return jsonify({})
+
+
+def _webhook_body(limit: int) -> bytes:
+    """The request body, read only while it stays within ``limit`` bytes.
+
+    :raises WebhookTooLarge: from ``Content-Length`` before anything is read,
+        or once a body without one passes ``limit``.
+    """
+    too_large = WebhookTooLarge(
+        f"The webhook body is larger than {limit} bytes (PUSHER_WEBHOOK_MAX_BYTES)."
+    )
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            raise too_large
+        return request.get_data()  # cached: handlers may read it again
+    stream = request.stream
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := stream.read(min(65536, limit + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+    return b"".join(chunks)
 
 
 @blueprint.app_context_processor

@@ -85,6 +85,18 @@ def test_constructor_keyword_beats_config_per_app() -> None:
         ("PUSHER_SERVER_REDIS_URL", "", "server_redis_url", None),
         ("PUSHER_SERVER_REDIS_URL", "redis://r:6379/1", "server_redis_url", "redis://r:6379/1"),
         ("PUSHER_SERVER_REDIS_PREFIX", "app1", "server_redis_prefix", "app1"),
+        (
+            "PUSHER_SERVER_CONSOLE_ALLOW_HOSTS",
+            "A.test, b.test",
+            "server_console_allow_hosts",
+            ("a.test", "b.test"),
+        ),
+        (
+            "PUSHER_SERVER_CONSOLE_ALLOW_HOSTS",
+            ["x.test"],
+            "server_console_allow_hosts",
+            ("x.test",),
+        ),
     ],
 )
 def test_strings_from_the_environment_are_coerced(
@@ -110,6 +122,7 @@ def test_strings_from_the_environment_are_coerced(
         ("PUSHER_SERVER_REDIS_URL", "http://127.0.0.1:6379"),
         ("PUSHER_SERVER_REDIS_URL", 6379),
         ("PUSHER_SERVER_REDIS_PREFIX", ""),
+        ("PUSHER_SERVER_CONSOLE_ALLOW_HOSTS", 3),
     ],
 )
 def test_malformed_values_raise_naming_the_key(key: str, raw: Any) -> None:

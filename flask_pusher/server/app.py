@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from . import logsafe
 from . import observers
 from . import protocol
+from .access import TrustedProxies
 from .config import AppConfig
 from .config import DEFAULT_METRICS_PREFIX
 from .config import DEFAULT_NODE_TIMEOUT
@@ -47,6 +49,8 @@ from .state import AppState
 from .state import Connection
 from .state import Effects
 from .state import Send
+from .timeouts import RequestWatchdog
+from .timeouts import WATCHDOG
 from .webhooks import WebhookAttempt
 from .webhooks import WebhookSender
 from .wsocket import hand_off
@@ -131,6 +135,7 @@ class _ClientErrorFilter(logging.Filter):
 #: The logger aiohttp's request handlers report to (instead of ``aiohttp.server``).
 http_log = logging.getLogger("flask_pusher.server.http")
 http_log.addFilter(_ClientErrorFilter())
+logsafe.install()  # after _ClientErrorFilter, which rewrites messages
 
 
 class Server:
@@ -165,7 +170,14 @@ class Server:
     :param node_timeout: seconds after which the other nodes of a cluster
         take a silent node for dead and remove its connections. Default 30.0
         (``--node-timeout``).
-    :raises ValueError: as :class:`~flask_pusher.server.core.Core`, for a
+    :param console_allow_hosts: ``Host`` names that count as this machine for
+        the console, besides ``127.0.0.1``, ``[::1]`` and ``localhost``.
+        Default none (``--console-allow-host``).
+    :param trusted_proxies: IP addresses or networks of proxies whose
+        ``X-Forwarded-For`` and ``X-Forwarded-Proto`` are believed. Default
+        none (``--trusted-proxy``).
+    :raises ValueError: for a trusted proxy that is not an IP address or
+        network; as :class:`~flask_pusher.server.core.Core`, for a
         metrics prefix that cannot start a Prometheus metric name, or for a
         Redis URL redis-py cannot use.
     """
@@ -187,7 +199,11 @@ class Server:
         redis_url: str | None = None,
         redis_prefix: str = DEFAULT_REDIS_PREFIX,
         node_timeout: float = DEFAULT_NODE_TIMEOUT,
+        console_allow_hosts: Sequence[str] = (),
+        trusted_proxies: Sequence[str] = (),
     ) -> None:
+        self.proxies = TrustedProxies(trusted_proxies)
+        self.watchdog = RequestWatchdog()  # slow or silent HTTP peers
         self.core = Core(apps)
         # In a cluster, Redis holds channel_vacated/member_removed back.
         delay = webhook_delay if redis_url is None else 0.0
@@ -221,7 +237,14 @@ class Server:
         self.metrics_port = metrics_port
         self.console: Console | None = None
         if console:
-            self.console = Console(self.core, self.apply, self._watched, self.node)
+            self.console = Console(
+                self.core,
+                self.apply,
+                self._watched,
+                self.node,
+                allow_hosts=console_allow_hosts,
+                trusted_proxies=self.proxies,
+            )
             self.webhooks.observer = self._webhook_attempt
         self.shutdown_delay = shutdown_delay
         self._ops_runner: web.AppRunner | None = None  # the --metrics-port listener
@@ -249,6 +272,7 @@ class Server:
         """The aiohttp application with every route and the lifecycle hooks."""
         app = web.Application()
         app[SERVER] = self
+        app[WATCHDOG] = self.watchdog  # add_route watches each handler
         add_route(app, "GET", "/app/{key}", self.websocket)
         add_route(app, "GET", "/", self.index)
         self.api.add_routes(app)
@@ -566,6 +590,7 @@ class Server:
                 # How late the loop woke up: the time callbacks wait for their turn.
                 self.metrics.loop_lag = max(0.0, loop.time() - started - self.tick_interval)
             self.apply(self.core.tick())
+            self.watchdog.sweep(loop.time())
 
     async def _close_clients(self, app: web.Application) -> None:
         """``on_shutdown``: close every connection with 4200, wait up to

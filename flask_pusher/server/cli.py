@@ -20,6 +20,7 @@ from typing import TypeVar
 
 import click
 
+from .access import parse_networks
 from .config import AppConfig
 from .config import check_prefix
 from .config import check_redis_url
@@ -45,6 +46,10 @@ def server_options(f: F) -> F:
     - ``--node NAME``: this process's name in metrics and the console
       (default ``HOSTNAME:PORT``),
     - ``--console``: the debug console at ``/console``,
+    - ``--console-allow-host HOST`` (repeatable): a ``Host`` name the console
+      takes as this machine, besides ``127.0.0.1``, ``[::1]`` and ``localhost``,
+    - ``--trusted-proxy ADDRESS`` (repeatable): an IP address or network whose
+      ``X-Forwarded-For`` and ``X-Forwarded-Proto`` are believed,
     - ``--shutdown-delay SECONDS`` (default 0): answer 503 on ``/ready`` that
       long before closing,
     - ``--redis URL`` (or the environment variable ``PUSHER_SERVER_REDIS_URL``):
@@ -112,6 +117,23 @@ def server_options(f: F) -> F:
             help="Serve the debug console at /console (asks for an app secret off loopback).",
         ),
         click.option(
+            "--console-allow-host",
+            "console_allow_hosts",
+            multiple=True,
+            metavar="HOST",
+            help="A Host name the console takes as this machine (repeatable), besides"
+            " 127.0.0.1, [::1] and localhost.",
+        ),
+        click.option(
+            "--trusted-proxy",
+            "trusted_proxies",
+            multiple=True,
+            callback=_networks,
+            metavar="ADDRESS",
+            help="IP address or network of a proxy whose X-Forwarded-For and"
+            " X-Forwarded-Proto are believed (repeatable).",
+        ),
+        click.option(
             "--shutdown-delay",
             type=click.FloatRange(0, 600),
             default=0.0,
@@ -175,6 +197,16 @@ def _redis_url(ctx: click.Context, param: click.Parameter, value: str | None) ->
         raise click.BadParameter(str(exc)) from None
 
 
+def _networks(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> tuple[str, ...]:
+    try:
+        parse_networks(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
 def _not_empty(ctx: click.Context, param: click.Parameter, value: str) -> str:
     if not value:
         raise click.BadParameter("must not be empty")
@@ -197,6 +229,8 @@ class OpsOptions:
     redis_url: str | None = None
     redis_prefix: str = DEFAULT_REDIS_PREFIX
     node_timeout: float = DEFAULT_NODE_TIMEOUT
+    console_allow_hosts: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()
     workers: int = 1
 
     def kwargs(self) -> dict[str, Any]:

@@ -15,10 +15,15 @@ return), and only while someone watches: :attr:`Console.watching` is the one
 check on the hot path. Each watcher has a bounded buffer; a watcher that reads
 too slowly loses events, and is told how many.
 
-When the server listens on anything but loopback, the console asks for an
-app's secret (checked with :func:`hmac.compare_digest`, never shown nor stored
-in the cookie) and then shows only that app, with a signed cookie that lasts
-:data:`SESSION_SECONDS`.
+The console asks for an app's secret (checked with :func:`hmac.compare_digest`,
+never shown nor stored in the cookie) unless the request provably comes from
+this machine (:func:`~flask_pusher.server.access.is_local`: a loopback peer, a
+loopback ``Host`` with the server's port, no proxy header), and then shows only
+that app, with a signed cookie that lasts :data:`SESSION_SECONDS`, ``Secure``
+when the request came over TLS (through a trusted proxy: its
+``X-Forwarded-Proto``). Login attempts are limited per client address and in
+all (:data:`LOGIN_ATTEMPTS`, :data:`LOGIN_ATTEMPTS_TOTAL` per
+:data:`LOGIN_PERIOD`), answered 429 beyond.
 """
 
 from __future__ import annotations
@@ -34,12 +39,17 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
 from aiohttp_sse import sse_response
 
 from .. import names
+from .access import is_local
+from .access import RateLimit
+from .access import split_host
+from .access import TrustedProxies
 from .core import Core
 from .errors import APIError
 from .http_api import add_route
@@ -47,11 +57,15 @@ from .http_api import read_body
 from .protocol import loads
 from .state import AppState
 from .state import Effects
+from .timeouts import read_within
 
 log = logging.getLogger("flask_pusher.server")
 
 #: Events buffered for one watcher before newer ones are dropped (and counted).
 WATCHER_BUFFER = 1000
+#: Bytes of encoded events buffered for one watcher before newer ones are
+#: dropped (and counted): a page that stops reading holds at most this much.
+WATCHER_BYTES = 2 * 1024 * 1024
 #: Seconds a console login lasts.
 SESSION_SECONDS = 12 * 3600
 #: At most this many connections, channels and members per app in ``/console/state``.
@@ -59,6 +73,12 @@ STATE_LIMIT = 1000
 COOKIE = "flask_pusher_console"
 #: Seconds between checks that an idle watcher's page is still open.
 GONE_CHECK = 1.0
+#: Login attempts per client address in :data:`LOGIN_PERIOD`; more get 429.
+LOGIN_ATTEMPTS = 10
+#: Login attempts from all addresses together in :data:`LOGIN_PERIOD`.
+LOGIN_ATTEMPTS_TOTAL = 100
+#: Seconds over which login attempts are counted.
+LOGIN_PERIOD = 60.0
 
 Apply = Callable[[Effects], None]
 
@@ -74,25 +94,45 @@ def is_loopback(host: str) -> bool:
 
 
 class Watcher:
-    """One open console page: a bounded buffer of encoded events."""
+    """One open console page: a buffer of encoded events bounded in count and bytes.
 
-    __slots__ = ("apps", "dropped", "queue", "size", "wake")
+    :param apps: the app IDs it may see; ``None``: all.
+    :param size: events buffered at most. Default :data:`WATCHER_BUFFER`.
+    :param max_bytes: characters of encoded events (ASCII JSON, so bytes)
+        buffered at most. Default :data:`WATCHER_BYTES`.
+    """
 
-    def __init__(self, apps: frozenset[str] | None, size: int = WATCHER_BUFFER) -> None:
-        self.apps = apps  # the app IDs it may see; None: all
+    __slots__ = ("apps", "dropped", "max_bytes", "queue", "queued_bytes", "size", "wake")
+
+    def __init__(
+        self,
+        apps: frozenset[str] | None,
+        size: int = WATCHER_BUFFER,
+        max_bytes: int = WATCHER_BYTES,
+    ) -> None:
+        self.apps = apps
         self.size = size
+        self.max_bytes = max_bytes
         self.queue: collections.deque[str] = collections.deque()
+        self.queued_bytes = 0
         self.dropped = 0
         self.wake = asyncio.Event()
 
     def push(self, app_id: str | None, text: str) -> None:
         if self.apps is not None and app_id not in self.apps:
             return
-        if len(self.queue) >= self.size:
+        if len(self.queue) >= self.size or self.queued_bytes + len(text) > self.max_bytes:
             self.dropped += 1
         else:
             self.queue.append(text)
+            self.queued_bytes += len(text)
         self.wake.set()
+
+    def pop(self) -> str:
+        """The oldest buffered event."""
+        text = self.queue.popleft()
+        self.queued_bytes -= len(text)
+        return text
 
 
 class Console:
@@ -104,6 +144,11 @@ class Console:
         ``False`` when the last leaves.
     :param node: the name of this server process, in every event.
     :param buffer: events buffered per watcher. Default :data:`WATCHER_BUFFER`.
+    :param allow_hosts: ``Host`` names (lower case, no port) that count as this
+        machine besides ``127.0.0.1``, ``[::1]`` and ``localhost``
+        (``--console-allow-host``). Default none.
+    :param trusted_proxies: whose ``X-Forwarded-For`` and
+        ``X-Forwarded-Proto`` are believed (``--trusted-proxy``). Default none.
     """
 
     def __init__(
@@ -113,7 +158,12 @@ class Console:
         on_watch: Callable[[bool], None],
         node: str = "",
         buffer: int = WATCHER_BUFFER,
+        allow_hosts: Iterable[str] = (),
+        trusted_proxies: TrustedProxies | None = None,
     ) -> None:
+        self.allow_hosts = frozenset(h.strip().lower() for h in allow_hosts)
+        self.proxies = trusted_proxies or TrustedProxies()
+        self._logins = RateLimit(LOGIN_ATTEMPTS, LOGIN_PERIOD, LOGIN_ATTEMPTS_TOTAL)
         self.core = core
         self.apply = apply
         self.on_watch = on_watch
@@ -204,11 +254,24 @@ class Console:
         )
 
     def _login_needed(self, request: web.Request) -> bool:
-        """Whether ``request`` must show an app's secret: always off loopback, and
-        on loopback too when a proxy forwarded it (``Forwarded`` or
-        ``X-Forwarded-For``): then it may come from anywhere."""
-        headers = request.headers
-        return self.login_required or "Forwarded" in headers or "X-Forwarded-For" in headers
+        """Whether ``request`` must show an app's secret: always off loopback,
+        and on loopback unless it provably comes from this machine
+        (:func:`~flask_pusher.server.access.is_local`)."""
+        return self.login_required or not is_local(request, self.allow_hosts)
+
+    def _same_origin(self, request: web.Request) -> bool:
+        """Whether the ``Origin`` (if any) is the console's own: its scheme (as a
+        trusted proxy says) and the ``Host`` name. The port is not compared: a
+        proxy's ``Host $host`` drops it."""
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return True
+        scheme = "https" if self.proxies.secure(request) else "http"
+        given_scheme, _, given_host = origin.partition("://")
+        return (
+            given_scheme.lower() == scheme
+            and split_host(given_host)[0] == split_host(request.host)[0]
+        )
 
     def _sign(self, text: str) -> str:
         return hmac.new(self._key, text.encode(), "sha256").hexdigest()
@@ -226,9 +289,18 @@ class Console:
         return _html("console.html")
 
     async def login(self, request: web.Request) -> web.Response:
-        """``POST /console/login``: check an app's secret; set the session cookie."""
+        """``POST /console/login``: check an app's secret; set the session cookie.
+
+        More than :data:`LOGIN_ATTEMPTS` attempts from one address (or
+        :data:`LOGIN_ATTEMPTS_TOTAL` from all) in :data:`LOGIN_PERIOD` seconds
+        are answered 429 with ``Retry-After``, before the secret is looked at."""
+        wait = self._logins.retry_after(self.proxies.client(request), time.monotonic())
+        if wait > 0:
+            response = _html("login.html", status=429, failed=True)
+            response.headers["Retry-After"] = str(int(wait) + 1)
+            return response
         try:
-            form = await request.post()
+            form = await read_within(request.post())
         except Exception:  # a body aiohttp cannot parse (a broken multipart, say)
             return _html("login.html", status=400, failed=True)
         secret = form.get("secret")
@@ -252,7 +324,7 @@ class Console:
             path="/console",
             httponly=True,
             samesite="Strict",
-            secure=request.secure,
+            secure=self.proxies.secure(request),
         )
         raise response
 
@@ -286,7 +358,7 @@ class Console:
                         continue
                     watcher.wake.clear()
                     while watcher.queue:
-                        await stream.send(watcher.queue.popleft())
+                        await stream.send(watcher.pop())
                     if watcher.dropped != reported:
                         reported = watcher.dropped
                         await stream.send(json.dumps({"dropped": reported}), event="dropped")
@@ -353,8 +425,7 @@ class Console:
         sent as the HTTP API sends it. JSON only (a cross-site form cannot send
         it without the browser asking first), from this origin only."""
         allowed = self._allowed(request)
-        origin = request.headers.get("Origin")
-        if origin is not None and origin != f"{request.scheme}://{request.host}":
+        if not self._same_origin(request):
             return _json_error(403, "The event creator takes requests from the console only.")
         if request.content_type != "application/json":
             return _json_error(415, "Send JSON (Content-Type: application/json).")

@@ -480,9 +480,11 @@ def _presence_user(conn: Connection, channel_data: Any) -> tuple[str | None, Any
                 None,
                 "Presence channels need channel_data or a signed-in connection",
             )
-        return conn.user_id, conn.user_info, None
+        return conn.user_id, conn.user_info, protocol.member_too_large(conn.user_info)
     try:
         parsed = protocol.loads(channel_data)
+    except protocol.DepthError as exc:
+        return None, None, f"channel_data: {exc}"
     except (TypeError, ValueError):
         return None, None, "channel_data must be a JSON string"
     if not isinstance(parsed, dict) or "user_id" not in parsed:
@@ -493,4 +495,5 @@ def _presence_user(conn: Connection, channel_data: Any) -> tuple[str | None, Any
     user_id = str(user_id)
     if not user_id or len(user_id) > 128:
         return None, None, "user_id must have 1 to 128 characters"
-    return user_id, parsed.get("user_info"), None
+    user_info = parsed.get("user_info")
+    return user_id, user_info, protocol.member_too_large(user_info)

@@ -18,6 +18,7 @@ can be found in the server's log.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -36,6 +37,8 @@ from .protocol import loads
 from .state import AppState
 from .state import Effects
 from .state import StateView
+from .timeouts import read_within
+from .timeouts import WATCHDOG
 
 log = logging.getLogger("flask_pusher.server.http")
 
@@ -110,7 +113,11 @@ def request_id(request: web.Request) -> str:
 
 
 def add_route(app: web.Application, method: str, path: str, handler: Handler) -> None:
-    """Register ``handler`` with :func:`expect_handler` for its ``Expect`` headers."""
+    """Register ``handler`` with :func:`expect_handler` for its ``Expect`` headers,
+    watched by the application's :data:`~.timeouts.WATCHDOG` if it has one."""
+    watchdog = app.get(WATCHDOG)
+    if watchdog is not None:
+        handler = watchdog.wrap(handler)
     app.router.add_route(method, path, handler, expect_handler=expect_handler)
 
 
@@ -133,7 +140,9 @@ def add_fallback(app: web.Application) -> None:
             )
         raise web.HTTPNotFound(text="Not found\n")
 
-    catch_all.add_route("*", fallback, expect_handler=expect_handler)
+    watchdog = app.get(WATCHDOG)
+    handler = watchdog.wrap(fallback) if watchdog is not None else fallback
+    catch_all.add_route("*", handler, expect_handler=expect_handler)
 
 
 class HTTPApi:
@@ -272,10 +281,15 @@ async def read_body(request: web.Request) -> bytes:
     """The request body, as sent after any ``Content-Encoding`` is undone.
 
     :raises APIError: 400 for a body that does not decode (a ``gzip`` body
-        that is not gzip), 413 for one over the server's size limit.
+        that is not gzip), 413 for one over the server's size limit, 408 for
+        one that takes over :data:`~.timeouts.BODY_TIMEOUT` seconds.
     """
     try:
-        return await request.read()
+        if request.content.is_eof():  # all here already (most bodies): no timer
+            return await request.read()
+        return await read_within(request.read())
+    except asyncio.TimeoutError:
+        raise APIError(408, "The request body did not arrive in time") from None
     except web.HTTPRequestEntityTooLarge:
         raise APIError(413, "Request body too large") from None
     except Exception as exc:  # aiohttp raises ContentEncodingError, zlib errors, ...

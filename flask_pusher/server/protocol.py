@@ -22,6 +22,49 @@ from typing import Any
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
+#: The deepest nesting of arrays and objects accepted in any JSON a client
+#: sends (frames, ``channel_data``, ``user_data``, HTTP API bodies): a deeper
+#: value is refused where it is parsed, so that nothing nested deeper than
+#: Python's encoder can write back out is ever stored.
+MAX_JSON_DEPTH = 32
+
+
+#: The largest presence member ``user_info``, in bytes of compact UTF-8 JSON:
+#: soketi's ``presence.maxMemberSizeInKb`` default (Pusher documents 1 KB for
+#: the user object, https://pusher.com/docs/channels/using_channels/presence-channels/).
+#: Every member's info goes to every subscriber of the channel.
+MAX_MEMBER_BYTES = 2048
+
+
+def member_too_large(user_info: Any) -> str | None:
+    """Why ``user_info`` cannot be a presence member's, or ``None``."""
+    if user_info is None:
+        return None
+    size = len(_dumps(user_info).encode("utf-8", "surrogatepass"))
+    if size <= MAX_MEMBER_BYTES:
+        return None
+    return f"user_info has {size} bytes, over the {MAX_MEMBER_BYTES} a presence member may have"
+
+
+class DepthError(ValueError):
+    """JSON nested deeper than :data:`MAX_JSON_DEPTH`."""
+
+
+def _check_depth(value: Any) -> None:
+    """:raises DepthError: if ``value`` nests arrays and objects deeper than
+    :data:`MAX_JSON_DEPTH` (checked without recursion)."""
+    if not isinstance(value, (dict, list)):
+        return
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise DepthError(f"JSON nested more than {MAX_JSON_DEPTH} deep")
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+
 
 @dataclass(frozen=True, slots=True)
 class ClientFrame:
@@ -60,19 +103,25 @@ def loads(text: str | bytes) -> Any:
     1e999 overflows to) but a JSON parser on the other side (pusher-js's
     ``JSON.parse``) refuses.
 
-    :raises ValueError: for invalid or too deeply nested JSON.
+    :raises DepthError: (a :exc:`ValueError`) for JSON nested deeper than
+        :data:`MAX_JSON_DEPTH`.
+    :raises ValueError: for invalid JSON.
     :raises TypeError: if ``text`` is not a string.
     """
     try:
-        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
+        raise DepthError(f"JSON nested more than {MAX_JSON_DEPTH} deep") from None
+    _check_depth(value)
+    return value
 
 
 def parse(text: str | bytes) -> ClientFrame | FrameError:
     """Parse one client frame. Never raises."""
     try:
         message = loads(text)
+    except DepthError as exc:
+        return FrameError(f"Invalid frame: {exc}")
     except (ValueError, UnicodeDecodeError):
         return FrameError("Invalid JSON: a frame must be a JSON object")
     if not isinstance(message, dict):

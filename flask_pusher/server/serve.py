@@ -71,6 +71,12 @@ class LocalServer:
         channels. Default ``"flask-pusher"`` (``PUSHER_SERVER_REDIS_PREFIX``).
     :param node_timeout: seconds before the other nodes of the cluster treat
         this one as dead once it falls silent. Default 30.0.
+    :param console_allow_hosts: ``Host`` names the console takes as this
+        machine, besides ``127.0.0.1``, ``[::1]`` and ``localhost``. Default
+        none (``--console-allow-host``, ``PUSHER_SERVER_CONSOLE_ALLOW_HOSTS``).
+    :param trusted_proxies: IP addresses or networks of proxies whose
+        ``X-Forwarded-For`` and ``X-Forwarded-Proto`` are believed. Default
+        none (``--trusted-proxy``).
     :raises ValueError: if no app is given or IDs or keys repeat, or for a bad
         metrics prefix.
     """
@@ -94,6 +100,8 @@ class LocalServer:
         redis_url: str | None = None,
         redis_prefix: str = DEFAULT_REDIS_PREFIX,
         node_timeout: float = DEFAULT_NODE_TIMEOUT,
+        console_allow_hosts: Sequence[str] = (),
+        trusted_proxies: Sequence[str] = (),
     ) -> None:
         self.apps = tuple(apps)
         self.host = host
@@ -112,6 +120,8 @@ class LocalServer:
             "redis_url": redis_url,
             "redis_prefix": redis_prefix,
             "node_timeout": node_timeout,
+            "console_allow_hosts": tuple(console_allow_hosts),
+            "trusted_proxies": tuple(trusted_proxies),
         }
         if not self.apps:
             raise ValueError("LocalServer needs at least one AppConfig.")

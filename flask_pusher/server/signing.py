@@ -61,14 +61,23 @@ def check_request(
 
     :param paths: the request path as candidates (decoded, then raw); the
         signature may cover either.
-    :param query: the *decoded* query parameters.
+    :param query: the *decoded* query parameters (a multidict: every
+        repeat of a name is an item).
     :param body: the raw body bytes, hashed as received.
     :param now: Unix time in seconds, for tests.
     :raises APIError: 401 for a wrong key, timestamp, body hash or
-        signature; 400 for missing or malformed parameters.
+        signature; 400 for missing or malformed parameters, and for a
+        parameter given twice (in any case): the string to sign has one value
+        per name (reference §4.3), so which one the signature covered and
+        which one the operation reads could differ.
     """
     now = time.time() if now is None else now
-    params = {k.lower(): v for k, v in query.items()}
+    params: dict[str, str] = {}
+    for name, value in query.items():
+        lower = name.lower()
+        if lower in params:
+            raise APIError(400, f"Repeated query parameter {name[:60]!r}: send each once")
+        params[lower] = value
     for name in ("auth_key", "auth_timestamp", "auth_version", "auth_signature"):
         if name not in params:
             raise APIError(401, f"Missing {name} query parameter")

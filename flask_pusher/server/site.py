@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from . import logsafe
 from .console import is_loopback
 from .http_api import add_fallback
+from .timeouts import WATCHDOG
 
 if TYPE_CHECKING:
     from .app import Server
@@ -34,6 +36,7 @@ async def start_site(
     """
     if server.console is not None:
         server.console.login_required = not is_loopback(host)
+    logsafe.hide_aiohttp_version()
     runner = web.AppRunner(
         server.make_app(),
         handle_signals=False,
@@ -42,6 +45,7 @@ async def start_site(
         shutdown_timeout=1.0,
     )
     await runner.setup()
+    server.watchdog.watch(runner.server)
     site = web.TCPSite(runner, host, port, backlog=4096, reuse_port=reuse_port)
     try:
         await site.start()
@@ -66,10 +70,12 @@ async def start_site(
 
 async def _start_ops_site(server: Server, host: str, port: int, reuse_port: bool) -> web.AppRunner:
     app = web.Application()
+    app[WATCHDOG] = server.watchdog
     server.add_ops_routes(app)
     add_fallback(app)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, logger=_http_log())
     await runner.setup()
+    server.watchdog.watch(runner.server)
     await web.TCPSite(runner, host, port, reuse_port=reuse_port).start()
     return runner
 

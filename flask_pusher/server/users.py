@@ -48,6 +48,8 @@ def signin(conn: Connection, data: Any, effects: Effects, backend: Backend) -> N
     if error is None:
         try:
             parsed = protocol.loads(user_data)
+        except protocol.DepthError as exc:
+            error = f"user_data: {exc}"
         except ValueError:
             error = "user_data must be a JSON string"
     if error is None and (

@@ -45,18 +45,28 @@ CLOSE_TIMEOUT = 5.0
 class PusherSocket(asyncio.Protocol, Generic[K]):
     """One client's WebSocket after the handshake (RFC 6455 §5 framing, §7 closing).
 
+    Whatever a client sends, the socket keeps at most ``max_size`` bytes of
+    message payload: a message is refused the moment its payload passes the
+    limit (not after the read that completes it), and once a close has begun
+    no more payload is kept and no message reaches the owner. A client that
+    goes on sending after the close began (its reply cannot come before the
+    end of the frame it is sending) may send ``max_size`` more bytes; then
+    the TCP connection is aborted.
+
     :param transport: the connection's transport, taken over from aiohttp.
     :param owner: told of each complete text message (``on_text(key, str)``),
         each binary message (``on_binary(key)``; the Pusher protocol has none)
         and, once, of the end of the TCP connection (``on_lost(key)``).
     :param key: what the owner knows the connection by.
-    :param max_size: largest message accepted, in bytes; a larger one closes
-        the connection with 1009 (RFC 6455 §7.4.1).
+    :param max_size: largest message accepted, in bytes of payload (UTF-8 for
+        text); a message of ``max_size + 1`` bytes closes the connection with
+        1009 (RFC 6455 §7.4.1).
     """
 
     __slots__ = (
+        "_after_close",
         "_fragments",
-        "_unread",
+        "_size",
         "_ws",
         "close_code",
         "closing",
@@ -79,7 +89,8 @@ class PusherSocket(asyncio.Protocol, Generic[K]):
         self.key = key
         self.max_size = max_size
         #: True once a Close frame was sent or received: write nothing more
-        #: (RFC 6455 §5.5.1). Checked by the broadcast fast path.
+        #: (RFC 6455 §5.5.1), and pass no more messages to the owner. Checked
+        #: by the broadcast fast path.
         self.closing = False
         #: The close code sent or received first, if any (for the debug console).
         self.close_code: int | None = None
@@ -87,7 +98,8 @@ class PusherSocket(asyncio.Protocol, Generic[K]):
         self.opened_at = asyncio.get_running_loop().time()
         self._ws = WSConnection(ConnectionType.SERVER)
         self._fragments: list[str] | None = None
-        self._unread = 0  # bytes received since the last complete message
+        self._size = 0  # payload bytes of the message being received
+        self._after_close = 0  # bytes received since the close began
 
     def write(self, data: bytes) -> None:
         """Write pre-encoded frames; nothing once the close has begun (RFC 6455 §5.5.1)."""
@@ -100,6 +112,7 @@ class PusherSocket(asyncio.Protocol, Generic[K]):
             return
         self.closing = True
         self.close_code = code
+        self._fragments = None  # a message cut short by the close is never delivered
         self.transport.write(self._ws.send(CloseConnection(code, reason)))
         asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.transport.abort)
 
@@ -111,21 +124,29 @@ class PusherSocket(asyncio.Protocol, Generic[K]):
             self.transport.abort()
 
     def _data_received(self, data: bytes) -> None:
+        if self.closing:
+            # Only the client's Close frame still matters; payload is read
+            # and dropped, up to max_size bytes, then the connection is cut.
+            self._after_close += len(data)
+            if self._after_close > self.max_size:
+                self.transport.abort()
+                return
         ws = self._ws
         ws.receive_data(data)
-        self._unread += len(data)
         for event in ws.events():
             if isinstance(event, TextMessage):
-                self._text(event.data, event.message_finished)
+                if not self.closing:
+                    self._text(event.data, event.message_finished)
             elif isinstance(event, BytesMessage):
-                if event.message_finished:
-                    self._unread = 0
+                if not self.closing and self._grow(len(event.data)) and event.message_finished:
+                    self._size = 0
                     self.owner.on_binary(self.key)
             elif isinstance(event, Ping):
                 if ws.state is ConnectionState.OPEN:  # no Pong once a close began
                     self.transport.write(ws.send(event.response()))
             elif isinstance(event, CloseConnection):
                 self.closing = True
+                self._fragments = None
                 if self.close_code is None:
                     self.close_code = event.code
                 # The client's close (answered), its reply to ours, or a
@@ -136,23 +157,36 @@ class PusherSocket(asyncio.Protocol, Generic[K]):
                     self.transport.write(ws.send(CloseConnection(event.code, event.reason)))
                 self.transport.close()
                 return
-        if self._unread > self.max_size and self._ws.state is ConnectionState.OPEN:
-            self.close(1009, "Message too big")
+
+    def _grow(self, size: int) -> bool:
+        """Count ``size`` more payload bytes of the current message; past
+        ``max_size``, close with 1009 and return ``False``."""
+        self._size += size
+        if self._size <= self.max_size:
+            return True
+        self.close(1009, "Message too big")
+        return False
 
     def _text(self, text: str, finished: bool) -> None:
+        # _grow, inlined: this runs for every text message.
+        self._size += len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+        if self._size > self.max_size:
+            self.close(1009, "Message too big")
+            return
         if finished and self._fragments is None:
-            self._unread = 0
+            self._size = 0
             self.owner.on_text(self.key, text)
             return
         fragments = self._fragments = self._fragments or []
         fragments.append(text)
         if finished:
             self._fragments = None
-            self._unread = 0
+            self._size = 0
             self.owner.on_text(self.key, "".join(fragments))
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closing = True
+        self._fragments = None
         self.owner.on_lost(self.key)
 
 

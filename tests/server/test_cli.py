@@ -50,6 +50,7 @@ def test_operations_options_reach_the_server(monkeypatch: pytest.MonkeyPatch) ->
     argv += ["--metrics-prefix", "soketi_", "--metrics-port", "9601", "--node", "n1"]
     argv += ["--shutdown-delay", "2.5", "--redis", "redis://r:6380/2", "--redis-prefix", "px"]
     argv += ["--node-timeout", "7.5", "--workers", "3", "--port", "6010"]
+    argv += ["--console-allow-host", "app.test", "--trusted-proxy", "10.0.0.0/8"]
     monkeypatch.setattr("flask_pusher.server.serve.run", lambda *args, **kw: seen.append(kw))
     result = CliRunner().invoke(main, argv)
     assert result.exit_code == 0, result.output
@@ -66,8 +67,18 @@ def test_operations_options_reach_the_server(monkeypatch: pytest.MonkeyPatch) ->
             "redis_url": "redis://r:6380/2",
             "redis_prefix": "px",
             "node_timeout": 7.5,
+            "console_allow_hosts": ("app.test",),
+            "trusted_proxies": ("10.0.0.0/8",),
         }
     ]
+
+
+def test_a_trusted_proxy_must_be_an_address_or_network() -> None:
+    result = CliRunner().invoke(
+        main, ["--app-id", "1", "--key", "k", "--secret", "s", "--trusted-proxy", "proxy.example"]
+    )
+    assert result.exit_code == 2
+    assert "'proxy.example' is not an IP address or network" in result.output
 
 
 def test_options_make_one_app() -> None:

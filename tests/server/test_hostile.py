@@ -74,7 +74,7 @@ def test_deeply_nested_frames_are_malformed_not_internal_errors(
         ws = await WS.connect(session, server.ws_url)
         await ws.ws.send_str(DEEP)
         error = await ws.expect("pusher:error")
-        assert "Invalid JSON" in error["data"]["message"]
+        assert "JSON nested more than 32 deep" in error["data"]["message"]
         await ws.ws.send_str('{"event": "pusher:subscribe", "data": "{' + "[" * 50_000 + '"}')
         error = await ws.recv()
         assert error["event"] in ("pusher:error", "pusher:subscription_error"), error

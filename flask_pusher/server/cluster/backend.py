@@ -291,7 +291,7 @@ class RedisBackend:
             return
         was_up = self.up
         self.up = False
-        self._down_reason = f"Redis unreachable: {str(exc)[:200] or type(exc).__name__}"
+        self._down_reason = _unreachable(exc)
         if was_up or self._down_since is None:
             self._down_since = time.monotonic()
             log.warning(
@@ -317,7 +317,7 @@ class RedisBackend:
             try:
                 await self._connect()
             except REDIS_ERRORS as exc:
-                self._down_reason = f"Redis unreachable: {str(exc)[:200] or type(exc).__name__}"
+                self._down_reason = _unreachable(exc)
                 wait = min(wait * 2, RECONNECT_MAX)
                 continue
             down = time.monotonic() - (self._down_since or time.monotonic())
@@ -592,3 +592,9 @@ class RedisBackend:
 
 #: The name this class had before the backend seam (issue 15).
 Cluster = RedisBackend
+
+
+def _unreachable(exc: BaseException) -> str:
+    """The public reason (``/ready``) for a Redis failure: the error's type,
+    never its text, which names Redis's address (the log has it)."""
+    return f"Redis unreachable ({type(exc).__name__})"
