@@ -22,17 +22,16 @@ import time
 from collections.abc import AsyncIterator
 from collections.abc import Callable
 from collections.abc import Sequence
+from typing import Any
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from ..server_options import ServerOptions
 from . import observers
 from . import protocol
 from .config import AppConfig
-from .config import DEFAULT_METRICS_PREFIX
-from .config import DEFAULT_NODE_TIMEOUT
-from .config import DEFAULT_REDIS_PREFIX
 from .console import Console
 from .core import Core
 from .events import ProtocolError
@@ -137,61 +136,23 @@ class Server:
     """The server on the current event loop; see :class:`~flask_pusher.server.LocalServer`.
 
     :param apps: the apps served.
-    :param webhook_delay: seconds ``channel_vacated``/``member_removed``
-        webhooks are held back. Default 3.0.
-    :param webhook_backoff: seconds before the first webhook retry. Default 1.0.
-    :param webhook_retry_for: seconds a failing webhook is retried. Default 300.0.
-    :param tick_interval: seconds between heartbeat checks. Default 1.0.
-    :param metrics: count and serve ``GET /metrics``. Default ``True``
-        (``--no-metrics`` turns it off).
-    :param metrics_prefix: the start of every metric name. Default ``"pusher_"``
-        (``--metrics-prefix``).
-    :param metrics_port: serve ``/metrics`` (and ``/health``, ``/ready``) on
-        this port, on the same interface, instead of the main port. Default
-        ``None`` (``--metrics-port``).
-    :param node: this server process's name, the ``node`` label of the metrics
-        and in console events. Default ``None``: ``HOSTNAME:PORT`` (``--node``).
-    :param console: serve the debug console at ``GET /console``. Default
-        ``False`` (``--console``).
-    :param shutdown_delay: seconds between the start of a shutdown and the end
-        of listening, while ``/ready`` already answers 503, so that a load
-        balancer stops sending clients first. Default 0.0 (``--shutdown-delay``).
-    :param redis_url: join the cluster of every server started with this
-        Redis URL and ``redis_prefix`` (:mod:`flask_pusher.server.cluster`).
-        Default ``None``: serve alone, without importing redis (``--redis``,
-        ``PUSHER_SERVER_REDIS_URL``).
-    :param redis_prefix: the start of the cluster's Redis keys and channels.
-        Default ``"flask-pusher"`` (``--redis-prefix``).
-    :param node_timeout: seconds after which the other nodes of a cluster
-        take a silent node for dead and remove its connections. Default 30.0
-        (``--node-timeout``).
+    :param options: the keyword arguments of
+        :class:`~flask_pusher.server_options.ServerOptions` (its names,
+        defaults, flags and config keys), kept as :attr:`options`.
+    :raises TypeError: for an unknown option.
     :raises ValueError: as :class:`~flask_pusher.server.core.Core`, for a
         metrics prefix that cannot start a Prometheus metric name, or for a
         Redis URL redis-py cannot use.
     """
 
-    def __init__(
-        self,
-        apps: Sequence[AppConfig],
-        *,
-        webhook_delay: float = 3.0,
-        webhook_backoff: float = 1.0,
-        webhook_retry_for: float = 300.0,
-        tick_interval: float = 1.0,
-        metrics: bool = True,
-        metrics_prefix: str = DEFAULT_METRICS_PREFIX,
-        metrics_port: int | None = None,
-        node: str | None = None,
-        console: bool = False,
-        shutdown_delay: float = 0.0,
-        redis_url: str | None = None,
-        redis_prefix: str = DEFAULT_REDIS_PREFIX,
-        node_timeout: float = DEFAULT_NODE_TIMEOUT,
-    ) -> None:
+    def __init__(self, apps: Sequence[AppConfig], **options: Any) -> None:
+        #: The server's options (:class:`~flask_pusher.server_options.ServerOptions`).
+        self.options = opts = ServerOptions(**options)
+        webhook_delay, redis_url = opts.webhook_delay, opts.redis_url
         self.core = Core(apps)
         # In a cluster, Redis holds channel_vacated/member_removed back.
         delay = webhook_delay if redis_url is None else 0.0
-        self.webhooks = WebhookSender(delay, webhook_backoff, webhook_retry_for)
+        self.webhooks = WebhookSender(delay, opts.webhook_backoff, opts.webhook_retry_for)
         self.cluster: Cluster | None = None
         if redis_url is not None:
             from .cluster import Cluster
@@ -201,29 +162,29 @@ class Server:
                 self.apply,
                 self.webhooks,
                 redis_url,
-                redis_prefix,
-                node_timeout,
+                opts.redis_prefix,
+                opts.node_timeout,
                 webhook_delay,
             )
-        self.tick_interval = tick_interval
-        self.node = node or ""
+        self.tick_interval = opts.tick_interval
+        self.node = opts.node or ""
         self.metrics: Metrics | None = None
         # The I/O layer's counters by app, or None: nothing is counted.
         self._counts: dict[AppState, IOCounts] | None = None
-        if metrics:
+        if opts.metrics:
             self.metrics = Metrics(
-                self.core.apps_by_id, self._webhook_figures, metrics_prefix, self.node
+                self.core.apps_by_id, self._webhook_figures, opts.metrics_prefix, self.node
             )
             self._counts = self.metrics.counts
             cluster = self.cluster
             if cluster is not None:
                 self.metrics.cluster = lambda: (cluster.up, cluster.events_not_published)
-        self.metrics_port = metrics_port
+        self.metrics_port = opts.metrics_port
         self.console: Console | None = None
-        if console:
+        if opts.console:
             self.console = Console(self.core, self.apply, self._watched, self.node)
             self.webhooks.observer = self._webhook_attempt
-        self.shutdown_delay = shutdown_delay
+        self.shutdown_delay = opts.shutdown_delay
         self._ops_runner: web.AppRunner | None = None  # the --metrics-port listener
         #: Why the server is not ready, or ``None``: see :meth:`ready`.
         self.not_ready: str | None = None
@@ -235,7 +196,6 @@ class Server:
             self.readiness_checks.append(self.cluster.not_ready)
             view, settle = self.cluster.reads.view, self.cluster.written
         self.api = HTTPApi(self.core, self.apply, self._api_call, view, settle)
-        # The only map from the core's connections to sockets.
         # The only map from the core's connections to sockets.
         self._sockets: dict[Connection, PusherSocket[Connection]] = {}
         self._pending: list[Send] = []
