@@ -81,3 +81,40 @@ def test_the_import_walk_resolves_relative_imports() -> None:
     assert "flask_pusher.server.backend.LocalBackend" in imported
     assert "flask_pusher.server.cluster.writer.Writer" in imported
     assert "flask_pusher.server.state.Effects" in _imports(SERVER / "core.py")
+
+
+def _writes_to_a_transport(path: Path) -> list[int]:
+    """Lines of ``path`` that call ``<something>.transport.write`` or ``transport.write``."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "write"
+            and (
+                (isinstance(node.func.value, ast.Name) and node.func.value.id == "transport")
+                or (
+                    isinstance(node.func.value, ast.Attribute)
+                    and node.func.value.attr == "transport"
+                )
+            )
+        ):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_server_is_split_one_job_per_module() -> None:
+    """Issue 15, item 4: the writer is the only path to a client's socket (as
+    the handshake's owner, ``wsocket`` writes its own control frames); the
+    handshake, the ops routes and the composition root write nothing; the
+    writer knows no aiohttp; the ops routes know neither the core nor the writer."""
+    writers = {path.name for path in SERVER.glob("*.py") if _writes_to_a_transport(path)}
+    assert writers == {"writer.py", "wsocket.py"}
+    assert not {m for m in _imports(SERVER / "writer.py") if m.split(".")[0] == "aiohttp"}
+    ops = _imports(SERVER / "ops.py")
+    assert not {
+        m for m in ops if m.startswith(("flask_pusher.server.core", "flask_pusher.server.writer"))
+    }
+    app = _imports(SERVER / "app.py")
+    assert {"flask_pusher.server.writer.Writer", "flask_pusher.server.handshake.Handshake"} <= app
+    assert "flask_pusher.server.ops.Ops" in app
