@@ -60,6 +60,13 @@ def _option(default: Any, help: str, **spec: Any) -> Any:
     return dataclasses.field(default=default, metadata={"spec": Spec(help, **spec)})
 
 
+#: Seconds ``channel_vacated`` and ``member_removed`` webhooks are held back
+#: (https://pusher.com/docs/channels/server_api/webhooks/: "delayed by a few seconds").
+DEFAULT_WEBHOOK_DELAY = 3.0
+#: Seconds before the first webhook retry, doubled after each failure.
+DEFAULT_WEBHOOK_BACKOFF = 1.0
+#: Seconds after which a failing webhook is dropped (Pusher retries for 5 minutes).
+DEFAULT_WEBHOOK_RETRY_FOR = 300.0
 #: The default start of every metric name (soketi's is ``soketi_``).
 DEFAULT_METRICS_PREFIX = "pusher_"
 #: The start of the cluster's Redis keys and pub/sub channels.
@@ -113,9 +120,15 @@ class ServerOptions:
     :raises TypeError: for an unknown option name.
     """
 
-    webhook_delay: float = _option(3.0, "Seconds vacated/member_removed webhooks are held.")
-    webhook_backoff: float = _option(1.0, "Seconds before the first webhook retry.")
-    webhook_retry_for: float = _option(300.0, "Seconds a failing webhook is retried.")
+    webhook_delay: float = _option(
+        DEFAULT_WEBHOOK_DELAY, "Seconds vacated/member_removed webhooks are held."
+    )
+    webhook_backoff: float = _option(
+        DEFAULT_WEBHOOK_BACKOFF, "Seconds before the first webhook retry."
+    )
+    webhook_retry_for: float = _option(
+        DEFAULT_WEBHOOK_RETRY_FOR, "Seconds a failing webhook is retried."
+    )
     tick_interval: float = _option(1.0, "Seconds between heartbeat checks.")
     metrics: bool = _option(
         True, "Count and serve Prometheus metrics at /metrics.", flag="--metrics/--no-metrics"

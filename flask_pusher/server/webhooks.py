@@ -38,6 +38,9 @@ from typing import Any
 import aiohttp
 import pusher.signature
 
+from ..server_options import DEFAULT_WEBHOOK_BACKOFF
+from ..server_options import DEFAULT_WEBHOOK_DELAY
+from ..server_options import DEFAULT_WEBHOOK_RETRY_FOR
 from .config import AppConfig
 from .config import WebhookConfig
 
@@ -200,9 +203,9 @@ class WebhookSender:
 
     def __init__(
         self,
-        delay: float = 3.0,
-        backoff: float = 1.0,
-        retry_for: float = 300.0,
+        delay: float = DEFAULT_WEBHOOK_DELAY,
+        backoff: float = DEFAULT_WEBHOOK_BACKOFF,
+        retry_for: float = DEFAULT_WEBHOOK_RETRY_FOR,
         timeout: float = 10.0,
         *,
         max_queue: int = 10_000,
