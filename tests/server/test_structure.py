@@ -118,3 +118,24 @@ def test_server_is_split_one_job_per_module() -> None:
     app = _imports(SERVER / "app.py")
     assert {"flask_pusher.server.writer.Writer", "flask_pusher.server.handshake.Handshake"} <= app
     assert "flask_pusher.server.ops.Ops" in app
+
+
+def test_the_vacate_delay_rule_is_written_once() -> None:
+    """Which webhooks wait and what cancels each is stated once
+    (``names.DELAYED_WEBHOOKS``): the webhook sender reads it, and the Lua's
+    ``hook`` names no webhook type but through the tables made from it."""
+    from flask_pusher import names
+    from flask_pusher.server import webhooks
+    from flask_pusher.server.cluster import script
+
+    assert webhooks._DELAYED is names.DELAYED_WEBHOOKS
+    rules = script.rules()
+    for delayed, canceller in names.DELAYED_WEBHOOKS.items():
+        assert f"{delayed} = '{canceller}'" in rules
+        assert f"{canceller} = '{delayed}'" in rules
+    assert script.load().startswith(rules)
+    common = (SERVER / "cluster" / "lua" / "common.lua").read_text("utf-8")
+    hook = common[common.index("local function hook") :]
+    hook = hook[: hook.index("\nend\n")]
+    assert "DELAYED[name]" in hook and "CANCELS[name]" in hook
+    assert not [t for t in names.WEBHOOK_EVENT_TYPES if t in hook]
