@@ -14,6 +14,14 @@ process (the one of ``fanout.py``):
   object type (``gc`` objects and ``sys.getsizeof``), diffing snapshots taken
   before and after connecting N clients.
 
+What the backend seam (issue 15) changed: RSS per connection rose from 3,930
+to 4,080 B (n=5,000; 4,096 to 4,194 at 10,000), yet ``trace`` finds the same
+live bytes per connection before and after (3,972 and 3,966 B at 2,000), and
+with ``--env PYTHONMALLOC=malloc`` the two are equal (4,479 and 4,456 B). The
+rise is pymalloc's pools, not a new per-connection object: the subscribe path
+makes more short-lived objects (typed events, backend calls) between the
+long-lived ones, which leaves more partly used pools behind.
+
 Linux only. Run: ``python benchmarks/idle_memory.py --n 5000 10000 --runs 3``
 or ``python benchmarks/idle_memory.py trace --n 2000``.
 """

@@ -21,6 +21,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from .listen import listen
+from .local import server_settings
 from .server.cli import OpsOptions
 from .server.cli import serve as run_server
 from .server.cli import server_options
@@ -55,12 +56,13 @@ def serve(host: str, port: int, webhooks: tuple[str, ...], debug: bool, ops: Ops
     settings = _extension().settings
     ctx = click.get_current_context()
     defaults = (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
-    if ctx.get_parameter_source("redis_url") in defaults and settings.server_redis_url:
-        ops = dataclasses.replace(ops, redis_url=settings.server_redis_url)
-    if ctx.get_parameter_source("redis_prefix") in defaults:
-        ops = dataclasses.replace(ops, redis_prefix=settings.server_redis_prefix)
-    if ctx.get_parameter_source("console_allow_hosts") in defaults:
-        ops = dataclasses.replace(ops, console_allow_hosts=settings.server_console_allow_hosts)
+    # An option the command line leaves at its default takes the app's PUSHER_SERVER_* key.
+    configured = {
+        name: value
+        for name, value in server_settings(settings).items()
+        if ctx.get_parameter_source(name) in defaults
+    }
+    ops = dataclasses.replace(ops, **configured)
     hooks = tuple(WebhookConfig(url) for url in webhooks)
     app_config = AppConfig(settings.app_id, settings.key, settings.secret, webhooks=hooks)
     run_server([app_config], host, port, debug, ops)

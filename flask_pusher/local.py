@@ -21,6 +21,7 @@ import ipaddress
 import logging
 import sys
 import threading
+from typing import Any
 from typing import TYPE_CHECKING
 
 import pusher
@@ -29,6 +30,8 @@ from flask import current_app
 from flask import request
 from flask import url_for
 
+from .server_options import ServerOptions
+from .server_options import specs
 from .settings import PusherSettings
 
 if TYPE_CHECKING:
@@ -52,6 +55,17 @@ def console_url(settings: PusherSettings) -> str | None:
     if not settings.local_server:
         return None
     return f"http://127.0.0.1:{settings.local_server_port}/console"
+
+
+def server_settings(settings: PusherSettings) -> dict[str, Any]:
+    """The app's ``PUSHER_SERVER_*`` settings as keyword arguments of the
+    server: each option of :class:`~flask_pusher.server_options.ServerOptions`
+    with a config key, from the setting ``server_<option>``."""
+    return {
+        spec.name: getattr(settings, f"server_{spec.name}")
+        for spec in specs(ServerOptions)
+        if spec.config_key is not None
+    }
 
 
 def ensure_started(settings: PusherSettings, webhook_url: str | None = None) -> LocalServer | None:
@@ -94,9 +108,7 @@ def ensure_started(settings: PusherSettings, webhook_url: str | None = None) -> 
                 host="127.0.0.1",
                 port=port,
                 console=True,
-                redis_url=settings.server_redis_url,
-                redis_prefix=settings.server_redis_prefix,
-                console_allow_hosts=settings.server_console_allow_hosts,
+                **server_settings(settings),
             ).start()
         except OSError as e:
             if _serves_app(settings):

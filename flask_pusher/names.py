@@ -51,6 +51,16 @@ WEBHOOK_GROUPS: dict[str, tuple[str, ...]] = {
     "cache_miss": ("cache_miss",),
     "subscription_count": ("subscription_count",),
 }
+#: The webhooks Pusher sends "delayed by a few seconds"
+#: (https://pusher.com/docs/channels/server_api/webhooks/), each with the event
+#: that cancels it while it waits: a channel that is occupied again, a member
+#: that is back, sends neither. The one statement of the rule: the server's
+#: webhook sender (one process) and the Redis backend's Lua (a cluster, where
+#: the hold must be seen by every node) both read it.
+DELAYED_WEBHOOKS: dict[str, str] = {
+    "channel_vacated": "channel_occupied",
+    "member_removed": "member_added",
+}
 #: The seven webhook event types.
 WEBHOOK_EVENT_TYPES: frozenset[str] = frozenset(
     name for names in WEBHOOK_GROUPS.values() for name in names

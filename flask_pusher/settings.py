@@ -29,6 +29,10 @@ from werkzeug.utils import import_string
 from werkzeug.utils import ImportStringError
 
 from .errors import ConfigurationError
+from .server_options import DEFAULT_PORT
+from .server_options import DEFAULT_REDIS_PREFIX
+from .server_options import ServerOptions
+from .server_options import specs
 
 _MISSING: Any = object()
 _TRUE = {"1", "true", "yes", "on"}
@@ -70,16 +74,16 @@ class PusherSettings:
     auth_jsonp: bool = False
     defer: bool = False
     local_server: bool = False
-    local_server_port: int = 6001
+    local_server_port: int = DEFAULT_PORT
     server_redis_url: str | None = dataclasses.field(default=None, repr=False)
-    server_redis_prefix: str = "flask-pusher"
+    server_redis_prefix: str = DEFAULT_REDIS_PREFIX
+    server_console_allow_hosts: tuple[str, ...] = ()
     after_commit: bool = False
     outbox: bool = False
     outbox_relay_thread: bool = False
     outbox_poll_interval: float = 1.0
     outbox_retry_max: float = 30.0
     outbox_retention: float = 3600.0
-    server_console_allow_hosts: tuple[str, ...] = ()
 
     @property
     def encryption_enabled(self) -> bool:
@@ -226,6 +230,15 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return dict(value)
 
 
+#: How the extension coerces the server options that have a config key
+#: (:class:`~flask_pusher.server_options.ServerOptions`), by option name.
+_SERVER_COERCE: dict[str, Callable[[Any], Any]] = {
+    "redis_url": _redis_url,
+    "redis_prefix": _text,
+    "console_allow_hosts": _hosts,
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Option:
     """One setting: its keyword name, config key, default and coercion."""
@@ -267,16 +280,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("auth_jsonp", "PUSHER_AUTH_JSONP", False, _bool),
     Option("defer", "PUSHER_DEFER", False, _bool),
     Option("local_server", "PUSHER_LOCAL_SERVER", False, _bool),
-    Option("local_server_port", "PUSHER_LOCAL_SERVER_PORT", 6001, _number(int, 1, 65535)),
-    Option("server_redis_url", "PUSHER_SERVER_REDIS_URL", None, _redis_url),
-    Option("server_redis_prefix", "PUSHER_SERVER_REDIS_PREFIX", "flask-pusher", _text),
+    Option("local_server_port", "PUSHER_LOCAL_SERVER_PORT", DEFAULT_PORT, _number(int, 1, 65535)),
+    # PUSHER_SERVER_*: the server's options that have a config key, named server_<option>.
+    *(
+        Option(f"server_{spec.name}", spec.config_key, spec.default, _SERVER_COERCE[spec.name])
+        for spec in specs(ServerOptions)
+        if spec.config_key is not None
+    ),
     Option("after_commit", "PUSHER_AFTER_COMMIT", False, _bool),
     Option("outbox", "PUSHER_OUTBOX", False, _bool),
     Option("outbox_relay_thread", "PUSHER_OUTBOX_RELAY_THREAD", False, _bool),
     Option("outbox_poll_interval", "PUSHER_OUTBOX_POLL_INTERVAL", 1.0, _number(float, 0.01, 3600)),
     Option("outbox_retry_max", "PUSHER_OUTBOX_RETRY_MAX", 30.0, _number(float, 0.01, 86400)),
     Option("outbox_retention", "PUSHER_OUTBOX_RETENTION", 3600.0, _number(float, 0, 31 * 86400)),
-    Option("server_console_allow_hosts", "PUSHER_SERVER_CONSOLE_ALLOW_HOSTS", (), _hosts),
 )
 
 #: The credentials an in-process local server uses when none are configured:

@@ -9,7 +9,6 @@ both take the options of :func:`server_options` and start the server with
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib.util
 import json
@@ -20,22 +19,25 @@ from typing import TypeVar
 
 import click
 
+from ..server_options import CommandLineOptions
+from ..server_options import LISTEN
+from ..server_options import Spec
+from ..server_options import specs
 from .access import parse_networks
 from .config import AppConfig
 from .config import check_prefix
 from .config import check_redis_url
 from .config import check_workers
-from .config import DEFAULT_METRICS_PREFIX
-from .config import DEFAULT_NODE_TIMEOUT
-from .config import DEFAULT_REDIS_PREFIX
-from .config import NODE_TIMEOUT_RANGE
 from .config import WebhookConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def server_options(f: F) -> F:
-    """Add the options every way of starting the server takes:
+    """Add the options every way of starting the server takes, each made from
+    its declaration (:data:`~flask_pusher.server_options.LISTEN` and the
+    fields of :class:`~flask_pusher.server_options.CommandLineOptions` with a
+    flag):
 
     - ``--host`` (default ``127.0.0.1``, loopback only),
     - ``--port`` (default 6001; 0 picks a free port),
@@ -64,128 +66,53 @@ def server_options(f: F) -> F:
     The decorated function takes ``host``, ``port``, ``webhooks``, ``debug``
     and ``ops`` (an :class:`OpsOptions`).
     """
-    options = [
-        click.option(
-            "--host", default="127.0.0.1", show_default=True, help="Interface to listen on."
-        ),
-        click.option(
-            "--port",
-            default=6001,
-            show_default=True,
-            type=click.IntRange(0, 65535),
-            help="TCP port; 0 picks a free one.",
-        ),
-        click.option(
-            "--webhook",
-            "webhooks",
-            multiple=True,
-            metavar="URL",
-            help="Send webhooks to URL (repeatable), e.g. http://127.0.0.1:5000/pusher/events.",
-        ),
-        click.option(
-            "--debug",
-            is_flag=True,
-            help="Log one line per connection event and HTTP API request (with its request id).",
-        ),
-        click.option(
-            "--metrics/--no-metrics",
-            default=True,
-            show_default=True,
-            help="Count and serve Prometheus metrics at /metrics.",
-        ),
-        click.option(
-            "--metrics-prefix",
-            default=DEFAULT_METRICS_PREFIX,
-            show_default=True,
-            help="Start of every metric name (soketi's is soketi_).",
-        ),
-        click.option(
-            "--metrics-port",
-            type=click.IntRange(1, 65535),
-            default=None,
-            help="Serve /metrics, /health and /ready on this port (same interface) instead.",
-        ),
-        click.option(
-            "--node",
-            default=None,
-            metavar="NAME",
-            help="This process's name in metrics and the console. [default: HOSTNAME:PORT]",
-        ),
-        click.option(
-            "--console",
-            is_flag=True,
-            help="Serve the debug console at /console (asks for an app secret off loopback).",
-        ),
-        click.option(
-            "--console-allow-host",
-            "console_allow_hosts",
-            multiple=True,
-            metavar="HOST",
-            help="A Host name the console takes as this machine (repeatable), besides"
-            " 127.0.0.1, [::1] and localhost.",
-        ),
-        click.option(
-            "--trusted-proxy",
-            "trusted_proxies",
-            multiple=True,
-            callback=_networks,
-            metavar="ADDRESS",
-            help="IP address or network of a proxy whose X-Forwarded-For and"
-            " X-Forwarded-Proto are believed (repeatable).",
-        ),
-        click.option(
-            "--shutdown-delay",
-            type=click.FloatRange(0, 600),
-            default=0.0,
-            show_default=True,
-            metavar="SECONDS",
-            help="On SIGTERM, answer 503 on /ready this long before closing.",
-        ),
-        click.option(
-            "--redis",
-            "redis_url",
-            callback=_redis_url,
-            envvar="PUSHER_SERVER_REDIS_URL",
-            show_envvar=True,
-            default=None,
-            metavar="URL",
-            help="Join the cluster of every server with this Redis URL and prefix,"
-            " e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS, unix:///PATH).",
-        ),
-        click.option(
-            "--redis-prefix",
-            default=DEFAULT_REDIS_PREFIX,
-            show_default=True,
-            callback=_not_empty,
-            help="Start of the cluster's Redis keys and pub/sub channels.",
-        ),
-        click.option(
-            "--node-timeout",
-            type=click.FloatRange(*NODE_TIMEOUT_RANGE),
-            default=DEFAULT_NODE_TIMEOUT,
-            show_default=True,
-            metavar="SECONDS",
-            help="With --redis: how long before the other nodes treat a silent node as dead.",
-        ),
-        click.option(
-            "--workers",
-            type=click.IntRange(1, 256),
-            default=1,
-            show_default=True,
-            metavar="N",
-            help="Run N server processes on the same port (SO_REUSEPORT); needs --redis.",
-        ),
-    ]
-    for option in reversed(options):
-        f = option(f)
+    ops = [spec for spec in specs(OpsOptions) if spec.flag is not None]
+    for spec in reversed((*LISTEN, *ops)):
+        f = click_option(spec)(f)
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        names = [field.name for field in dataclasses.fields(OpsOptions)]
-        kwargs["ops"] = OpsOptions(**{name: kwargs.pop(name) for name in names})
+        kwargs["ops"] = OpsOptions(**{spec.name: kwargs.pop(spec.name) for spec in ops})
         return f(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def click_option(spec: Spec) -> Callable[[F], F]:
+    """The click option of one declared option (its flag, type, range,
+    default, environment variable and help)."""
+    assert spec.flag is not None
+    kwargs: dict[str, Any] = {"help": spec.help, "metavar": spec.metavar}
+    if spec.type == "bool":
+        kwargs["default"] = spec.default
+        if "/" in spec.flag:  # --metrics/--no-metrics
+            kwargs["show_default"] = True
+        else:
+            kwargs["is_flag"] = True
+    elif spec.type.startswith("tuple"):
+        kwargs["multiple"] = True
+    else:
+        kwargs["default"] = spec.default
+        kwargs["show_default"] = spec.default is not None
+        number = _NUMBERS.get(spec.type.replace(" | None", ""))
+        if number is not None and spec.bounds is not None:
+            kwargs["type"] = number(*spec.bounds)
+        if spec.envvar is not None:
+            kwargs.update(envvar=spec.envvar, show_envvar=True)
+    callback = _CHECKS.get(spec.name)
+    if callback is not None:
+        kwargs["callback"] = callback
+    if "metavar" in kwargs and kwargs["metavar"] is None:
+        del kwargs["metavar"]
+    name = spec.flag.split("/")[0].lstrip("-").replace("-", "_")
+    declarations = [spec.flag] if name == spec.name else [spec.flag, spec.name]
+    return click.option(*declarations, **kwargs)
+
+
+_NUMBERS: dict[str, Callable[..., Any]] = {
+    "int": click.IntRange,
+    "float": click.FloatRange,
+}
 
 
 def _redis_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -213,31 +140,17 @@ def _not_empty(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
-@dataclasses.dataclass(frozen=True)
-class OpsOptions:
-    """The operations and cluster options of :func:`server_options`, as
-    :class:`~flask_pusher.server.LocalServer` and :func:`~flask_pusher.server.run`
-    take them as keyword arguments (same names and defaults; ``workers`` is
-    :func:`~flask_pusher.server.run`'s only)."""
+#: The command line's checks of a value, by option name.
+_CHECKS: dict[str, Callable[[click.Context, click.Parameter, Any], Any]] = {
+    "redis_url": _redis_url,
+    "redis_prefix": _not_empty,
+    "trusted_proxies": _networks,
+}
 
-    metrics: bool = True
-    metrics_prefix: str = DEFAULT_METRICS_PREFIX
-    metrics_port: int | None = None
-    node: str | None = None
-    console: bool = False
-    shutdown_delay: float = 0.0
-    redis_url: str | None = None
-    redis_prefix: str = DEFAULT_REDIS_PREFIX
-    node_timeout: float = DEFAULT_NODE_TIMEOUT
-    console_allow_hosts: tuple[str, ...] = ()
-    trusted_proxies: tuple[str, ...] = ()
-    workers: int = 1
-
-    def kwargs(self) -> dict[str, Any]:
-        """The options as keyword arguments of the server (all but ``workers``)."""
-        options = dataclasses.asdict(self)
-        del options["workers"]
-        return options
+#: The operations and cluster options of :func:`server_options`, as
+#: :func:`serve` takes them (the name of
+#: :class:`~flask_pusher.server_options.CommandLineOptions` here).
+OpsOptions = CommandLineOptions
 
 
 def serve(

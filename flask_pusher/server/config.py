@@ -9,6 +9,10 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from .. import names
+from ..server_options import DEFAULT_METRICS_PREFIX as DEFAULT_METRICS_PREFIX
+from ..server_options import DEFAULT_NODE_TIMEOUT as DEFAULT_NODE_TIMEOUT
+from ..server_options import DEFAULT_REDIS_PREFIX as DEFAULT_REDIS_PREFIX
+from ..server_options import NODE_TIMEOUT_RANGE as NODE_TIMEOUT_RANGE
 
 WEBHOOK_EVENT_TYPES = names.WEBHOOK_EVENT_TYPES
 
@@ -121,8 +125,6 @@ class AppConfig:
                 raise ValueError(f"AppConfig.{name} must be positive.")
 
 
-#: The default start of every metric name (soketi's is ``soketi_``).
-DEFAULT_METRICS_PREFIX = "pusher_"
 _PREFIX = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 
 
@@ -140,12 +142,6 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
-#: The start of every Redis key and pub/sub channel of a cluster (``--redis-prefix``).
-DEFAULT_REDIS_PREFIX = "flask-pusher"
-#: Seconds before the other nodes of a cluster treat a silent node as dead (``--node-timeout``).
-DEFAULT_NODE_TIMEOUT = 30.0
-#: The range ``--node-timeout`` accepts, in seconds.
-NODE_TIMEOUT_RANGE = (1.0, 300.0)
 #: The forms of Redis URL that redis-py's ``from_url`` takes.
 REDIS_URL_FORMS = (
     "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import gc
 import logging
 import signal
@@ -17,14 +18,14 @@ from typing import Any
 
 from aiohttp import web
 
+from ..server_options import DEFAULT_HOST
+from ..server_options import DEFAULT_PORT
+from ..server_options import ServerOptions
 from .app import Server
 from .app import start_site
 from .app import stop_site
 from .config import AppConfig
 from .config import check_workers
-from .config import DEFAULT_METRICS_PREFIX
-from .config import DEFAULT_NODE_TIMEOUT
-from .config import DEFAULT_REDIS_PREFIX
 from .workers import Supervisor
 from .workers import WorkerError
 
@@ -46,37 +47,13 @@ class LocalServer:
     :param host: the interface to listen on. Default ``"127.0.0.1"``.
     :param port: the TCP port; 0 (the default) picks a free port, read it back
         from :attr:`port` after :meth:`start`.
-    :param webhook_delay: seconds ``channel_vacated`` and ``member_removed``
-        webhooks are held back. Default 3.0; tests use less.
-    :param webhook_backoff: seconds before the first webhook retry, doubled
-        after each failure. Default 1.0.
-    :param webhook_retry_for: seconds after which a failing webhook is
-        dropped. Default 300.0.
-    :param tick_interval: seconds between heartbeat checks (pings, 4201
-        closes) and throttled subscription counts. Default 1.0.
-    :param metrics: count and serve Prometheus metrics at ``/metrics``. Default ``True``.
-    :param metrics_prefix: the start of every metric name. Default ``"pusher_"``.
-    :param metrics_port: serve ``/metrics``, ``/health`` and ``/ready`` on this
-        port instead of ``port``. Default ``None``.
-    :param node: the name of this server process in metrics (``node`` label)
-        and console events. Default ``None``: ``HOSTNAME:PORT``.
-    :param console: serve the debug console at ``/console``. Default ``False``.
-    :param shutdown_delay: seconds :meth:`stop` keeps listening while
-        ``/ready`` answers 503. Default 0.0.
-    :param redis_url: join the cluster of every server with this Redis URL
-        and ``redis_prefix`` (``redis://HOST:PORT/DB``, ``rediss://`` or
-        ``unix://``; needs the ``redis`` extra). Default ``None``: no cluster,
-        nothing of Redis imported. Config key ``PUSHER_SERVER_REDIS_URL``.
-    :param redis_prefix: the start of the cluster's Redis keys and pub/sub
-        channels. Default ``"flask-pusher"`` (``PUSHER_SERVER_REDIS_PREFIX``).
-    :param node_timeout: seconds before the other nodes of the cluster treat
-        this one as dead once it falls silent. Default 30.0.
-    :param console_allow_hosts: ``Host`` names the console takes as this
-        machine, besides ``127.0.0.1``, ``[::1]`` and ``localhost``. Default
-        none (``--console-allow-host``, ``PUSHER_SERVER_CONSOLE_ALLOW_HOSTS``).
-    :param trusted_proxies: IP addresses or networks of proxies whose
-        ``X-Forwarded-For`` and ``X-Forwarded-Proto`` are believed. Default
-        none (``--trusted-proxy``).
+    :param options: the keyword arguments of
+        :class:`~flask_pusher.server_options.ServerOptions`: ``webhook_delay``,
+        ``webhook_backoff``, ``webhook_retry_for``, ``tick_interval``,
+        ``metrics``, ``metrics_prefix``, ``metrics_port``, ``node``,
+        ``console``, ``shutdown_delay``, ``redis_url``, ``redis_prefix``,
+        ``node_timeout`` (each with its default and its flag there).
+    :raises TypeError: for an unknown option.
     :raises ValueError: if no app is given or IDs or keys repeat, or for a bad
         metrics prefix.
     """
@@ -84,45 +61,15 @@ class LocalServer:
     def __init__(
         self,
         apps: Sequence[AppConfig],
-        host: str = "127.0.0.1",
+        host: str = DEFAULT_HOST,
         port: int = 0,
-        *,
-        webhook_delay: float = 3.0,
-        webhook_backoff: float = 1.0,
-        webhook_retry_for: float = 300.0,
-        tick_interval: float = 1.0,
-        metrics: bool = True,
-        metrics_prefix: str = DEFAULT_METRICS_PREFIX,
-        metrics_port: int | None = None,
-        node: str | None = None,
-        console: bool = False,
-        shutdown_delay: float = 0.0,
-        redis_url: str | None = None,
-        redis_prefix: str = DEFAULT_REDIS_PREFIX,
-        node_timeout: float = DEFAULT_NODE_TIMEOUT,
-        console_allow_hosts: Sequence[str] = (),
-        trusted_proxies: Sequence[str] = (),
+        **options: Any,
     ) -> None:
         self.apps = tuple(apps)
         self.host = host
         self.port = port
-        self._options: dict[str, Any] = {
-            "webhook_delay": webhook_delay,
-            "webhook_backoff": webhook_backoff,
-            "webhook_retry_for": webhook_retry_for,
-            "tick_interval": tick_interval,
-            "metrics": metrics,
-            "metrics_prefix": metrics_prefix,
-            "metrics_port": metrics_port,
-            "node": node,
-            "console": console,
-            "shutdown_delay": shutdown_delay,
-            "redis_url": redis_url,
-            "redis_prefix": redis_prefix,
-            "node_timeout": node_timeout,
-            "console_allow_hosts": tuple(console_allow_hosts),
-            "trusted_proxies": tuple(trusted_proxies),
-        }
+        #: The server's options (:class:`~flask_pusher.server_options.ServerOptions`).
+        self.options = ServerOptions(**options)
         if not self.apps:
             raise ValueError("LocalServer needs at least one AppConfig.")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -143,7 +90,7 @@ class LocalServer:
     @property
     def console_url(self) -> str | None:
         """``http://HOST:PORT/console``, or ``None`` without the console."""
-        return f"{self.url}/console" if self._options["console"] else None
+        return f"{self.url}/console" if self.options.console else None
 
     @property
     def server(self) -> Server | None:
@@ -180,7 +127,7 @@ class LocalServer:
         loop = asyncio.new_event_loop()
         self._loop = loop
         try:
-            self._server = Server(self.apps, **self._options)
+            self._server = Server(self.apps, **dataclasses.asdict(self.options))
             self._runner, port = loop.run_until_complete(
                 start_site(self._server, self.host, self.port)
             )
@@ -241,11 +188,10 @@ def describe(host: str, port: int, apps: Sequence[AppConfig]) -> str:
 
 def run(
     apps: Sequence[AppConfig],
-    host: str = "127.0.0.1",
-    port: int = 6001,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
     *,
     debug: bool = False,
-    webhook_delay: float = 3.0,
     workers: int = 1,
     **options: Any,
 ) -> None:
@@ -269,23 +215,24 @@ def run(
     :param apps: the apps to serve.
     :param host: the interface. Default ``"127.0.0.1"`` (loopback only).
     :param port: the TCP port. Default 6001; 0 picks a free port.
-    :param webhook_delay: seconds vacate/member_removed webhooks are held.
     :param workers: server processes to run (``--workers``). Default 1: this
         process serves. More need ``redis_url`` and a fixed port.
-    :param options: more keyword arguments of
-        :class:`~flask_pusher.server.app.Server`: ``metrics``, ``metrics_prefix``,
-        ``metrics_port``, ``node``, ``console``, ``shutdown_delay``,
-        ``redis_url``, ``redis_prefix``, ``node_timeout`` (the command line's
-        ``--no-metrics``, ``--metrics-prefix``, ``--metrics-port``, ``--node``,
-        ``--console``, ``--shutdown-delay``, ``--redis``, ``--redis-prefix``,
+    :param options: the keyword arguments of
+        :class:`~flask_pusher.server_options.ServerOptions` (``webhook_delay``,
+        ``metrics``, ``metrics_prefix``, ``metrics_port``, ``node``,
+        ``console``, ``shutdown_delay``, ``redis_url``, ``redis_prefix``,
+        ``node_timeout``, ...: the command line's ``--no-metrics``,
+        ``--metrics-prefix``, ``--metrics-port``, ``--node``, ``--console``,
+        ``--shutdown-delay``, ``--redis``, ``--redis-prefix``,
         ``--node-timeout``).
+    :raises TypeError: for an unknown option.
     :raises OSError: if the address cannot be bound.
     :raises ValueError: for a bad metrics prefix, or ``workers`` > 1 without
         ``redis_url``, on port 0, or where the platform lacks ``SO_REUSEPORT``.
     :raises WorkerError: if a worker does not start, or ``workers`` > 1 is
         asked for off the main thread (signals are handled there only).
     """
-    options = {"webhook_delay": webhook_delay, **options}
+    options = dataclasses.asdict(ServerOptions(**options))
     check_workers(workers, port, options.get("redis_url"))
     _configure_logging(debug)
     if workers > 1:

@@ -38,12 +38,14 @@ from typing import Any
 import aiohttp
 import pusher.signature
 
+from .. import names
+from .. import server_options as defaults
 from .config import AppConfig
 from .config import WebhookConfig
 
 log = logging.getLogger("flask_pusher.server.webhooks")
 
-_DELAYED = {"channel_vacated": "channel_occupied", "member_removed": "member_added"}
+_DELAYED = names.DELAYED_WEBHOOKS
 _CANCELLERS = {v: k for k, v in _DELAYED.items()}
 #: Seconds an idle delivery loop waits after the first new event, gathering more.
 BATCH_WINDOW = 0.05
@@ -200,9 +202,9 @@ class WebhookSender:
 
     def __init__(
         self,
-        delay: float = 3.0,
-        backoff: float = 1.0,
-        retry_for: float = 300.0,
+        delay: float = defaults.DEFAULT_WEBHOOK_DELAY,
+        backoff: float = defaults.DEFAULT_WEBHOOK_BACKOFF,
+        retry_for: float = defaults.DEFAULT_WEBHOOK_RETRY_FOR,
         timeout: float = 10.0,
         *,
         max_queue: int = 10_000,

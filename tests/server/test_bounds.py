@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from flask_pusher.server import LocalServer
-from flask_pusher.server.app import MAX_FRAME_SIZE
+from flask_pusher.server.handshake import MAX_FRAME_SIZE
 
 from .rawsock import frame
 from .rawsock import frame_header

@@ -81,3 +81,61 @@ def test_the_import_walk_resolves_relative_imports() -> None:
     assert "flask_pusher.server.backend.LocalBackend" in imported
     assert "flask_pusher.server.cluster.writer.Writer" in imported
     assert "flask_pusher.server.state.Effects" in _imports(SERVER / "core.py")
+
+
+def _writes_to_a_transport(path: Path) -> list[int]:
+    """Lines of ``path`` that call ``<something>.transport.write`` or ``transport.write``."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "write"
+            and (
+                (isinstance(node.func.value, ast.Name) and node.func.value.id == "transport")
+                or (
+                    isinstance(node.func.value, ast.Attribute)
+                    and node.func.value.attr == "transport"
+                )
+            )
+        ):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_server_is_split_one_job_per_module() -> None:
+    """Issue 15, item 4: the writer is the only path to a client's socket (as
+    the handshake's owner, ``wsocket`` writes its own control frames); the
+    handshake, the ops routes and the composition root write nothing; the
+    writer knows no aiohttp; the ops routes know neither the core nor the writer."""
+    writers = {path.name for path in SERVER.glob("*.py") if _writes_to_a_transport(path)}
+    assert writers == {"writer.py", "wsocket.py"}
+    assert not {m for m in _imports(SERVER / "writer.py") if m.split(".")[0] == "aiohttp"}
+    ops = _imports(SERVER / "ops.py")
+    assert not {
+        m for m in ops if m.startswith(("flask_pusher.server.core", "flask_pusher.server.writer"))
+    }
+    app = _imports(SERVER / "app.py")
+    assert {"flask_pusher.server.writer.Writer", "flask_pusher.server.handshake.Handshake"} <= app
+    assert "flask_pusher.server.ops.Ops" in app
+
+
+def test_the_vacate_delay_rule_is_written_once() -> None:
+    """Which webhooks wait and what cancels each is stated once
+    (``names.DELAYED_WEBHOOKS``): the webhook sender reads it, and the Lua's
+    ``hook`` names no webhook type but through the tables made from it."""
+    from flask_pusher import names
+    from flask_pusher.server import webhooks
+    from flask_pusher.server.cluster import script
+
+    assert webhooks._DELAYED is names.DELAYED_WEBHOOKS
+    rules = script.rules()
+    for delayed, canceller in names.DELAYED_WEBHOOKS.items():
+        assert f"{delayed} = '{canceller}'" in rules
+        assert f"{canceller} = '{delayed}'" in rules
+    assert script.load().startswith(rules)
+    common = (SERVER / "cluster" / "lua" / "common.lua").read_text("utf-8")
+    hook = common[common.index("local function hook") :]
+    hook = hook[: hook.index("\nend\n")]
+    assert "DELAYED[name]" in hook and "CANCELS[name]" in hook
+    assert not [t for t in names.WEBHOOK_EVENT_TYPES if t in hook]

@@ -56,6 +56,7 @@ import redis.asyncio
 import redis.exceptions
 
 from ... import names
+from ...server_options import DEFAULT_WEBHOOK_DELAY
 from ..backend import Events
 from ..backend import LocalBackend
 from ..config import DEFAULT_NODE_TIMEOUT
@@ -126,7 +127,7 @@ class RedisBackend:
         url: str,
         prefix: str = DEFAULT_REDIS_PREFIX,
         node_timeout: float = DEFAULT_NODE_TIMEOUT,
-        webhook_delay: float = 3.0,
+        webhook_delay: float = DEFAULT_WEBHOOK_DELAY,
     ) -> None:
         self.core = core
         self.apply = apply

@@ -12,16 +12,35 @@ from __future__ import annotations
 
 from importlib import resources
 
+from ...names import DELAYED_WEBHOOKS
 from .messages import Op
 
 #: The files of every operation but the shared ones, in a fixed order.
 OPERATION_FILES = (*(f"{op.value}.lua" for op in Op), "beat.lua")
 
 
+def rules() -> str:
+    """The Lua of the parameters the rules share with Python, made from their
+    one statement: ``DELAYED`` and ``CANCELS`` from
+    :data:`flask_pusher.names.DELAYED_WEBHOOKS` (which webhooks wait, and the
+    event that cancels each)."""
+
+    def table(pairs: dict[str, str]) -> str:
+        return "{" + ", ".join(f"{k} = '{v}'" for k, v in sorted(pairs.items())) + "}"
+
+    cancels = {v: k for k, v in DELAYED_WEBHOOKS.items()}
+    return (
+        "-- Made by script.py from flask_pusher.names.DELAYED_WEBHOOKS.\n"
+        f"local DELAYED = {table(DELAYED_WEBHOOKS)}\n"
+        f"local CANCELS = {table(cancels)}\n"
+    )
+
+
 def load() -> str:
-    """The whole script: ``common.lua``, each operation's file, ``main.lua``."""
+    """The whole script: :func:`rules`, ``common.lua``, each operation's file,
+    ``main.lua``."""
     folder = resources.files("flask_pusher.server.cluster").joinpath("lua")
     parts = [folder.joinpath(name).read_text("utf-8") for name in OPERATION_FILES]
     common = folder.joinpath("common.lua").read_text("utf-8")
     main = folder.joinpath("main.lua").read_text("utf-8")
-    return "\n".join([common, *parts, main])
+    return "\n".join([rules(), common, *parts, main])

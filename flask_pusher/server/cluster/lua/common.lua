@@ -33,15 +33,17 @@ local function stream(app, event_json)
 end
 
 -- The vacate delay, in Redis because a cancel must see every node's hold
--- atomically: channel_vacated and member_removed wait cfg.d ms in a sorted set,
--- where a channel_occupied or member_added of the same channel and user cancels
--- both (the rule of flask_pusher/server/webhooks.py for one process).
+-- atomically: each webhook of DELAYED (channel_vacated, member_removed) waits
+-- cfg.d ms in a sorted set, where its canceller of the same channel and user
+-- (channel_occupied, member_added) cancels it. DELAYED and CANCELS are made by
+-- script.py from flask_pusher.names.DELAYED_WEBHOOKS, the rule that
+-- flask_pusher/server/webhooks.py applies in one process.
 local function hook(app, ev)
   local cfg = apps[app]
   if not cfg or cfg.h == 0 then return end
   local key = app .. '\n' .. ev.channel .. '\n' .. (ev.user_id or '')
   local name = ev.name
-  if name == 'channel_vacated' or name == 'member_removed' then
+  if DELAYED[name] then
     if cfg.d > 0 then
       local seq = redis.call('INCR', P .. ':whseq')
       local held = cjson.encode({a = app, e = ev, k = key, n = seq})
@@ -49,7 +51,7 @@ local function hook(app, ev)
       redis.call('HSET', WHK, key, held)
       return
     end
-  else
+  elseif CANCELS[name] then
     local held = redis.call('HGET', WHK, key)
     if held then
       redis.call('ZREM', WHD, held)

@@ -1,0 +1,184 @@
+"""The WebSocket handshake and hand-off, and what a socket tells the core.
+
+:class:`Handshake` answers ``GET /app/{key}``: aiohttp does the opening
+handshake, this refuses an unknown key (4001), a disabled app (4003) and an
+unsupported protocol version (4007), then hands the transport to a
+:class:`~flask_pusher.server.wsocket.PusherSocket` (``hand_off``) and is that
+socket's owner: each message goes to the core, and the effects to the
+:class:`~flask_pusher.server.writer.Writer`. Codes and refusals are Pusher's
+(https://pusher.com/docs/channels/library_auth_reference/pusher-websockets-protocol/).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from . import observers
+from . import protocol
+from .core import Core
+from .events import ProtocolError
+from .metrics import IOCounts
+from .state import AppState
+from .state import Connection
+from .state import Effects
+from .writer import close_reason
+from .writer import Writer
+from .wsocket import hand_off
+from .wsocket import PusherSocket
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
+    from .console import Console
+
+log = logging.getLogger("flask_pusher.server")
+
+#: Largest accepted client frame, in bytes.
+MAX_FRAME_SIZE = 256 * 1024
+SUPPORTED_PROTOCOLS = frozenset({"5", "6", "7"})
+
+
+class Handshake:
+    """``GET /app/{key}`` and the owner of every
+    :class:`~flask_pusher.server.wsocket.PusherSocket` it opens.
+
+    :param core: the core.
+    :param writer: where the effects go; its ``sockets`` map gets each socket.
+    :param counts: the metrics' counters by app, or ``None``.
+    :param console: the debug console, or ``None``.
+    :param cluster: the Redis backend, or ``None``: with it, a client learns
+        it is subscribed once the cluster knows it.
+    """
+
+    def __init__(
+        self,
+        core: Core,
+        writer: Writer,
+        counts: dict[AppState, IOCounts] | None = None,
+        console: Console | None = None,
+        cluster: Cluster | None = None,
+    ) -> None:
+        self.core = core
+        self.writer = writer
+        self.apply = writer.apply
+        self.counts = counts
+        self.console = console
+        self.cluster = cluster
+
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        """``GET /app/{key}``: one Pusher connection
+        (https://pusher.com/docs/channels/library_auth_reference/pusher-websockets-protocol/)."""
+        ws = web.WebSocketResponse(
+            autoping=True, compress=False, max_msg_size=MAX_FRAME_SIZE, timeout=5.0
+        )
+        try:
+            await ws.prepare(request)
+        except ConnectionError:  # the client left during the handshake
+            return web.Response(status=400)  # never sent; ws is half-prepared
+        key = request.match_info["key"]
+        app = self.core.apps_by_key.get(key)
+        refusal: tuple[int, str] | None = None
+        if app is None:
+            refusal = (4001, f"App key {key[:60]} does not exist")
+        elif not app.config.enabled:
+            refusal = (4003, "Application disabled")
+        else:
+            version = request.query.get("protocol")
+            if version is not None and version not in SUPPORTED_PROTOCOLS:
+                refusal = (4007, f"Unsupported protocol version {version[:20]}")
+        transport = request.transport
+        console = self.console
+        if refusal is not None or app is None or transport is None:
+            code, message = refusal or (4200, "Connection lost")
+            log.debug("refused connection to %s: %s", request.path, message)
+            if console is not None and console.watching:
+                app_id = app.config.app_id if app is not None else None
+                console.emit("connection_refused", app_id, code=code, reason=message)
+            try:
+                await ws.send_str(protocol.error(message, code))
+                await ws.close(code=code, message=close_reason(message))
+            except ConnectionError:  # gone already
+                pass
+            return ws
+        greeting = self.core.connect(app)
+        conn: Connection = greeting.result
+        sock = PusherSocket(transport, self, conn, MAX_FRAME_SIZE)
+        self.writer.sockets[conn] = sock
+        self.writer.idle.clear()
+        counts = self.counts
+        if counts is not None:
+            counts[app].new_connections += 1
+        if console is not None and console.watching:
+            console.emit("connection", app.config.app_id, **observers.client(conn, request))
+        # aiohttp forgets the connection (its request, parser and tasks, about
+        # 11 KB of an idle connection's 15): from now on the socket is sock's.
+        response = hand_off(request, sock)
+        self.apply(greeting)
+        return response
+
+    # -- PusherSocket's owner ---------------------------------------------
+
+    def on_text(self, conn: Connection, text: str) -> None:
+        """A text message from ``conn``."""
+        counts = self.counts
+        if counts is not None:
+            c = counts[conn.app]
+            c.ws_messages_received += 1
+            c.socket_received_bytes += (
+                len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+            )
+        console = self.console
+        watching = console is not None and console.watching
+        if watching:
+            before = set(conn.channels), conn.user_id
+        cluster = self.cluster
+        queued = cluster.queued if cluster is not None else 0
+        try:
+            effects = self.core.receive(conn, text)
+        except Exception:  # a bug must not take the connection down
+            log.exception("error handling a frame from %s", conn.socket_id)
+            effects = Effects()
+            effects.send(conn, ProtocolError("Internal server error"))
+        refusals = None
+        if counts is not None or watching:
+            refusals = observers.refusals(conn, effects)
+            if refusals and counts is not None:
+                observers.count_refusals(counts[conn.app], refusals)
+        if watching:
+            assert console is not None
+            observers.show_receive(console, conn, text, before, refusals or [])
+        if cluster is not None and cluster.queued != queued and observers.subscribed(effects):
+            # The client learns it is subscribed once the cluster knows it
+            # (GET /channels/{name} on any node then says occupied).
+            cluster.after_written(functools.partial(self.apply, effects))
+        else:
+            self.apply(effects)
+
+    def on_binary(self, conn: Connection) -> None:
+        """A binary message from ``conn``: not part of the Pusher protocol."""
+        self.apply(self.core.binary(conn))
+
+    def on_lost(self, conn: Connection) -> None:
+        """``conn``'s TCP connection is gone: forget it."""
+        sockets = self.writer.sockets
+        sock = sockets.pop(conn, None)
+        console = self.console
+        if console is not None and console.watching and sock is not None:
+            console.emit(
+                "disconnection",
+                conn.app.config.app_id,
+                socket_id=conn.socket_id,
+                user_id=conn.user_id,
+                code=sock.close_code,
+                lifetime=round(asyncio.get_running_loop().time() - sock.opened_at, 3),
+                channels=sorted(conn.channels),
+            )
+        self.apply(self.core.disconnect(conn))
+        if not sockets:
+            self.writer.idle.set()
+        if self.counts is not None:
+            self.counts[conn.app].disconnections += 1
