@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from . import limits
 from . import observers
 from . import protocol
 from .config import AppConfig
@@ -235,7 +236,6 @@ class Server:
             self.readiness_checks.append(self.cluster.not_ready)
             view, settle = self.cluster.reads.view, self.cluster.written
         self.api = HTTPApi(self.core, self.apply, self._api_call, view, settle)
-        # The only map from the core's connections to sockets.
         # The only map from the core's connections to sockets.
         self._sockets: dict[Connection, PusherSocket[Connection]] = {}
         self._pending: list[Send] = []
@@ -447,6 +447,7 @@ class Server:
             if version is not None and version not in SUPPORTED_PROTOCOLS:
                 refusal = (4007, f"Unsupported protocol version {version[:20]}")
         transport = request.transport
+        refusal = refusal or await limits.admit(self.core.backend, app, request)
         console = self.console
         if refusal is not None or app is None or transport is None:
             code, message = refusal or (4200, "Connection lost")
@@ -470,6 +471,8 @@ class Server:
             counts[app].new_connections += 1
         if console is not None and console.watching:
             console.emit("connection", app.config.app_id, **observers.client(conn, request))
+        if transport.is_closing():  # it left while the backend admitted it
+            self.on_lost(conn)
         # aiohttp forgets the connection (its request, parser and tasks, about
         # 11 KB of an idle connection's 15): from now on the socket is sock's.
         response = hand_off(request, sock)

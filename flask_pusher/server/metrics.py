@@ -145,6 +145,8 @@ class Metrics:
                 rows[name].append((key, value))
             for status, number in sorted(counts.http_responses.items()):
                 rows["http_responses_total"].append(([*key, str(status)], number))
+            for limit, number in sorted(app.refused.items()):
+                rows["limit_refusals_total"].append(([*key, limit], number))
             for code, number in sorted(counts.subscription_errors.items()):
                 rows["subscription_errors_total"].append(([*key, str(code)], number))
             hooks = self.webhooks(app_id)
@@ -208,6 +210,13 @@ _FAMILIES: dict[str, tuple[str, list[str], str]] = {
         "counter",
         _APP,
         "Client events refused over the rate limit (error 4301).",
+    ),
+    "limit_refusals_total": (
+        "counter",
+        [*_APP, "limit"],
+        "Refusals by the app's limits, by config field (max_connections 4004,"
+        " allowed_origins and authorized_connections 4009, max_subscriptions_per_connection,"
+        " max_backend_events_per_second and max_read_requests_per_second 429).",
     ),
     "occupied_channels": ("gauge", _APP, "Channels with subscribers (on this node)."),
     "presence_members": (

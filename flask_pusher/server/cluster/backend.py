@@ -69,6 +69,7 @@ from ..state import Channel
 from ..state import Connection
 from ..state import Effects
 from ..throttle import CountThrottle
+from . import limits
 from . import script
 from .heartbeat import beat_forever
 from .joins import Joins
@@ -272,7 +273,7 @@ class RedisBackend:
         return await self.script(args=self.args("ops", ops))
 
     def args(self, mode: str, extra: Any) -> list[Any]:
-        """The script's arguments for ``mode`` (``ops`` or ``beat``)."""
+        """The script's arguments for ``mode`` (``ops``, ``beat``, ``admit`` or ``take``)."""
         return [self.prefix, self.node_id, mode, self._apps_json, extra]
 
     def _dropped(self, ops: list[list[Any]]) -> None:
@@ -344,6 +345,7 @@ class RedisBackend:
                     desired.append([field, len(member.connections), info])
             for user_id, conns in app.users.items():
                 desired.append([f"u\n{app_id}\n{user_id}", len(conns), None])
+            desired.extend(limits.desired(app))
         return desired
 
     # -- the write queue ------------------------------------------------------
@@ -516,6 +518,10 @@ class RedisBackend:
 
     def disconnected(self, conn: Connection) -> None:
         self.joins.disconnected(conn)
+        limits.released(self, conn)
+
+    admit = limits.admit  # the limits across nodes
+    take = limits.take
 
     def signed_in(self, conn: Connection, first: bool, effects: Effects) -> None:
         if not self.up:
