@@ -149,7 +149,7 @@ def burst(calls: int, call: Any) -> list[int]:
 def test_events_per_second_are_answered_429(limited: LocalServer) -> None:
     client = pusher_client(limited.port)
     batch = [{"channel": "a", "name": "e", "data": "{}"}] * 3
-    with pytest.raises(pusher.errors.PusherBadStatus, match="^429: Too many events"):
+    with pytest.raises(pusher.errors.PusherBadStatus, match=r"^429: Too many events"):
         client.trigger_batch(batch)  # three events never fit two per second
     statuses = burst(6, lambda: client.trigger("a", "e", {}))
     # Six calls within one second span at most two windows of two events.

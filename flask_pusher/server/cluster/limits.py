@@ -37,6 +37,9 @@ async def admit(backend: RedisBackend, app: AppState) -> bool:
     limit = app.config.max_connections
     if limit is None:
         return True
+    # After what is queued (the node's first sync, connections gone): a
+    # count written later would undo this one.
+    await backend.written()
     if backend.up:
         try:
             args = backend.args("admit", json.dumps([app.config.app_id, limit]))
