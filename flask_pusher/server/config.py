@@ -101,6 +101,14 @@ class AppConfig:
     :param max_read_requests_per_second: HTTP API reads (``GET`` channels,
         channel, users) per second across the cluster; more are answered 429
         (soketi's ``max_read_req_per_sec``). Default ``None``: no limit.
+    :param max_subscription_changes_per_second: the pace of one connection's
+        subscribes and unsubscribes, each costing one, plus one per presence
+        member told of it (a presence join or leave in a channel of 50
+        members costs 51): the flapper pays for what its members receive. A
+        connection may spend ``max_subscriptions_per_connection`` at once (a
+        reconnecting client subscribes to all its channels); over budget a
+        subscription is refused with ``pusher:subscription_error`` (status
+        429, ``LimitReached``) and ``pusher:error`` code 4304. Default 100.
     :param authorized_connections: close a connection that has neither signed
         in nor subscribed to a private or presence channel within
         ``user_authentication_timeout`` seconds with 4009, as Pusher's
@@ -131,6 +139,7 @@ class AppConfig:
     allowed_origins: Sequence[str] | None = None
     max_backend_events_per_second: int | None = None
     max_read_requests_per_second: int | None = None
+    max_subscription_changes_per_second: int = 100
     authorized_connections: bool = False
     user_authentication_timeout: float = 30.0
 
@@ -151,6 +160,7 @@ class AppConfig:
             "max_watchlist",
             "cache_ttl",
             "max_subscriptions_per_connection",
+            "max_subscription_changes_per_second",
             "user_authentication_timeout",
         ):
             if getattr(self, name) <= 0:

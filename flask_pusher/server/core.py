@@ -152,6 +152,8 @@ class Core(HTTPOperations):
         elif event == "pusher:unsubscribe":
             channel = data.get("channel") if isinstance(data, dict) else None
             if isinstance(channel, str):
+                if channel in conn.channels:  # paid for, never refused
+                    limits.spend(conn, limits.change_cost(conn, channel), conn.last_seen, False)
                 self._unsubscribe(conn, channel, effects)
             else:
                 effects.send(conn, ProtocolError("pusher:unsubscribe needs a channel"))
@@ -197,6 +199,14 @@ class Core(HTTPOperations):
                 effects.send(conn, SubscriptionRefused(name, error, 401))
                 log.debug("refused %s on %s: %s", conn.socket_id, name, error)
                 return
+        if name not in conn.channels and not limits.spend(
+            conn, limits.change_cost(conn, name), self.clock()
+        ):
+            message = "Too many subscriptions and unsubscriptions: slow down"
+            effects.send(conn, SubscriptionRefused(name, message, 429, "LimitReached"))
+            effects.send(conn, ProtocolError(message, limits.SUBSCRIPTION_RATE_CODE))
+            limits.refused(app, "max_subscription_changes_per_second")
+            return
         if name not in conn.channels and not limits.subscription_allowed(conn):
             limit = app.config.max_subscriptions_per_connection
             message = f"Subscription limit reached ({limit} channels per connection)"

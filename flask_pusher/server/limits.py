@@ -146,6 +146,42 @@ def authorized(conn: Connection) -> bool:
     return conn.user_id is not None or any(names.is_private(n) for n in conn.channels)
 
 
+#: ``pusher:error`` code of a subscription over ``max_subscription_changes_per_second``.
+SUBSCRIPTION_RATE_CODE = 4304
+
+
+def spend(conn: Connection, cost: int, now: float, refusable: bool = True) -> bool:
+    """Take ``cost`` from ``conn``'s budget of subscription changes, a token
+    bucket refilled at ``max_subscription_changes_per_second`` up to
+    ``max_subscriptions_per_connection``.
+
+    :param refusable: ``False`` for an unsubscribe, which is never refused
+        (the client would keep receiving what it left) but is paid for: the
+        budget may go below zero, down to minus its size.
+    :returns: whether the change may be made (it is then paid for).
+    """
+    config = conn.app.config
+    rate = config.max_subscription_changes_per_second
+    size = max(rate, config.max_subscriptions_per_connection)
+    budget = conn.budget
+    budget = size if budget is None else min(size, budget + (now - conn.budget_at) * rate)
+    conn.budget_at = now
+    if refusable and budget < cost:
+        conn.budget = budget
+        return False
+    conn.budget = max(-size, budget - cost)
+    return True
+
+
+def change_cost(conn: Connection, name: str) -> int:
+    """What subscribing to or leaving ``name`` costs ``conn``: one, plus the
+    presence members told of it."""
+    if not names.is_presence(name):
+        return 1
+    channel = conn.app.channels.get(name)
+    return 1 if channel is None else 1 + len(channel.members)
+
+
 def subscription_allowed(conn: Connection) -> bool:
     """Whether ``conn`` may subscribe to one more channel."""
     return len(conn.channels) < conn.app.config.max_subscriptions_per_connection

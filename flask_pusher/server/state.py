@@ -47,6 +47,10 @@ class Connection:
     closed: bool = False
     #: When it connected (the core's clock): authorized connections count from here.
     opened_at: float = 0.0
+    #: Its budget of subscription changes (:func:`flask_pusher.server.limits.spend`),
+    #: as of ``budget_at``; ``None`` until its first change: full.
+    budget: float | None = None
+    budget_at: float = 0.0
 
 
 @dataclass(eq=False, slots=True)
