@@ -102,9 +102,9 @@ class AppConfig:
         channel, users) per second across the cluster; more are answered 429
         (soketi's ``max_read_req_per_sec``). Default ``None``: no limit.
     :param max_subscription_changes_per_second: the pace of one connection's
-        subscribes and unsubscribes, each costing one, plus one per presence
-        member told of it (a presence join or leave in a channel of 50
-        members costs 51): the flapper pays for what its members receive. A
+        subscribes and unsubscribes, each costing one (a presence join or
+        leave costs 10 plus one per member told of it: in a channel of 50
+        members, 60): the flapper pays for what its members receive. A
         connection may spend ``max_subscriptions_per_connection`` at once (a
         reconnecting client subscribes to all its channels); over budget a
         subscription is refused with ``pusher:subscription_error`` (status

@@ -173,13 +173,19 @@ def spend(conn: Connection, cost: int, now: float, refusable: bool = True) -> bo
     return True
 
 
+#: What a presence join or leave costs beyond its members: at the default
+#: pace a connection flaps a presence channel at most 10 times a second.
+PRESENCE_COST = 10
+
+
 def change_cost(conn: Connection, name: str) -> int:
-    """What subscribing to or leaving ``name`` costs ``conn``: one, plus the
-    presence members told of it."""
+    """What subscribing to or leaving ``name`` costs ``conn``: one for a
+    channel, :data:`PRESENCE_COST` plus one per member told for a presence
+    channel (the flapper pays for its members' frames)."""
     if not names.is_presence(name):
         return 1
     channel = conn.app.channels.get(name)
-    return 1 if channel is None else 1 + len(channel.members)
+    return PRESENCE_COST + (0 if channel is None else len(channel.members))
 
 
 def subscription_allowed(conn: Connection) -> bool:
