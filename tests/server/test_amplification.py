@@ -37,7 +37,7 @@ def server(request: pytest.FixtureRequest) -> Iterator[LocalServer]:
 
 async def frames_until_quiet(client: WS, quiet: float) -> list[tuple[float, dict[str, Any]]]:
     """Every frame ``client`` receives until none came for ``quiet`` seconds."""
-    seen = []
+    seen: list[tuple[float, dict[str, Any]]] = []
     while True:
         try:
             msg = await client.ws.receive(quiet)
