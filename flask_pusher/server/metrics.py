@@ -74,6 +74,8 @@ class WebhookFigures:
     retrying: int
     queued: int
     dropped: int
+    #: Events dropped from a full queue, by event type.
+    dropped_by_type: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 class Metrics:
@@ -156,6 +158,8 @@ class Metrics:
                 rows["webhooks_dropped_total"].append((key, hooks.dropped))
                 rows["webhooks_retrying"].append((key, hooks.retrying))
                 rows["webhooks_queued"].append((key, hooks.queued))
+                for kind, number in sorted(hooks.dropped_by_type.items()):
+                    rows["webhooks_dropped_full_total"].append(([*key, kind], number))
         rows["event_loop_lag_seconds"].append(([self.node], self.loop_lag))
         for name, (kind, labels, doc) in _FAMILIES.items():
             family = _KINDS[kind](self.prefix + name, doc, labels=labels)
@@ -228,6 +232,11 @@ _FAMILIES: dict[str, tuple[str, list[str], str]] = {
     "webhooks_sent_total": ("counter", _APP, "Webhook events delivered (2xx answer)."),
     "webhooks_failed_total": ("counter", _APP, "Webhook requests that failed."),
     "webhooks_dropped_total": ("counter", _APP, "Webhook events given up."),
+    "webhooks_dropped_full_total": (
+        "counter",
+        [*_APP, "type"],
+        "Webhook events dropped from a full queue, by event type (state events first).",
+    ),
     "webhooks_retrying": ("gauge", _APP, "Webhook events in requests to be retried."),
     "webhooks_queued": ("gauge", _APP, "Webhook events waiting or in flight."),
     "event_loop_lag_seconds": (

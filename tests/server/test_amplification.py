@@ -13,13 +13,16 @@ from typing import Any
 
 import aiohttp
 import pytest
+import requests
 
 from flask_pusher.server import AppConfig
 from flask_pusher.server import LocalServer
+from flask_pusher.server import WebhookConfig
 
 from .helpers import APP_ID
 from .helpers import channel_auth
 from .helpers import KEY
+from .helpers import Receiver
 from .helpers import run_scenario
 from .helpers import SECRET
 from .helpers import WS
@@ -122,3 +125,54 @@ def test_presence_flaps_cost_the_flapper_not_the_members(server: LocalServer) ->
         assert any(f["event"] == "pusher:error" and f["data"]["code"] == 4304 for f in flapped)
 
     run_scenario(scenario)
+
+
+def test_a_member_added_webhook_survives_40000_churn_subscriptions() -> None:
+    """Issue 16: anonymous churn over many public channels fills the webhook
+    queue with ``channel_occupied`` events (reference §3.2); the app's own
+    ``member_added`` is kept and the drops are counted by type."""
+    receiver = Receiver()
+    receiver.failures = 10**6  # the app is down while the flood comes
+    hook = WebhookConfig(receiver.url)
+    server = LocalServer(
+        [AppConfig(APP_ID, KEY, SECRET, webhooks=[hook])], webhook_backoff=0.2, webhook_delay=0.1
+    ).start()
+    base = server.url
+
+    async def churn(session: aiohttp.ClientSession, start: int) -> list[WS]:
+        clients = [await WS.connect(session, base) for _ in range(20)]
+        for n, client in enumerate(clients):
+            for i in range(1000):
+                await client.send("pusher:subscribe", {"channel": f"c{start + n}-{i}"})
+        for client in clients:
+            await client.send("pusher:ping")
+            while (await client.recv(skip_counts=True))["event"] != "pusher:pong":
+                pass
+        return clients
+
+    async def scenario(session: aiohttp.ClientSession) -> None:
+        await churn(session, 0)  # 20,000 subscriptions
+        member = await WS.connect(session, base)
+        await member.subscribe("presence-room", {"user_id": "ann"})
+        await churn(session, 100)  # 20,000 more
+        receiver.failures = 0  # the app is back
+
+    try:
+        run_scenario(scenario)
+        found = False
+        deadline = time.monotonic() + 60
+        while not found and time.monotonic() < deadline:
+            events = receiver.events(timeout=30)
+            found = any(e["name"] == "member_added" and e["user_id"] == "ann" for e in events)
+        assert found, "member_added never arrived"
+        metrics = requests.get(f"{server.url}/metrics", timeout=10).text
+        dropped = {
+            line.split('type="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("pusher_webhooks_dropped_full_total{")
+        }
+        assert dropped.get("channel_occupied", 0) > 1000, dropped
+        assert "member_added" not in dropped, dropped
+    finally:
+        server.stop()
+        receiver.close()
