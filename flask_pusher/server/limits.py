@@ -3,18 +3,16 @@
 Each limit is an :class:`~flask_pusher.server.config.AppConfig` field (also a
 key of an app in ``--config FILE``), off or generous by default:
 
-================================  =====================  ============================
-Limit                             Refusal                Counted
-================================  =====================  ============================
-``max_connections``               close 4004             across nodes (backend)
-``allowed_origins``               close 4009             per handshake
-``max_subscriptions_per_connection``  subscription_error  per connection
-                                  403 and error 4303
-``max_backend_events_per_second`` HTTP 429               across nodes (backend)
-``max_read_requests_per_second``  HTTP 429               across nodes (backend)
-``authorized_connections``        close 4009 after       per connection (core's tick)
-                                  ``user_authentication_timeout``
-================================  =====================  ============================
+- ``max_connections``: close 4004, counted across nodes (the backend);
+- ``allowed_origins``: close 4009, at the handshake;
+- ``max_subscriptions_per_connection``: ``pusher:subscription_error`` 403
+  and ``pusher:error`` 4303;
+- ``max_subscription_changes_per_second``: a connection's budget of
+  subscribes and unsubscribes (:func:`spend`), 429 and ``pusher:error`` 4304;
+- ``max_backend_events_per_second``, ``max_read_requests_per_second``: HTTP
+  429, counted across nodes (the backend);
+- ``authorized_connections``: close 4009 after ``user_authentication_timeout``
+  (the core's tick).
 
 The codes are Pusher's (4004 "Application is over connection quota", 4009
 "Connection is unauthorized",
