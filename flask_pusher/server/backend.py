@@ -133,6 +133,20 @@ class Backend(Protocol):
     def terminate(self, app: AppState, user_id: str) -> None:
         """The HTTP API terminated ``user_id``'s connections in this process."""
 
+    async def admit(self, app: AppState) -> bool:
+        """Take one of the app's ``max_connections`` slots for a new
+        connection, counted across processes; ``False``: the quota is full
+        (:mod:`flask_pusher.server.limits`). The I/O layer asks it during
+        the handshake; the slot is given back by :meth:`disconnected`."""
+        ...
+
+    async def take(self, app: AppState, bucket: str, amount: int, limit: int) -> bool:
+        """Add ``amount`` to this second's count of the app's ``bucket``
+        (``"events"``, ``"reads"``), counted across processes, unless that
+        goes over ``limit`` per second: then ``False``, and nothing is added
+        (:mod:`flask_pusher.server.limits`)."""
+        ...
+
 
 class LocalBackend:
     """The :class:`Backend` of one process: every decision from its own state.
@@ -145,11 +159,13 @@ class LocalBackend:
         sends them once it is back.
     """
 
-    __slots__ = ("core", "state_hooks")
+    __slots__ = ("core", "rates", "state_hooks")
 
     def __init__(self, core: Core, state_hooks: bool = True) -> None:
         self.core = core
         self.state_hooks = state_hooks
+        #: ``(app id, bucket)``: ``(second, count)``: the rate limits' windows.
+        self.rates: dict[tuple[str, str], tuple[int, int]] = {}
 
     def subscribed(
         self, conn: Connection, channel: Channel, occupied: bool, effects: Effects
@@ -242,3 +258,23 @@ class LocalBackend:
 
     def terminate(self, app: AppState, user_id: str) -> None:
         pass
+
+    async def admit(self, app: AppState) -> bool:
+        # No await: the core registers the connection before anything else runs.
+        limit = app.config.max_connections
+        return limit is None or len(app.connections) < limit
+
+    async def take(self, app: AppState, bucket: str, amount: int, limit: int) -> bool:
+        return self.take_now(app, bucket, amount, limit)
+
+    def take_now(self, app: AppState, bucket: str, amount: int, limit: int) -> bool:
+        """:meth:`take`, at once (a fixed window of one second of the core's clock)."""
+        key = (app.config.app_id, bucket)
+        second = int(self.core.clock())
+        start, count = self.rates.get(key, (second, 0))
+        if start != second:
+            count = 0
+        if count + amount > limit:
+            return False  # a refused request takes nothing
+        self.rates[key] = (second, count + amount)
+        return True

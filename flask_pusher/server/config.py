@@ -85,6 +85,41 @@ class AppConfig:
     :param enabled: ``False`` makes the app behave as a disabled Pusher app:
         WebSocket connections are refused with 4003 and HTTP API calls get 403.
         Default ``True``.
+    :param max_connections: WebSocket connections of the app at once, counted
+        across the nodes of a cluster; one more is closed with 4004
+        ("Application is over connection quota", Pusher's code; soketi's and
+        Reverb's ``max_connections``). Default ``None``: no quota.
+    :param max_subscriptions_per_connection: channels one connection may be
+        subscribed to; one more is refused with ``pusher:subscription_error``
+        (status 403, ``LimitReached``) and ``pusher:error`` code 4303.
+        Default 1000.
+    :param allowed_origins: the ``Origin`` hosts a WebSocket connection may
+        come from, as Reverb's ``allowed_origins``: ``"example.com"``,
+        ``"*.example.com"`` (shell-style patterns on the host) or ``"*"``;
+        another origin, or none, is closed with 4009 ("Origin not allowed").
+        Default ``None``: any origin.
+    :param max_backend_events_per_second: events the HTTP API accepts per
+        second (a batch counts each event), counted across the nodes of a
+        cluster; more are answered 429 (soketi's ``max_backend_events_per_sec``).
+        Default ``None``: no limit.
+    :param max_read_requests_per_second: HTTP API reads (``GET`` channels,
+        channel, users) per second across the cluster; more are answered 429
+        (soketi's ``max_read_req_per_sec``). Default ``None``: no limit.
+    :param max_subscription_changes_per_second: the pace of one connection's
+        subscribes and unsubscribes, each costing one (a presence join or
+        leave costs 10 plus one per member told of it: in a channel of 50
+        members, 60): the flapper pays for what its members receive. A
+        connection may spend ``max_subscriptions_per_connection`` at once (a
+        reconnecting client subscribes to all its channels); over budget a
+        subscription is refused with ``pusher:subscription_error`` (status
+        429, ``LimitReached``) and ``pusher:error`` code 4304. Default 100.
+    :param authorized_connections: close a connection that has neither signed
+        in nor subscribed to a private or presence channel within
+        ``user_authentication_timeout`` seconds with 4009, as Pusher's
+        *authorized connections* (https://pusher.com/docs/channels/using_channels/authorized-connections/)
+        and soketi's ``enableUserAuthentication``. Default ``False``.
+    :param user_authentication_timeout: seconds a connection has to sign in
+        under ``authorized_connections``. Default 30.
     :raises ValueError: if a credential is empty or a limit is not positive.
     """
 
@@ -103,6 +138,14 @@ class AppConfig:
     max_watchlist: int = 100
     cache_ttl: float = 1800.0
     enabled: bool = True
+    max_connections: int | None = None
+    max_subscriptions_per_connection: int = 1000
+    allowed_origins: Sequence[str] | None = None
+    max_backend_events_per_second: int | None = None
+    max_read_requests_per_second: int | None = None
+    max_subscription_changes_per_second: int = 100
+    authorized_connections: bool = False
+    user_authentication_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         for name in ("app_id", "key", "secret"):
@@ -120,9 +163,30 @@ class AppConfig:
             "max_event_size",
             "max_watchlist",
             "cache_ttl",
+            "max_subscriptions_per_connection",
+            "max_subscription_changes_per_second",
+            "user_authentication_timeout",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"AppConfig.{name} must be positive.")
+        for name in (
+            "max_connections",
+            "max_backend_events_per_second",
+            "max_read_requests_per_second",
+        ):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"AppConfig.{name} must be a whole number or None.")
+            if value is not None and value <= 0:
+                raise ValueError(f"AppConfig.{name} must be positive (or None: no limit).")
+        origins = self.allowed_origins
+        if origins is not None:
+            if isinstance(origins, str) or not all(isinstance(o, str) and o for o in origins):
+                raise ValueError(
+                    "AppConfig.allowed_origins must be a list of host patterns"
+                    ' such as ["example.com", "*.example.com"], or None.'
+                )
+            object.__setattr__(self, "allowed_origins", tuple(o.lower() for o in origins))
 
 
 _PREFIX = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")

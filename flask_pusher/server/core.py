@@ -32,6 +32,7 @@ from typing import Any
 
 from .. import names
 from . import events
+from . import limits
 from . import protocol
 from . import users
 from .backend import Backend
@@ -102,7 +103,8 @@ class Core(HTTPOperations):
         :returns: effects whose ``result`` is the new :class:`Connection`.
         """
         socket_id = f"{next(self._ids)}.{random.randrange(10**9)}"
-        conn = Connection(socket_id, app, self.clock())
+        now = self.clock()
+        conn = Connection(socket_id, app, now, opened_at=now)
         app.connections[socket_id] = conn
         effects = Effects()
         effects.result = conn
@@ -150,6 +152,8 @@ class Core(HTTPOperations):
         elif event == "pusher:unsubscribe":
             channel = data.get("channel") if isinstance(data, dict) else None
             if isinstance(channel, str):
+                if channel in conn.channels:  # paid for, never refused
+                    limits.spend(conn, limits.change_cost(conn, channel), conn.last_seen, False)
                 self._unsubscribe(conn, channel, effects)
             else:
                 effects.send(conn, ProtocolError("pusher:unsubscribe needs a channel"))
@@ -195,6 +199,21 @@ class Core(HTTPOperations):
                 effects.send(conn, SubscriptionRefused(name, error, 401))
                 log.debug("refused %s on %s: %s", conn.socket_id, name, error)
                 return
+        if name not in conn.channels and not limits.spend(
+            conn, limits.change_cost(conn, name), self.clock()
+        ):
+            message = "Too many subscriptions and unsubscriptions: slow down"
+            effects.send(conn, SubscriptionRefused(name, message, 429, "LimitReached"))
+            effects.send(conn, ProtocolError(message, limits.SUBSCRIPTION_RATE_CODE))
+            limits.refused(app, "max_subscription_changes_per_second")
+            return
+        if name not in conn.channels and not limits.subscription_allowed(conn):
+            limit = app.config.max_subscriptions_per_connection
+            message = f"Subscription limit reached ({limit} channels per connection)"
+            effects.send(conn, SubscriptionRefused(name, message, 403, "LimitReached"))
+            effects.send(conn, ProtocolError(message, limits.SUBSCRIPTION_LIMIT_CODE))
+            limits.refused(app, "max_subscriptions_per_connection")
+            return
         if name in conn.channels:
             # Already subscribed: confirm again, change nothing.
             if presence:
@@ -441,8 +460,16 @@ class Core(HTTPOperations):
         now = self.clock()
         for app in self.apps_by_id.values():
             config = app.config
+            # Pusher's authorized connections: signed in (or subscribed to a
+            # private channel) within the timeout, or closed with 4009.
+            signin_by = now - config.user_authentication_timeout
+            authorize = config.authorized_connections
             for conn in app.connections.values():
                 if conn.closing:
+                    continue
+                if authorize and conn.opened_at <= signin_by and not limits.authorized(conn):
+                    effects.close(conn, 4009, "Connection not authorized within timeout")
+                    limits.refused(app, "authorized_connections")
                     continue
                 if conn.ping_sent is None:
                     if now - conn.last_seen >= config.activity_timeout:

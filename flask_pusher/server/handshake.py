@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from . import limits
 from . import observers
 from . import protocol
 from .core import Core
@@ -91,6 +92,7 @@ class Handshake:
             if version is not None and version not in SUPPORTED_PROTOCOLS:
                 refusal = (4007, f"Unsupported protocol version {version[:20]}")
         transport = request.transport
+        refusal = refusal or await limits.admit(self.core.backend, app, request)
         console = self.console
         if refusal is not None or app is None or transport is None:
             code, message = refusal or (4200, "Connection lost")
@@ -114,6 +116,8 @@ class Handshake:
             counts[app].new_connections += 1
         if console is not None and console.watching:
             console.emit("connection", app.config.app_id, **observers.client(conn, request))
+        if transport.is_closing():  # it left while the backend admitted it
+            self.on_lost(conn)
         # aiohttp forgets the connection (its request, parser and tasks, about
         # 11 KB of an idle connection's 15): from now on the socket is sock's.
         response = hand_off(request, sock)

@@ -31,6 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import limits
 from .core import Core
 from .errors import APIError
 from .protocol import loads
@@ -228,6 +229,7 @@ class HTTPApi:
                 body = await read_body(request)
                 paths = (request.path, request.raw_path.split("?", 1)[0])
                 self.core.authenticate(app, request.method, paths, request.query, body)
+                await limits.check_api(self.core.backend, name, app, body)
                 view = None
                 if self.view is not None:
                     channel = request.match_info.get("channel")

@@ -74,6 +74,8 @@ class WebhookFigures:
     retrying: int
     queued: int
     dropped: int
+    #: Events dropped from a full queue, by event type.
+    dropped_by_type: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 class Metrics:
@@ -145,6 +147,8 @@ class Metrics:
                 rows[name].append((key, value))
             for status, number in sorted(counts.http_responses.items()):
                 rows["http_responses_total"].append(([*key, str(status)], number))
+            for limit, number in sorted(app.refused.items()):
+                rows["limit_refusals_total"].append(([*key, limit], number))
             for code, number in sorted(counts.subscription_errors.items()):
                 rows["subscription_errors_total"].append(([*key, str(code)], number))
             hooks = self.webhooks(app_id)
@@ -154,6 +158,8 @@ class Metrics:
                 rows["webhooks_dropped_total"].append((key, hooks.dropped))
                 rows["webhooks_retrying"].append((key, hooks.retrying))
                 rows["webhooks_queued"].append((key, hooks.queued))
+                for kind, number in sorted(hooks.dropped_by_type.items()):
+                    rows["webhooks_dropped_full_total"].append(([*key, kind], number))
         rows["event_loop_lag_seconds"].append(([self.node], self.loop_lag))
         for name, (kind, labels, doc) in _FAMILIES.items():
             family = _KINDS[kind](self.prefix + name, doc, labels=labels)
@@ -209,6 +215,13 @@ _FAMILIES: dict[str, tuple[str, list[str], str]] = {
         _APP,
         "Client events refused over the rate limit (error 4301).",
     ),
+    "limit_refusals_total": (
+        "counter",
+        [*_APP, "limit"],
+        "Refusals by the app's limits, by config field (max_connections 4004,"
+        " allowed_origins and authorized_connections 4009, max_subscriptions_per_connection,"
+        " max_backend_events_per_second and max_read_requests_per_second 429).",
+    ),
     "occupied_channels": ("gauge", _APP, "Channels with subscribers (on this node)."),
     "presence_members": (
         "gauge",
@@ -219,6 +232,11 @@ _FAMILIES: dict[str, tuple[str, list[str], str]] = {
     "webhooks_sent_total": ("counter", _APP, "Webhook events delivered (2xx answer)."),
     "webhooks_failed_total": ("counter", _APP, "Webhook requests that failed."),
     "webhooks_dropped_total": ("counter", _APP, "Webhook events given up."),
+    "webhooks_dropped_full_total": (
+        "counter",
+        [*_APP, "type"],
+        "Webhook events dropped from a full queue, by event type (state events first).",
+    ),
     "webhooks_retrying": ("gauge", _APP, "Webhook events in requests to be retried."),
     "webhooks_queued": ("gauge", _APP, "Webhook events waiting or in flight."),
     "event_loop_lag_seconds": (

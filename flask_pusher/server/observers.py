@@ -33,7 +33,12 @@ def webhook_figures(webhooks: WebhookSender, app_id: str) -> WebhookFigures | No
     if stats is None:
         return None
     return WebhookFigures(
-        stats.sent, stats.failed_requests, stats.retrying, stats.queued, stats.dropped
+        stats.sent,
+        stats.failed_requests,
+        stats.retrying,
+        stats.queued,
+        stats.dropped,
+        stats.dropped_by_type,
     )
 
 

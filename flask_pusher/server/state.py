@@ -45,6 +45,12 @@ class Connection:
     client_events: collections.deque[float] | None = None  # created on first use
     closing: bool = False
     closed: bool = False
+    #: When it connected (the core's clock): authorized connections count from here.
+    opened_at: float = 0.0
+    #: Its budget of subscription changes (:func:`flask_pusher.server.limits.spend`),
+    #: as of ``budget_at``; ``None`` until its first change: full.
+    budget: float | None = None
+    budget_at: float = 0.0
 
 
 @dataclass(eq=False, slots=True)
@@ -153,6 +159,7 @@ class AppState:
         "config",
         "connections",
         "count_throttle",
+        "refused",
         "users",
         "watched",
         "watchers",
@@ -170,6 +177,9 @@ class AppState:
         #: Set by the I/O layer while a debug console watches: the core's
         #: webhook events are then recorded even for an app without webhooks.
         self.watched = False
+        #: Refusals by the limits of :mod:`flask_pusher.server.limits`, by
+        #: config field (``max_connections``, ...): the ``limit_refusals_total`` metric.
+        self.refused: dict[str, int] = {}
 
     # -- channels ---------------------------------------------------------
 

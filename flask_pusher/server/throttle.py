@@ -8,6 +8,14 @@ Pusher sends ``pusher_internal:subscription_count`` (and the
 https://pusher.com/docs/channels/using_channels/events/#subscription-count-event):
 a count above the threshold that comes sooner is held, and the latest held one
 is sent once the interval is over.
+
+Below the threshold the counts of one channel are coalesced too (issue 16:
+churn on a small channel must not send a frame to every subscriber per
+subscribe): the first change since the last :meth:`CountThrottle.due` is sent
+at once, later ones are held and the latest is sent by the next ``due``, which
+the server calls every heartbeat (1 s). A change still reaches the
+subscribers within a second, and a channel gets at most two count frames per
+heartbeat, whatever a client does.
 """
 
 from __future__ import annotations
@@ -37,14 +45,17 @@ class CountThrottle(Generic[K]):
         threshold. Default :data:`INTERVAL`.
     """
 
-    __slots__ = ("_held", "_sent", "interval", "subscribers")
+    __slots__ = ("_held", "_sent", "_window", "interval", "subscribers")
 
     def __init__(self, subscribers: int = SUBSCRIBERS, interval: float = INTERVAL) -> None:
         self.subscribers = subscribers
         self.interval = interval
         self._sent: dict[K, float] = {}
-        #: The latest count held back, by key; due INTERVAL after ``_sent``.
+        #: The latest count held back, by key; due INTERVAL after ``_sent``,
+        #: or at the next :meth:`due` for a count not above the threshold.
         self._held: dict[K, int] = {}
+        #: The keys sent since the last :meth:`due`.
+        self._window: set[K] = set()
 
     def offer(self, key: K, count: int, now: float) -> bool:
         """Whether ``count`` of ``key`` is sent now (it is then recorded as
@@ -56,8 +67,12 @@ class CountThrottle(Generic[K]):
         if count > self.subscribers and last is not None and now - last < self.interval:
             self._held[key] = count
             return False
+        if key in self._window:  # coalesced: the latest goes at the next due()
+            self._held[key] = count
+            return False
         self._held.pop(key, None)
         self._sent[key] = now
+        self._window.add(key)
         return True
 
     def due(self, now: float) -> list[tuple[K, int]]:
@@ -65,10 +80,18 @@ class CountThrottle(Generic[K]):
         forget the keys that no longer matter."""
         horizon = now - self.interval
         sent = self._sent
-        ready = [(key, count) for key, count in self._held.items() if sent[key] <= horizon]
+        small = self.subscribers
+        ready = [
+            (key, count)
+            for key, count in self._held.items()
+            if count <= small or sent[key] <= horizon
+        ]
+        window = self._window
+        window.clear()
         for key, _ in ready:
             del self._held[key]
             sent[key] = now
+            window.add(key)  # what changes before the next due() waits for it
         stale = [k for k, at in sent.items() if at <= horizon and k not in self._held]
         for key in stale:
             del sent[key]
@@ -78,6 +101,7 @@ class CountThrottle(Generic[K]):
         """Forget ``key`` (its channel is vacant: nothing is held for it)."""
         self._sent.pop(key, None)
         self._held.pop(key, None)
+        self._window.discard(key)
 
     def __len__(self) -> int:
         """How many keys are remembered."""

@@ -26,7 +26,6 @@ oldest waiting events are dropped, with a warning at most every
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import json
@@ -42,6 +41,8 @@ from .. import names
 from .. import server_options as defaults
 from .config import AppConfig
 from .config import WebhookConfig
+from .webhook_queue import EventQueue
+from .webhook_queue import WebhookStats
 
 log = logging.getLogger("flask_pusher.server.webhooks")
 
@@ -64,40 +65,6 @@ _Key = tuple[str, str, str, str]
 
 def _key(app: AppConfig, kind: str, event: dict[str, Any]) -> _Key:
     return (app.app_id, kind, str(event.get("channel")), str(event.get("user_id")))
-
-
-@dataclasses.dataclass
-class WebhookStats:
-    """Webhook figures of one app, updated as deliveries happen.
-
-    Gauges (current values): ``queued`` events and ``queued_bytes`` of their
-    JSON waiting or in flight, across the app's URLs; ``retrying`` events in
-    requests that failed at least once and will be tried again; ``failing_urls``,
-    URLs whose last request failed.
-
-    Counters (since start): ``sent`` events delivered (2xx answer); ``requests``
-    made and ``failed_requests`` among them; events dropped because the queue
-    was full (``dropped_full``), because they were still undelivered
-    ``retry_for`` seconds after being queued (``dropped_expired``), or because
-    they were still pending when the server shut down (``dropped_shutdown``).
-    An event sent to two URLs counts twice.
-    """
-
-    queued: int = 0
-    queued_bytes: int = 0
-    retrying: int = 0
-    failing_urls: int = 0
-    sent: int = 0
-    requests: int = 0
-    failed_requests: int = 0
-    dropped_full: int = 0
-    dropped_expired: int = 0
-    dropped_shutdown: int = 0
-
-    @property
-    def dropped(self) -> int:
-        """All events dropped, for whatever reason."""
-        return self.dropped_full + self.dropped_expired + self.dropped_shutdown
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -153,10 +120,8 @@ class _Target:
     app: AppConfig
     hook: WebhookConfig
     owner: _App
-    # (monotonic time queued, event JSON, token), oldest first.
-    queue: collections.deque[tuple[float, str, str | None]] = dataclasses.field(
-        default_factory=collections.deque
-    )
+    # (monotonic time queued, event JSON, token), oldest first; floods first out.
+    queue: EventQueue = dataclasses.field(default_factory=EventQueue)
     cache_misses: set[str] = dataclasses.field(default_factory=set)
     batch: _Batch | None = None
     wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
@@ -304,7 +269,7 @@ class WebhookSender:
                     continue  # de-duplicated, as Pusher does
                 target.cache_misses.add(encoded)
             accepted += 1
-            target.queue.append((now, encoded, token))
+            target.queue.append((now, encoded, token), name)
             state.stats.queued += 1
             state.stats.queued_bytes += len(encoded)
             if target.task is None:
@@ -323,14 +288,18 @@ class WebhookSender:
         stats = state.stats
         dropped = 0
         while stats.queued > self.max_queue or stats.queued_bytes > self.max_queue_bytes:
-            # Drop from a failing URL first, the one with most waiting events,
-            # so that a healthy URL of the same app keeps its events.
+            # Drop state events (a churn's flood) first, then from a failing URL
+            # first, the one with most waiting events, so that a healthy URL of
+            # the same app keeps its events.
             waiting = [t for t in state.targets if t.queue]
             if not waiting:  # only requests in flight are left
                 break
-            target = max(waiting, key=lambda t: (t.failing_since is not None, len(t.queue)))
-            _, encoded, token = target.queue.popleft()
+            target = max(
+                waiting, key=lambda t: (t.queue.floods, t.failing_since is not None, len(t.queue))
+            )
+            (_, encoded, token), name = target.queue.evict()
             self._forget(target, encoded, token)
+            stats.dropped_by_type[name] = stats.dropped_by_type.get(name, 0) + 1
             dropped += 1
         if dropped:
             stats.dropped_full += dropped

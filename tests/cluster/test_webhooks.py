@@ -81,7 +81,9 @@ def test_subscription_count_webhooks_once(make_cluster: MakeCluster) -> None:
     clients.call("unsubscribe", client="a", channel="room")
     cluster.wait_webhook("channel_vacated", "room")
     counts = sorted(e["subscription_count"] for e in cluster.received("subscription_count", "room"))
-    assert counts == [1, 1, 2]
+    # b's leave (count 1) is coalesced into the next heartbeat (issue 16), and
+    # dropped if a's leave vacates the channel first.
+    assert counts in ([1, 2], [1, 1, 2])
 
 
 def _leave(cluster: Cluster, clients: Clients, client: str, channel: str) -> None:

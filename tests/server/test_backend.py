@@ -101,6 +101,14 @@ class FakeBackend:
     def terminate(self, app: AppState, user_id: str) -> None:
         self.calls.append(("terminate", user_id))
 
+    async def admit(self, app: AppState) -> bool:
+        self.calls.append(("admit",))
+        return True
+
+    async def take(self, app: AppState, bucket: str, amount: int, limit: int) -> bool:
+        self.calls.append(("take", bucket, amount, limit))
+        return True
+
 
 @pytest.fixture
 def fake() -> FakeBackend:

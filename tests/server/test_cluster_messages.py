@@ -20,7 +20,12 @@ from flask_pusher.server.cluster.messages import pack
 def test_every_operation_has_its_file_and_nothing_else_is_dispatched() -> None:
     folder = resources.files("flask_pusher.server.cluster").joinpath("lua")
     files = {f.name for f in folder.iterdir() if f.name.endswith(".lua")}
-    assert files == {f"{op.value}.lua" for op in Op} | {"common.lua", "beat.lua", "main.lua"}
+    assert files == {f"{op.value}.lua" for op in Op} | {
+        "common.lua",
+        "beat.lua",
+        "limits.lua",
+        "main.lua",
+    }
     text = script.load()
     assert sorted(re.findall(r"^OPS\.(\w+) = ", text, re.M)) == sorted(op.value for op in Op)
     assert text.index("local OPS = {}") < text.index("OPS.subscribe") < text.index("if mode ==")

@@ -7,7 +7,9 @@ Imported only when a server is started with a Redis URL (``--redis``,
 
 from __future__ import annotations
 
-from .backend import Cluster
 from .backend import RedisBackend
+
+#: The name :class:`RedisBackend` had before the backend seam (issue 15).
+Cluster = RedisBackend
 
 __all__ = ["Cluster", "RedisBackend"]

@@ -27,15 +27,13 @@ Redis runs atomically:
   ``node_timeout`` seconds is *reaped* by the next heartbeat of another one:
   its connections are removed as if they had disconnected.
 
-HTTP API triggers and client events are delivered at once to the node's own
-clients and published for the others (never echoed back to their node). The
-layout of the keys is in ``docs/scaling.rst``.
+HTTP API triggers and client events reach the node's own clients at once and are
+published for the others (never echoed back). The keys are in ``docs/scaling.rst``.
 
-:class:`RedisBackend` is the core's :class:`~flask_pusher.server.backend.Backend`
-in a cluster; its parts are the write queue (:mod:`.writer`), the heartbeat
-(:mod:`.heartbeat`), the webhook stream (:mod:`.stream`), the HTTP API's reads
-(:mod:`.reads`) and the messages (:mod:`.messages`). While Redis is away it
-decides alone, through a :class:`~flask_pusher.server.backend.LocalBackend`.
+:class:`RedisBackend` is the core's :class:`~flask_pusher.server.backend.Backend` in a cluster;
+its parts: the write queue (:mod:`.writer`), the heartbeat (:mod:`.heartbeat`), the webhook
+stream (:mod:`.stream`), the HTTP API's reads (:mod:`.reads`), the messages (:mod:`.messages`).
+While Redis is away it decides alone, through a :class:`~flask_pusher.server.backend.LocalBackend`.
 """
 
 from __future__ import annotations
@@ -70,6 +68,7 @@ from ..state import Channel
 from ..state import Connection
 from ..state import Effects
 from ..throttle import CountThrottle
+from . import limits
 from . import script
 from .heartbeat import beat_forever
 from .joins import Joins
@@ -273,7 +272,7 @@ class RedisBackend:
         return await self.script(args=self.args("ops", ops))
 
     def args(self, mode: str, extra: Any) -> list[Any]:
-        """The script's arguments for ``mode`` (``ops`` or ``beat``)."""
+        """The script's arguments for ``mode`` (``ops``, ``beat``, ``admit`` or ``take``)."""
         return [self.prefix, self.node_id, mode, self._apps_json, extra]
 
     def _dropped(self, ops: list[list[Any]]) -> None:
@@ -345,6 +344,7 @@ class RedisBackend:
                     desired.append([field, len(member.connections), info])
             for user_id, conns in app.users.items():
                 desired.append([f"u\n{app_id}\n{user_id}", len(conns), None])
+            desired.extend(limits.desired(app))
         return desired
 
     # -- the write queue ------------------------------------------------------
@@ -517,6 +517,10 @@ class RedisBackend:
 
     def disconnected(self, conn: Connection) -> None:
         self.joins.disconnected(conn)
+        limits.released(self, conn)
+
+    admit = limits.admit  # the limits across nodes
+    take = limits.take
 
     def signed_in(self, conn: Connection, first: bool, effects: Effects) -> None:
         if not self.up:
@@ -591,11 +595,6 @@ class RedisBackend:
             self.webhooks.emit(app, event)
 
 
-#: The name this class had before the backend seam (issue 15).
-Cluster = RedisBackend
-
-
 def _unreachable(exc: BaseException) -> str:
-    """The public reason (``/ready``) for a Redis failure: the error's type,
-    never its text, which names Redis's address (the log has it)."""
+    """``/ready``'s reason: the error's type, never its text (Redis's address)."""
     return f"Redis unreachable ({type(exc).__name__})"

@@ -34,6 +34,7 @@ class Op(str, enum.Enum):
     WEBHOOK = "webhook"
     ACK = "ack"
     SYNC = "sync"
+    CONN = "conn"
 
 
 class Kind(str, enum.Enum):

@@ -16,7 +16,7 @@ from ...names import DELAYED_WEBHOOKS
 from .messages import Op
 
 #: The files of every operation but the shared ones, in a fixed order.
-OPERATION_FILES = (*(f"{op.value}.lua" for op in Op), "beat.lua")
+OPERATION_FILES = (*(f"{op.value}.lua" for op in Op), "beat.lua", "limits.lua")
 
 
 def rules() -> str:

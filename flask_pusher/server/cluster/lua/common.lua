@@ -130,10 +130,20 @@ local function signed(app, uid, d)
   end
 end
 
+-- The app's connections across nodes (kept for an app with max_connections only):
+-- this node's count in its hash ("c\napp"), the cluster's total beside it.
+local function conns(app, d)
+  d = nodeadd('c\n' .. app, d)
+  if d == 0 then return end
+  local key = P .. ':' .. app .. ':conns'
+  if redis.call('INCRBY', key, d) <= 0 then redis.call('DEL', key) end
+end
+
 -- One field of a node's hash ("s\napp\nchannel", "m\napp\nchannel\nuser",
--- "u\napp\nuser") changed by d.
+-- "u\napp\nuser", "c\napp") changed by d.
 local function change(f, d, info)
   local kind = string.sub(f, 1, 1)
+  if kind == 'c' then return conns(string.sub(f, 3), d) end
   local count = (kind == 'm') and 4 or 3
   local parts = {}
   local start = 1
@@ -158,13 +168,13 @@ local function sync(desired)
   end
   local flat = redis.call('HGETALL', nodekey)
   for i = 1, #flat, 2 do cur[flat[i]] = tonumber(flat[i + 1]) end
-  for _, kind in ipairs({'m', 's', 'u'}) do
+  for _, kind in ipairs({'m', 's', 'u', 'c'}) do
     for f, c in pairs(cur) do
       local d = (want[f] or 0) - c
       if string.sub(f, 1, 1) == kind and d < 0 then change(f, d, nil) end
     end
   end
-  for _, kind in ipairs({'s', 'm', 'u'}) do
+  for _, kind in ipairs({'s', 'm', 'u', 'c'}) do
     for f, n in pairs(want) do
       local d = n - (cur[f] or 0)
       if string.sub(f, 1, 1) == kind and d > 0 then change(f, d, infos[f]) end

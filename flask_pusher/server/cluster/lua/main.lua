@@ -1,5 +1,5 @@
 -- The script's entry: mode 'ops' runs ARGV[5], a JSON list of operations, in
--- order; mode 'beat' is the heartbeat.
+-- order; mode 'beat' is the heartbeat; 'admit' and 'take' the limits (limits.lua).
 if mode == 'ops' then
   for _, op in ipairs(cjson.decode(ARGV[5])) do
     local run = OPS[op[1]]
@@ -8,5 +8,11 @@ if mode == 'ops' then
   return 0
 elseif mode == 'beat' then
   return beat(tonumber(ARGV[5]))
+elseif mode == 'admit' then
+  local a = cjson.decode(ARGV[5])
+  return admit(a[1], a[2])
+elseif mode == 'take' then
+  local a = cjson.decode(ARGV[5])
+  return take(a[1], a[2], a[3], a[4])
 end
 return redis.error_reply('unknown mode ' .. mode)
