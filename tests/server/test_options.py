@@ -98,6 +98,7 @@ def test_each_config_key_is_an_extension_setting() -> None:
     assert {spec.config_key for spec in keyed} == {
         "PUSHER_SERVER_REDIS_URL",
         "PUSHER_SERVER_REDIS_PREFIX",
+        "PUSHER_SERVER_CONSOLE_ALLOW_HOSTS",
     }
     by_name = {option.name: option for option in extension_settings.OPTIONS}
     fields = {f.name: f for f in dataclasses.fields(extension_settings.PusherSettings)}
@@ -124,6 +125,7 @@ def test_the_local_server_and_flask_pusher_serve_read_the_config_keys() -> None:
     assert local.server_settings(settings) == {
         "redis_url": "redis://10.0.0.1:6379/1",
         "redis_prefix": "app1",
+        "console_allow_hosts": (),
     }
 
 
@@ -135,7 +137,7 @@ def test_the_docs_list_each_flag_with_its_default() -> None:
         assert spec.flag is not None
         assert f"``{spec.flag}" in text, spec.flag
     rows = dict(re.findall(r"^``(--[a-z/-]+)[^`]*``\s+(\S+)\s{2}", text, re.MULTILINE))
-    shown = {"True": "on", "False": "off", "None": "none", "30.0": "30", "0.0": "0"}
+    shown = {"True": "on", "False": "off", "None": "none", "30.0": "30", "0.0": "0", "()": "none"}
     compared = 0
     for spec in FLAGGED:
         assert spec.flag is not None
