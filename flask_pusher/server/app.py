@@ -182,7 +182,9 @@ class Server:
             self.readiness_checks.append(self.cluster.not_ready)
             view, settle = self.cluster.reads.view, self.cluster.written
         self.api = HTTPApi(self.core, self.apply, self._api_call, view, settle)
-        self.handshake = Handshake(self.core, writer, self._counts, self.console, self.cluster)
+        self.handshake = Handshake(
+            self.core, writer, self._counts, self.console, self.cluster, self.proxies
+        )
 
     @property
     def not_ready(self) -> str | None:

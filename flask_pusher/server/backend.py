@@ -133,11 +133,17 @@ class Backend(Protocol):
     def terminate(self, app: AppState, user_id: str) -> None:
         """The HTTP API terminated ``user_id``'s connections in this process."""
 
-    async def admit(self, app: AppState) -> bool:
+    async def admit(self, app: AppState, address: str | None = None) -> str | None:
         """Take one of the app's ``max_connections`` slots for a new
-        connection, counted across processes; ``False``: the quota is full
+        connection, and one of ``address``'s ``max_connections_per_address``
+        slots (when ``address`` is given), counted across processes.
+        ``None``: admitted; else the name of the full quota
+        (``"max_connections"``, ``"max_connections_per_address"``), and
+        nothing is taken
         (:mod:`flask_pusher.server.limits`). The I/O layer asks it during
-        the handshake; the slot is given back by :meth:`disconnected`."""
+        the handshake and registers the connection with the same ``address``
+        (:meth:`Core.connect <flask_pusher.server.core.Core.connect>`); the
+        slots are given back by :meth:`disconnected`."""
         ...
 
     async def take(self, app: AppState, bucket: str, amount: int, limit: int) -> bool:
@@ -259,10 +265,20 @@ class LocalBackend:
     def terminate(self, app: AppState, user_id: str) -> None:
         pass
 
-    async def admit(self, app: AppState) -> bool:
+    async def admit(self, app: AppState, address: str | None = None) -> str | None:
         # No await: the core registers the connection before anything else runs.
-        limit = app.config.max_connections
-        return limit is None or len(app.connections) < limit
+        config = app.config
+        limit = config.max_connections
+        if limit is not None and len(app.connections) >= limit:
+            return "max_connections"
+        per_address = config.max_connections_per_address
+        if (
+            per_address is not None
+            and address is not None
+            and app.addresses.get(address, 0) >= per_address
+        ):
+            return "max_connections_per_address"
+        return None
 
     async def take(self, app: AppState, bucket: str, amount: int, limit: int) -> bool:
         return self.take_now(app, bucket, amount, limit)

@@ -89,6 +89,12 @@ class AppConfig:
         across the nodes of a cluster; one more is closed with 4004
         ("Application is over connection quota", Pusher's code; soketi's and
         Reverb's ``max_connections``). Default ``None``: no quota.
+    :param max_connections_per_address: WebSocket connections of the app
+        from one client address at once, counted across the nodes of a
+        cluster; one more is closed with 4004 ("Too many connections from
+        this address"). The address is the TCP peer's, or the client's that a
+        trusted proxy (``--trusted-proxy``) adds to ``X-Forwarded-For``;
+        never a header from another peer. Default ``None``: no cap.
     :param max_subscriptions_per_connection: channels one connection may be
         subscribed to; one more is refused with ``pusher:subscription_error``
         (status 403, ``LimitReached``) and ``pusher:error`` code 4303.
@@ -139,6 +145,7 @@ class AppConfig:
     cache_ttl: float = 1800.0
     enabled: bool = True
     max_connections: int | None = None
+    max_connections_per_address: int | None = None
     max_subscriptions_per_connection: int = 1000
     allowed_origins: Sequence[str] | None = None
     max_backend_events_per_second: int | None = None
@@ -171,6 +178,7 @@ class AppConfig:
                 raise ValueError(f"AppConfig.{name} must be positive.")
         for name in (
             "max_connections",
+            "max_connections_per_address",
             "max_backend_events_per_second",
             "max_read_requests_per_second",
         ):

@@ -97,15 +97,20 @@ class Core(HTTPOperations):
 
     # -- connections ------------------------------------------------------
 
-    def connect(self, app: AppState) -> Effects:
+    def connect(self, app: AppState, address: str | None = None) -> Effects:
         """Register a connection and greet it with ``pusher:connection_established``.
 
+        :param address: the client's address, counted in ``app.addresses``
+            (for ``max_connections_per_address``); ``None``: not counted.
         :returns: effects whose ``result`` is the new :class:`Connection`.
         """
         socket_id = f"{next(self._ids)}.{random.randrange(10**9)}"
         now = self.clock()
         conn = Connection(socket_id, app, now, opened_at=now)
         app.connections[socket_id] = conn
+        if address is not None:
+            conn.address = address
+            app.addresses[address] = app.addresses.get(address, 0) + 1
         effects = Effects()
         effects.result = conn
         timeout = app.config.activity_timeout
@@ -123,7 +128,15 @@ class Core(HTTPOperations):
         for name in list(conn.channels):
             self._unsubscribe(conn, name, effects)
         users.signout(conn, effects, self.backend)
-        conn.app.connections.pop(conn.socket_id, None)
+        app = conn.app
+        app.connections.pop(conn.socket_id, None)
+        address = conn.address
+        if address is not None:
+            left = app.addresses.get(address, 1) - 1
+            if left > 0:
+                app.addresses[address] = left
+            else:
+                app.addresses.pop(address, None)
         self.backend.disconnected(conn)
         log.debug("disconnected %s", conn.socket_id)
         return effects

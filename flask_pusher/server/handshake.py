@@ -21,6 +21,7 @@ from aiohttp import web
 from . import limits
 from . import observers
 from . import protocol
+from .access import TrustedProxies
 from .core import Core
 from .events import ProtocolError
 from .metrics import IOCounts
@@ -53,6 +54,8 @@ class Handshake:
     :param console: the debug console, or ``None``.
     :param cluster: the Redis backend, or ``None``: with it, a client learns
         it is subscribed once the cluster knows it.
+    :param proxies: whose ``X-Forwarded-For`` gives the client's address
+        (``max_connections_per_address``); default none: the TCP peer's.
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class Handshake:
         counts: dict[AppState, IOCounts] | None = None,
         console: Console | None = None,
         cluster: Cluster | None = None,
+        proxies: TrustedProxies | None = None,
     ) -> None:
         self.core = core
         self.writer = writer
@@ -69,6 +73,7 @@ class Handshake:
         self.counts = counts
         self.console = console
         self.cluster = cluster
+        self.proxies = proxies or TrustedProxies()
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         """``GET /app/{key}``: one Pusher connection
@@ -92,7 +97,8 @@ class Handshake:
             if version is not None and version not in SUPPORTED_PROTOCOLS:
                 refusal = (4007, f"Unsupported protocol version {version[:20]}")
         transport = request.transport
-        refusal = refusal or await limits.admit(self.core.backend, app, request)
+        client = limits.address(app, request, self.proxies) if refusal is None else None
+        refusal = refusal or await limits.admit(self.core.backend, app, request, client)
         console = self.console
         if refusal is not None or app is None or transport is None:
             code, message = refusal or (4200, "Connection lost")
@@ -106,7 +112,7 @@ class Handshake:
             except ConnectionError:  # gone already
                 pass
             return ws
-        greeting = self.core.connect(app)
+        greeting = self.core.connect(app, client)
         conn: Connection = greeting.result
         sock = PusherSocket(transport, self, conn, MAX_FRAME_SIZE)
         self.writer.sockets[conn] = sock

@@ -4,6 +4,9 @@ Each limit is an :class:`~flask_pusher.server.config.AppConfig` field (also a
 key of an app in ``--config FILE``), off or generous by default:
 
 - ``max_connections``: close 4004, counted across nodes (the backend);
+- ``max_connections_per_address``: close 4004, per client address (the
+  peer's, or the trusted proxy's ``X-Forwarded-For`` client), counted across
+  nodes (the backend);
 - ``allowed_origins``: close 4009, at the handshake;
 - ``max_subscriptions_per_connection``: ``pusher:subscription_error`` 403
   and ``pusher:error`` 4303;
@@ -42,6 +45,7 @@ from .errors import APIError
 if TYPE_CHECKING:
     from aiohttp.web import BaseRequest
 
+    from .access import TrustedProxies
     from .backend import Backend
     from .state import AppState
     from .state import Connection
@@ -77,18 +81,31 @@ def origin_allowed(patterns: tuple[str, ...], origin: str | None) -> bool:
     return any(fnmatch.fnmatchcase(host, pattern) for pattern in patterns)
 
 
+def address(app: AppState | None, request: BaseRequest, proxies: TrustedProxies) -> str | None:
+    """The client address ``app`` counts a handshake under, or ``None`` (no
+    ``max_connections_per_address``): the TCP peer's, or the last
+    ``X-Forwarded-For`` entry when the peer is a trusted proxy
+    (:meth:`TrustedProxies.client <flask_pusher.server.access.TrustedProxies.client>`)."""
+    if app is None or app.config.max_connections_per_address is None:
+        return None
+    return proxies.client(request)
+
+
 async def admit(
-    backend: Backend, app: AppState | None, request: BaseRequest
+    backend: Backend, app: AppState | None, request: BaseRequest, client: str | None = None
 ) -> tuple[int, str] | None:
     """A WebSocket handshake's refusal by the app's limits, or ``None``: admitted
     (or nothing to admit: no ``app``, or the client already left).
 
     The origin first (``allowed_origins``, 4009), then the connection quota
-    (``max_connections``, 4004) taken from the backend: an admitted connection
-    holds its slot until :meth:`Backend.disconnected
+    (``max_connections``, 4004) and the client address's
+    (``max_connections_per_address``, 4004) taken from the backend: an
+    admitted connection holds its slots until :meth:`Backend.disconnected
     <flask_pusher.server.backend.Backend.disconnected>`.
 
     :param request: the handshake request (its ``Origin`` header).
+    :param client: the client's address (:func:`address`), counted against
+        ``max_connections_per_address`` (4004); ``None``: not counted.
     :returns: ``(close code, reason)`` or ``None``.
     """
     if app is None or request.transport is None:
@@ -99,10 +116,20 @@ async def admit(
     if patterns is not None and not origin_allowed(tuple(patterns), headers.get("Origin")):
         refused(app, "allowed_origins")
         return 4009, "Origin not allowed"
-    if config.max_connections is not None and not await backend.admit(app):
-        refused(app, "max_connections")
-        return 4004, "Application is over connection quota"
-    return None
+    if config.max_connections is None and client is None:
+        return None
+    full = await backend.admit(app, client)
+    if full is None:
+        return None
+    refused(app, full)
+    return 4004, QUOTA_REASONS[full]
+
+
+#: The close reason of each connection quota (code 4004).
+QUOTA_REASONS = {
+    "max_connections": "Application is over connection quota",
+    "max_connections_per_address": "Too many connections from this address",
+}
 
 
 async def check_api(backend: Backend, operation: str, app: AppState, body: bytes) -> None:

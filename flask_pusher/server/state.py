@@ -51,6 +51,8 @@ class Connection:
     #: as of ``budget_at``; ``None`` until its first change: full.
     budget: float | None = None
     budget_at: float = 0.0
+    #: The client's address, kept only for an app with ``max_connections_per_address``.
+    address: str | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -154,6 +156,7 @@ class AppState:
     """Everything the server knows about one app, in this process's memory."""
 
     __slots__ = (
+        "addresses",
         "cache",
         "channels",
         "config",
@@ -180,6 +183,9 @@ class AppState:
         #: Refusals by the limits of :mod:`flask_pusher.server.limits`, by
         #: config field (``max_connections``, ...): the ``limit_refusals_total`` metric.
         self.refused: dict[str, int] = {}
+        #: Connections by client address (of an app with
+        #: ``max_connections_per_address`` only).
+        self.addresses: dict[str, int] = {}
 
     # -- channels ---------------------------------------------------------
 

@@ -175,3 +175,54 @@ def test_pusher_js_signs_in_and_stays_a_silent_client_is_closed_with_4009(
     clients.wait("ann", channel="news", event="after")
     assert [e["state"] for e in clients.events("ann", kind="state")] == ["connected"]
     assert clients.events("ann", kind="error") == []
+
+
+def test_connections_per_address_count_across_two_nodes(nodes: Nodes, redis_url: str) -> None:
+    """Issue 16 item 4's cap per client address counts both nodes' connections
+    (reference §5.12's 4004 family), and a slot given back on one node is
+    taken on the other."""
+    a, b = nodes(max_connections_per_address=3)
+
+    async def scenario(session: aiohttp.ClientSession) -> None:
+        opened = await asyncio.gather(*(open_raw(session, (a, b)[i % 2]) for i in range(12)))
+        admitted = [ws for ws, first in opened if established(first)]
+        refusals = [first["data"] for ws, first in opened if not established(first)]
+        assert len(admitted) == 3, refusals
+        assert refusals == [{"code": 4004, "message": "Too many connections from this address"}] * 9
+        await admitted[0].close()
+        for _ in range(200):
+            ws, first = await open_raw(session, b)
+            if established(first):
+                break
+            await ws.close()
+            await asyncio.sleep(0.05)  # polling: the slot comes back through the writer
+        assert established(first)
+        ws, first = await open_raw(session, a)
+        assert first["data"]["code"] == 4004
+
+    run_scenario(scenario)
+
+
+def test_a_node_without_redis_caps_an_address_alone(
+    nodes: Nodes, redis_server: RedisServer
+) -> None:
+    a, b = nodes(redis_server.url, max_connections_per_address=2)
+
+    async def scenario(session: aiohttp.ClientSession) -> None:
+        kept = []  # referenced: a client socket garbage-collected would close
+        for node in (a, b):
+            ws, first = await open_raw(session, node)
+            assert established(first)
+            kept.append(ws)
+        ws, first = await open_raw(session, a)
+        assert first["data"]["code"] == 4004  # the cluster's two are taken
+        await asyncio.to_thread(redis_server.stop)
+        await asyncio.to_thread(wait_until, partial(_lost, a), "A to lose Redis")
+        # Alone, A counts its own one connection from the address: one more, then 4004.
+        ws, first = await open_raw(session, a)
+        assert established(first)
+        kept.append(ws)
+        ws, first = await open_raw(session, a)
+        assert first["data"]["code"] == 4004
+
+    run_scenario(scenario)

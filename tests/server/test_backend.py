@@ -101,9 +101,9 @@ class FakeBackend:
     def terminate(self, app: AppState, user_id: str) -> None:
         self.calls.append(("terminate", user_id))
 
-    async def admit(self, app: AppState) -> bool:
+    async def admit(self, app: AppState, address: str | None = None) -> str | None:
         self.calls.append(("admit",))
-        return True
+        return None
 
     async def take(self, app: AppState, bucket: str, amount: int, limit: int) -> bool:
         self.calls.append(("take", bucket, amount, limit))

@@ -203,3 +203,77 @@ def test_limits_are_checked_at_setup() -> None:
     ):
         with pytest.raises(ValueError, match="AppConfig"):
             AppConfig(APP_ID, KEY, SECRET, **options)
+
+
+async def _admitted(
+    session: aiohttp.ClientSession, base: str, headers: list[dict[str, str] | None]
+) -> list[tuple[aiohttp.ClientWebSocketResponse[bool], dict[str, Any]]]:
+    """Open one raw connection per entry of ``headers`` at once."""
+    return list(await asyncio.gather(*(open_raw(session, base, h) for h in headers)))
+
+
+@pytest.mark.parametrize("limited", [{"max_connections_per_address": 2}], indirect=True)
+def test_connections_per_address_close_the_next_one_with_4004(limited: LocalServer) -> None:
+    """Issue 16 item 4's cap per client address (reference §5.12's 4004
+    family): a forwarded header from a peer that is no trusted proxy
+    changes nothing."""
+    base = limited.url
+
+    async def scenario(session: aiohttp.ClientSession) -> None:
+        forged = [{"X-Forwarded-For": f"10.0.0.{i}"} for i in range(8)]
+        opened = await _admitted(session, base, [*forged])
+        admitted = [ws for ws, first in opened if first["event"] == "pusher:connection_established"]
+        refused = [(ws, first) for ws, first in opened if first["event"] == "pusher:error"]
+        assert len(admitted) == 2 and len(refused) == 6
+        for ws, first in refused:
+            assert first["data"] == {
+                "code": 4004,
+                "message": "Too many connections from this address",
+            }, first
+            assert await close_code(ws) == 4004
+        # A slot given back is taken again, and only one.
+        await admitted[0].close()
+        for _ in range(100):
+            ws, first = await open_raw(session, base)
+            if first["event"] == "pusher:connection_established":
+                break
+            await ws.close()
+            await asyncio.sleep(0.05)  # polling: the server sees the close shortly
+        assert first["event"] == "pusher:connection_established"
+        ws, first = await open_raw(session, base)
+        assert first["event"] == "pusher:error" and first["data"]["code"] == 4004, first
+
+    run_scenario(scenario)
+    assert metric(limited, "max_connections_per_address") >= 7
+    assert metric(limited, "max_connections") == 0
+
+
+def test_connections_per_address_count_a_trusted_proxys_clients_apart() -> None:
+    """Behind a trusted proxy (--trusted-proxy), the client is the last
+    ``X-Forwarded-For`` entry: each client has its own cap."""
+    server = LocalServer(
+        [AppConfig(APP_ID, KEY, SECRET, max_connections_per_address=1)],
+        trusted_proxies=("127.0.0.1",),
+    ).start()
+    base = server.url
+
+    async def scenario(session: aiohttp.ClientSession) -> None:
+        clients = ["198.51.100.7", "1.2.3.4, 198.51.100.8", "198.51.100.9"]
+        opened = await _admitted(session, base, [{"X-Forwarded-For": c} for c in clients])
+        assert all(first["event"] == "pusher:connection_established" for _, first in opened)
+        # The proxy's own address is one more client (no header).
+        proxy, first = await open_raw(session, base)
+        assert first["event"] == "pusher:connection_established"
+        # The forged first entry is not the client: the proxy's last one is.
+        for header in ("198.51.100.7", "203.0.113.1, 198.51.100.8", None):
+            _, first = await open_raw(
+                session, base, {"X-Forwarded-For": header} if header else None
+            )
+            assert first["event"] == "pusher:error", (header, first)
+            assert first["data"]["code"] == 4004
+        assert not proxy.closed and not any(ws.closed for ws, _ in opened)
+
+    try:
+        run_scenario(scenario)
+    finally:
+        server.stop()

@@ -35,6 +35,7 @@ class Op(str, enum.Enum):
     ACK = "ack"
     SYNC = "sync"
     CONN = "conn"
+    ADDR = "addr"
 
 
 class Kind(str, enum.Enum):

@@ -139,8 +139,18 @@ local function conns(app, d)
   if redis.call('INCRBY', key, d) <= 0 then redis.call('DEL', key) end
 end
 
+-- The app's connections by client address across nodes (kept for an app with
+-- max_connections_per_address only): this node's count in its hash
+-- ("a\napp\naddress"), the cluster's in the hash P:app:addr.
+local function addrs(app, addr, d)
+  d = nodeadd('a\n' .. app .. '\n' .. addr, d)
+  if d == 0 then return end
+  local key = P .. ':' .. app .. ':addr'
+  if redis.call('HINCRBY', key, addr, d) <= 0 then redis.call('HDEL', key, addr) end
+end
+
 -- One field of a node's hash ("s\napp\nchannel", "m\napp\nchannel\nuser",
--- "u\napp\nuser", "c\napp") changed by d.
+-- "u\napp\nuser", "c\napp", "a\napp\naddress") changed by d.
 local function change(f, d, info)
   local kind = string.sub(f, 1, 1)
   if kind == 'c' then return conns(string.sub(f, 3), d) end
@@ -155,6 +165,7 @@ local function change(f, d, info)
   parts[count] = string.sub(f, start)
   if kind == 's' then sub(parts[2], parts[3], d)
   elseif kind == 'm' then member(parts[2], parts[3], parts[4], d, info, nil)
+  elseif kind == 'a' then addrs(parts[2], parts[3], d)
   else signed(parts[2], parts[3], d) end
 end
 
@@ -168,13 +179,13 @@ local function sync(desired)
   end
   local flat = redis.call('HGETALL', nodekey)
   for i = 1, #flat, 2 do cur[flat[i]] = tonumber(flat[i + 1]) end
-  for _, kind in ipairs({'m', 's', 'u', 'c'}) do
+  for _, kind in ipairs({'m', 's', 'u', 'c', 'a'}) do
     for f, c in pairs(cur) do
       local d = (want[f] or 0) - c
       if string.sub(f, 1, 1) == kind and d < 0 then change(f, d, nil) end
     end
   end
-  for _, kind in ipairs({'s', 'm', 'u', 'c'}) do
+  for _, kind in ipairs({'s', 'm', 'u', 'c', 'a'}) do
     for f, n in pairs(want) do
       local d = n - (cur[f] or 0)
       if string.sub(f, 1, 1) == kind and d > 0 then change(f, d, infos[f]) end

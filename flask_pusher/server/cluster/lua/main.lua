@@ -10,7 +10,7 @@ elseif mode == 'beat' then
   return beat(tonumber(ARGV[5]))
 elseif mode == 'admit' then
   local a = cjson.decode(ARGV[5])
-  return admit(a[1], a[2])
+  return admit(a[1], a[2], a[3], a[4])
 elseif mode == 'take' then
   local a = cjson.decode(ARGV[5])
   return take(a[1], a[2], a[3], a[4])
