@@ -218,7 +218,8 @@ _FAMILIES: dict[str, tuple[str, list[str], str]] = {
     "limit_refusals_total": (
         "counter",
         [*_APP, "limit"],
-        "Refusals by the app's limits, by config field (max_connections 4004,"
+        "Refusals by the app's limits, by config field (max_connections and"
+        " max_connections_per_address 4004,"
         " allowed_origins and authorized_connections 4009, max_subscriptions_per_connection,"
         " max_backend_events_per_second and max_read_requests_per_second 429).",
     ),
