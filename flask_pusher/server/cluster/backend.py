@@ -269,7 +269,7 @@ class RedisBackend:
                 await pubsub.aclose()
 
     async def _write(self, ops: bytes) -> Any:
-        return await self.script(args=self.args("ops", ops))
+        return self.stream.dropped(await self.script(args=self.args("ops", ops)))
 
     def args(self, mode: str, extra: Any) -> list[Any]:
         """The script's arguments for ``mode`` (``ops``, ``beat``, ``admit`` or ``take``)."""

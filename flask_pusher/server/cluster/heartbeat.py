@@ -39,7 +39,8 @@ async def beat_forever(backend: RedisBackend) -> None:
         if not backend.up:
             continue
         try:
-            existed, dead = await backend.script(args=backend.args("beat", timeout_ms))
+            existed, dead, drops = await backend.script(args=backend.args("beat", timeout_ms))
+            backend.stream.dropped(drops)
             if not existed and backend.up:
                 # Reaped while this node could not beat: put its state back,
                 # after the changes queued (they are in the state it writes).

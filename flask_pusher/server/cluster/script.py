@@ -13,6 +13,8 @@ from __future__ import annotations
 from importlib import resources
 
 from ...names import DELAYED_WEBHOOKS
+from ..webhook_queue import FLOODS
+from . import stream
 from .messages import Op
 
 #: The files of every operation but the shared ones, in a fixed order.
@@ -23,7 +25,9 @@ def rules() -> str:
     """The Lua of the parameters the rules share with Python, made from their
     one statement: ``DELAYED`` and ``CANCELS`` from
     :data:`flask_pusher.names.DELAYED_WEBHOOKS` (which webhooks wait, and the
-    event that cancels each)."""
+    event that cancels each); ``FLOODS`` from
+    :data:`flask_pusher.server.webhook_queue.FLOODS` (the webhooks dropped
+    first from a full stream) and ``WH_MAX`` from :data:`.stream.STREAM_MAX`."""
 
     def table(pairs: dict[str, str]) -> str:
         return "{" + ", ".join(f"{k} = '{v}'" for k, v in sorted(pairs.items())) + "}"
@@ -33,6 +37,9 @@ def rules() -> str:
         "-- Made by script.py from flask_pusher.names.DELAYED_WEBHOOKS.\n"
         f"local DELAYED = {table(DELAYED_WEBHOOKS)}\n"
         f"local CANCELS = {table(cancels)}\n"
+        "-- Made by script.py from webhook_queue.FLOODS and stream.STREAM_MAX.\n"
+        f"local FLOODS = {{{', '.join(f'{name} = true' for name in sorted(FLOODS))}}}\n"
+        f"local WH_MAX = {int(stream.STREAM_MAX)}\n"
     )
 
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 from typing import TYPE_CHECKING
 
+from ..webhook_queue import WebhookStats
 from .messages import Op
 
 if TYPE_CHECKING:
@@ -32,6 +33,10 @@ READ_COUNT = 100
 ADOPT_EVERY = 5
 #: Milliseconds a webhook stream entry must have been idle to be claimed.
 CLAIM_IDLE = 1000
+#: Entries the webhook stream holds at most. When full, the script drops the
+#: oldest state event (:data:`~flask_pusher.server.webhook_queue.FLOODS`)
+#: first, and the oldest entry only when none is left (``lua/common.lua``).
+STREAM_MAX = 100_000
 
 
 class WebhookStream:
@@ -104,6 +109,23 @@ class WebhookStream:
                 self.queue([Op.ACK, entry_id])
                 continue
             self.webhooks.emit(app.config, event, token=entry_id)
+
+    def dropped(self, drops: Any) -> Any:
+        """Count the webhook events the script dropped from the full stream
+        (``drops``: its answer, JSON ``[[app ID, event type], ...]`` or
+        empty) in the webhook sender's figures of each app
+        (``webhooks_dropped_full_total``); returns ``drops``."""
+        if drops:
+            try:
+                dropped = json.loads(drops)
+            except ValueError:
+                return drops
+            stats = self.webhooks.stats
+            for app_id, name in dropped:
+                figures = stats.setdefault(str(app_id), WebhookStats())
+                figures.dropped_full += 1
+                figures.dropped_by_type[name] = figures.dropped_by_type.get(name, 0) + 1
+        return drops
 
     def done(self, entry_id: str) -> None:
         """The webhook sender sent (or gave up on) the event of ``entry_id``."""

@@ -1,7 +1,8 @@
 -- The heartbeat (mode 'beat', ARGV[5] the node timeout in ms): this node is
 -- alive; held webhooks whose delay is over go to the stream; nodes silent for
 -- the timeout are reaped (their counts removed as if their clients had left).
--- Returns {1 if this node was still registered else 0, {reaped node, ...}}.
+-- Returns {1 if this node was still registered else 0, {reaped node, ...},
+-- the webhook events dropped from the full stream as JSON (see stream)}.
 local function beat(timeout)
   local existed = redis.call('ZSCORE', NODES, node)
   redis.call('ZADD', NODES, now, node)
@@ -10,7 +11,7 @@ local function beat(timeout)
     redis.call('ZREM', WHD, held)
     local h = cjson.decode(held)
     if redis.call('HGET', WHK, h.k) == held then redis.call('HDEL', WHK, h.k) end
-    stream(h.a, cjson.encode(h.e))
+    stream(h.a, cjson.encode(h.e), h.e.name)
   end
   local dead = redis.call('ZRANGEBYSCORE', NODES, '-inf', now - timeout, 'LIMIT', 0, 10)
   for _, d in ipairs(dead) do
@@ -19,5 +20,5 @@ local function beat(timeout)
     redis.call('DEL', nodekey)
     redis.call('ZREM', NODES, d)
   end
-  return {existed and 1 or 0, dead}
+  return {existed and 1 or 0, dead, drops()}
 end

@@ -28,8 +28,51 @@ end
 local function pub(msg) send(cjson.encode(msg), false) end
 local function reply(msg) redis.call('PUBLISH', to_node, cjson.encode(msg)) end
 
-local function stream(app, event_json)
-  redis.call('XADD', WH, 'MAXLEN', '~', 100000, '*', 'a', app, 'e', event_json)
+-- The webhook stream holds at most WH_MAX entries (made by script.py from
+-- stream.STREAM_MAX). When full, the oldest state event (FLOODS, made from
+-- webhook_queue.FLOODS: what anyone can cause in bulk) is dropped first, so a
+-- churn flood cannot evict the app's member, client and cache-miss events;
+-- only with no state event left is the oldest entry dropped. WHS lists the
+-- state entries ("id\ntype\napp", oldest first; ids already sent are skipped).
+-- What is dropped is told to the node that ran the script ({app, type} in
+-- DROPS), which counts it in webhooks_dropped_full_total.
+local WHS = P .. ':whs'
+local DROPS = {}
+local function evict()
+  while true do
+    local s = redis.call('LPOP', WHS)
+    if not s then break end
+    local i = string.find(s, '\n', 1, true)
+    local j = string.find(s, '\n', i + 1, true)
+    if redis.call('XDEL', WH, string.sub(s, 1, i - 1)) == 1 then
+      DROPS[#DROPS + 1] = {string.sub(s, j + 1), string.sub(s, i + 1, j - 1)}
+      return
+    end
+  end
+  local oldest = redis.call('XRANGE', WH, '-', '+', 'COUNT', 1)[1]
+  if not oldest then return end
+  redis.call('XDEL', WH, oldest[1])
+  local f = {}
+  for k = 1, #oldest[2], 2 do f[oldest[2][k]] = oldest[2][k + 1] end
+  local ok, ev = pcall(cjson.decode, f.e or '')
+  local name = (ok and type(ev) == 'table' and type(ev.name) == 'string') and ev.name or '?'
+  DROPS[#DROPS + 1] = {f.a or '', name}
+end
+
+-- DROPS as JSON for the calling node, '' if none.
+local function drops()
+  if #DROPS == 0 then return '' end
+  return cjson.encode(DROPS)
+end
+
+local function stream(app, event_json, name)
+  if redis.call('XLEN', WH) >= WH_MAX then evict() end
+  local id = redis.call('XADD', WH, '*', 'a', app, 'e', event_json)
+  if FLOODS[name] then
+    if redis.call('RPUSH', WHS, id .. '\n' .. name .. '\n' .. app) > WH_MAX then
+      redis.call('LPOP', WHS)
+    end
+  end
 end
 
 -- The vacate delay, in Redis because a cancel must see every node's hold
@@ -59,7 +102,7 @@ local function hook(app, ev)
       return
     end
   end
-  stream(app, cjson.encode(ev))
+  stream(app, cjson.encode(ev), name)
 end
 
 -- This node's own count of a field changes by d (never below 0); returns the change made.

@@ -5,7 +5,7 @@ if mode == 'ops' then
     local run = OPS[op[1]]
     if run ~= nil then run(op) end
   end
-  return 0
+  return drops()
 elseif mode == 'beat' then
   return beat(tonumber(ARGV[5]))
 elseif mode == 'admit' then
