@@ -82,6 +82,12 @@ def test_the_script_drops_state_events_first_and_says_which(
     assert {tuple(d) for d in drops} >= {(APP_ID, "member_added"), (APP_ID, "cache_miss")}
     assert len(drops) == 12 and client.xlen(f"{prefix}:wh") == 10
     assert client.llen(f"{prefix}:whs") <= 10
+    # State events sent leave the list as new ones come: it stays short.
+    for _ in range(5):
+        for entry_id, _fields in client.xrange(f"{prefix}:wh"):  # type: ignore[union-attr]
+            run(args=[prefix, "n1", "ops", apps, pack([[Op.ACK.value, entry_id]])])
+        ops(*[_event("channel_occupied", f"d{i}") for i in range(4)])
+    assert client.llen(f"{prefix}:whs") <= 8
 
 
 def _metric(node: LocalServer, kind: str) -> float:

@@ -72,6 +72,14 @@ local function stream(app, event_json, name)
     if redis.call('RPUSH', WHS, id .. '\n' .. name .. '\n' .. app) > WH_MAX then
       redis.call('LPOP', WHS)
     end
+    -- Forget up to two entries already sent from its head: WHS stays about
+    -- as long as the state events still in the stream.
+    for _ = 1, 2 do
+      local head = redis.call('LINDEX', WHS, 0)
+      local hid = string.sub(head, 1, string.find(head, '\n', 1, true) - 1)
+      if hid == id or #redis.call('XRANGE', WH, hid, hid) > 0 then break end
+      redis.call('LPOP', WHS)
+    end
   end
 end
 
