@@ -64,7 +64,9 @@ def serve(host: str, port: int, webhooks: tuple[str, ...], debug: bool, ops: Ops
     }
     ops = dataclasses.replace(ops, **configured)
     hooks = tuple(WebhookConfig(url) for url in webhooks)
-    app_config = AppConfig(settings.app_id, settings.key, settings.secret, webhooks=hooks)
+    app_config = AppConfig(
+        settings.app_id, settings.key, settings.secret, webhooks=hooks, **settings.server_app_limits
+    )
     run_server([app_config], host, port, debug, ops)
 
 

@@ -101,7 +101,13 @@ def ensure_started(settings: PusherSettings, webhook_url: str | None = None) -> 
                 f' pip install "flask-pusher[server]" ({e}).'
             ) from None
         webhooks = (WebhookConfig(webhook_url),) if webhook_url else ()
-        app = AppConfig(settings.app_id, settings.key, settings.secret, webhooks=webhooks)
+        app = AppConfig(
+            settings.app_id,
+            settings.key,
+            settings.secret,
+            webhooks=webhooks,
+            **settings.server_app_limits,
+        )
         try:
             server = LocalServer(
                 [app],

@@ -257,6 +257,86 @@ LISTEN: tuple[Spec, ...] = (
         type="bool",
     ),
 )
+#: The per-app limits (:ref:`server-limits`) the command line sets for the app
+#: of ``--app-id``/``--key``/``--secret`` (``python -m flask_pusher.server``)
+#: and the extension's ``PUSHER_SERVER_APP_LIMITS`` mapping takes: each is the
+#: :class:`~flask_pusher.server.AppConfig` field of its ``name``. A default of
+#: ``None`` or ``()`` leaves the field at ``AppConfig``'s own default.
+APP_LIMITS: tuple[Spec, ...] = (
+    Spec(
+        "Close one more connection of the app with 4004. [default: no quota]",
+        "--max-connections",
+        bounds=(1, 10_000_000),
+        metavar="N",
+        name="max_connections",
+        type="int | None",
+    ),
+    Spec(
+        "Close one more connection from one client address with 4004. [default: no cap]",
+        "--max-connections-per-address",
+        bounds=(1, 10_000_000),
+        metavar="N",
+        name="max_connections_per_address",
+        type="int | None",
+    ),
+    Spec(
+        "An Origin host allowed to connect (repeatable, *.example.com, *);"
+        " others are closed with 4009. [default: any]",
+        "--allowed-origin",
+        metavar="HOST",
+        name="allowed_origins",
+        default=(),
+        type="tuple[str, ...]",
+    ),
+    Spec(
+        "Channels one connection may subscribe to. [default: 1000]",
+        "--max-subscriptions-per-connection",
+        bounds=(1, 10_000_000),
+        metavar="N",
+        name="max_subscriptions_per_connection",
+        type="int | None",
+    ),
+    Spec(
+        "A connection's subscribes and unsubscribes per second. [default: 100]",
+        "--max-subscription-changes-per-second",
+        bounds=(1, 10_000_000),
+        metavar="N",
+        name="max_subscription_changes_per_second",
+        type="int | None",
+    ),
+    Spec(
+        "HTTP API events per second, then 429. [default: no limit]",
+        "--max-backend-events-per-second",
+        bounds=(1, 10_000_000),
+        metavar="N",
+        name="max_backend_events_per_second",
+        type="int | None",
+    ),
+    Spec(
+        "HTTP API reads per second, then 429. [default: no limit]",
+        "--max-read-requests-per-second",
+        bounds=(1, 10_000_000),
+        metavar="N",
+        name="max_read_requests_per_second",
+        type="int | None",
+    ),
+    Spec(
+        "Close a connection that has not signed in within --user-authentication-timeout with 4009.",
+        "--authorized-connections",
+        name="authorized_connections",
+        default=False,
+        type="bool",
+    ),
+    Spec(
+        "Seconds a connection has to sign in under --authorized-connections. [default: 30]",
+        "--user-authentication-timeout",
+        bounds=(0.1, 86400),
+        metavar="SECONDS",
+        name="user_authentication_timeout",
+        type="float | None",
+    ),
+)
+
 #: The default interface of :func:`~flask_pusher.server.run` and the command line.
 DEFAULT_HOST: str = LISTEN[0].default
 #: The default port of :func:`~flask_pusher.server.run` and the command line.

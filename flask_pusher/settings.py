@@ -29,6 +29,7 @@ from werkzeug.utils import import_string
 from werkzeug.utils import ImportStringError
 
 from .errors import ConfigurationError
+from .server_options import APP_LIMITS
 from .server_options import DEFAULT_PORT
 from .server_options import DEFAULT_REDIS_PREFIX
 from .server_options import ServerOptions
@@ -78,6 +79,7 @@ class PusherSettings:
     server_redis_url: str | None = dataclasses.field(default=None, repr=False)
     server_redis_prefix: str = DEFAULT_REDIS_PREFIX
     server_console_allow_hosts: tuple[str, ...] = ()
+    server_app_limits: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     after_commit: bool = False
     outbox: bool = False
     outbox_relay_thread: bool = False
@@ -230,6 +232,32 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return dict(value)
 
 
+def _app_limits(value: Any) -> Mapping[str, Any]:
+    limits = dict(_mapping(value))
+    known = {spec.name for spec in APP_LIMITS}
+    unknown = sorted(set(limits) - known)
+    if unknown:
+        raise ValueError(
+            f"a mapping of the app's limits: {', '.join(map(repr, unknown))} is none of"
+            f" {', '.join(sorted(known))}"
+        )
+    for name, item in limits.items():
+        spec = next(s for s in APP_LIMITS if s.name == name)
+        if item is None:
+            continue  # AppConfig's None: no limit (or any origin)
+        if spec.type == "bool":
+            limits[name] = _bool(item)
+        elif spec.type.startswith("tuple"):
+            if isinstance(item, str) or not all(isinstance(i, str) and i for i in item):
+                raise ValueError(f"{name}: a list of host patterns such as ['*.example.com']")
+            limits[name] = tuple(item)
+        else:
+            number = float if spec.type.startswith("float") else int
+            assert spec.bounds is not None
+            limits[name] = _number(number, *spec.bounds)(item)
+    return limits
+
+
 #: How the extension coerces the server options that have a config key
 #: (:class:`~flask_pusher.server_options.ServerOptions`), by option name.
 _SERVER_COERCE: dict[str, Callable[[Any], Any]] = {
@@ -287,6 +315,7 @@ OPTIONS: tuple[Option, ...] = (
         for spec in specs(ServerOptions)
         if spec.config_key is not None
     ),
+    Option("server_app_limits", "PUSHER_SERVER_APP_LIMITS", None, _app_limits),
     Option("after_commit", "PUSHER_AFTER_COMMIT", False, _bool),
     Option("outbox", "PUSHER_OUTBOX", False, _bool),
     Option("outbox_relay_thread", "PUSHER_OUTBOX_RELAY_THREAD", False, _bool),

@@ -205,3 +205,45 @@ def test_a_port_taken_by_a_stranger_is_a_clear_error(stop_local_servers: None) -
         pusher = Pusher(app)
         with app.app_context(), pytest.raises(RuntimeError, match="does not serve this app"):
             pusher.client  # noqa: B018
+
+
+def test_the_in_process_server_takes_the_apps_limits(stop_local_servers: None) -> None:
+    """PUSHER_SERVER_APP_LIMITS sets the per-app limits of the in-process
+    server (issue 16): a quota of one connection closes the second with 4004
+    (reference §5.12), over a real socket."""
+    port = free_port()
+    app = Flask(__name__)
+    app.config.update(
+        PUSHER_LOCAL_SERVER="true",
+        PUSHER_LOCAL_SERVER_PORT=str(port),
+        PUSHER_SERVER_APP_LIMITS='{"max_connections": 1, "allowed_origins": ["*"]}',
+    )
+    pusher = Pusher(app)
+    with app.app_context():
+        assert pusher.settings.server_app_limits == {
+            "max_connections": 1,
+            "allowed_origins": ("*",),
+        }
+        pusher.trigger("room", "e", {})  # starts the server
+        key = pusher.settings.key
+
+    async def scenario() -> list[Any]:
+        async with aiohttp.ClientSession() as session:
+            url = f"ws://127.0.0.1:{port}/app/{key}?protocol=7"
+            first = await session.ws_connect(url)
+            second = await session.ws_connect(url)
+            frames = [json.loads((await ws.receive(5)).data) for ws in (first, second)]
+            await first.close()
+            await second.close()
+            return frames
+
+    established, refused = asyncio.run(scenario())
+    assert established["event"] == "pusher:connection_established"
+    assert refused["event"] == "pusher:error" and refused["data"]["code"] == 4004, refused
+
+
+def test_an_unknown_app_limit_is_refused_at_init_app() -> None:
+    app = Flask(__name__)
+    app.config.update(PUSHER_LOCAL_SERVER="true", PUSHER_SERVER_APP_LIMITS={"max_conections": 1})
+    with pytest.raises(ValueError, match=r"PUSHER_SERVER_APP_LIMITS.*max_conections"):
+        Pusher(app)

@@ -19,6 +19,7 @@ from typing import TypeVar
 
 import click
 
+from ..server_options import APP_LIMITS
 from ..server_options import CommandLineOptions
 from ..server_options import LISTEN
 from ..server_options import Spec
@@ -239,17 +240,38 @@ def _app(item: Any, path: str) -> AppConfig:
         raise ValueError(f"{path}: {exc}") from None
 
 
+def app_limits(f: F) -> F:
+    """Add the per-app limits' options of
+    :data:`~flask_pusher.server_options.APP_LIMITS` (``--max-connections N``,
+    ``--allowed-origin HOST``, ...) to a click command; the decorated function
+    takes ``limits``: the ``AppConfig`` fields given, by name (an option left
+    at its default is left out: the field keeps ``AppConfig``'s default)."""
+    for spec in reversed(APP_LIMITS):
+        f = click_option(spec)(f)
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        given = {spec.name: kwargs.pop(spec.name) for spec in APP_LIMITS}
+        kwargs["limits"] = {name: v for name, v in given.items() if v not in (None, (), False)}
+        return f(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def apps_from_options(
     app_id: str | None,
     key: str | None,
     secret: str | None,
     config: str | None,
     webhooks: Sequence[str],
+    limits: dict[str, Any] | None = None,
 ) -> list[AppConfig]:
     """The apps the command line names.
 
-    :raises click.UsageError: for incomplete credentials, ``--webhook``
-        without them, a bad config file, or no app at all.
+    :param limits: ``AppConfig`` fields (:func:`app_limits`) for the app of
+        ``--app-id``/``--key``/``--secret``.
+    :raises click.UsageError: for incomplete credentials, ``--webhook`` or a
+        limit without them, a bad config file or limit, or no app at all.
     """
     apps: list[AppConfig] = []
     try:
@@ -260,9 +282,15 @@ def apps_from_options(
             if not (app_id and key and secret):
                 raise click.UsageError("--app-id, --key and --secret go together")
             hooks = [WebhookConfig(url) for url in webhooks]
-            apps.append(AppConfig(app_id, key, secret, webhooks=hooks))
+            apps.append(AppConfig(app_id, key, secret, webhooks=hooks, **(limits or {})))
         elif webhooks:
             raise click.UsageError("--webhook needs --app-id, --key and --secret")
+        elif limits:
+            flags = ", ".join(s.flag or "" for s in APP_LIMITS if s.name in limits)
+            raise click.UsageError(
+                f"{flags}: the limits apply to the app of --app-id, --key and --secret;"
+                " set them per app in the --config FILE instead"
+            )
     except (OSError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     if not apps:
@@ -290,6 +318,7 @@ def apps_from_options(
     help='JSON file of apps: {"apps": [{"app_id", "key", "secret", "webhooks", ...}]}.',
 )
 @server_options
+@app_limits
 def main(
     app_id: str | None,
     key: str | None,
@@ -300,6 +329,8 @@ def main(
     webhooks: tuple[str, ...],
     debug: bool,
     ops: OpsOptions,
+    limits: dict[str, Any],
 ) -> None:
     """Entry point of ``python -m flask_pusher.server``."""
-    serve(apps_from_options(app_id, key, secret, config, webhooks), host, port, debug, ops)
+    apps = apps_from_options(app_id, key, secret, config, webhooks, limits)
+    serve(apps, host, port, debug, ops)

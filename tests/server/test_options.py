@@ -19,11 +19,13 @@ from flask_pusher import Pusher
 from flask_pusher import settings as extension_settings
 from flask_pusher.cli import pusher_cli
 from flask_pusher.server.app import Server
+from flask_pusher.server.cli import apps_from_options
 from flask_pusher.server.cli import main
 from flask_pusher.server.cli import OpsOptions
 from flask_pusher.server.config import AppConfig
 from flask_pusher.server.serve import LocalServer
 from flask_pusher.server.serve import run
+from flask_pusher.server_options import APP_LIMITS
 from flask_pusher.server_options import CommandLineOptions
 from flask_pusher.server_options import LISTEN
 from flask_pusher.server_options import ServerOptions
@@ -60,7 +62,7 @@ def test_each_flag_is_made_from_its_declaration(command: click.Command, spec: Sp
 def test_the_command_line_has_no_server_option_left_out() -> None:
     """Each flagged option is on both commands, and nothing else of the server is."""
     declared = {spec.name for spec in (*LISTEN, *FLAGGED)}
-    own = {"app_id", "key", "secret", "config", "help"}
+    own = {"app_id", "key", "secret", "config", "help", *(spec.name for spec in APP_LIMITS)}
     assert set(_params(main)) - own == declared
     assert set(_params(pusher_cli.commands["serve"])) - {"help"} == declared
 
@@ -147,3 +149,51 @@ def test_the_docs_list_each_flag_with_its_default() -> None:
             default = "host:port" if spec.name == "node" else str(spec.default)
             assert rows[spec.flag].strip("`") == shown.get(default, default), spec.flag
     assert compared >= 6
+
+
+@pytest.mark.parametrize("spec", APP_LIMITS, ids=lambda s: s.name)
+def test_each_app_limit_flag_is_made_from_its_declaration(spec: Spec) -> None:
+    """``python -m flask_pusher.server``'s per-app limits (issue 16): each
+    flag is an ``AppConfig`` field's, with AppConfig's own default (a declared
+    ``None`` or ``()`` leaves the field at it), and the docs name it."""
+    param = _params(main)[spec.name]
+    assert isinstance(param, click.Option) and spec.flag is not None
+    assert param.opts == [spec.flag] and param.help == spec.help
+    fields = {f.name: f for f in dataclasses.fields(AppConfig)}
+    assert spec.name in fields
+    if spec.default not in (None, ()):
+        assert spec.default == fields[spec.name].default
+    if spec.bounds is not None:
+        assert isinstance(param.type, (click.IntRange, click.FloatRange))
+        assert (param.type.min, param.type.max) == spec.bounds
+    assert f"``{spec.flag}" in (DOCS / "server.rst").read_text(), spec.flag
+    assert f"``{spec.name}``" in (DOCS / "configuration.rst").read_text(), spec.name
+
+
+def test_the_limit_flags_reach_the_app_and_need_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flags become the ``AppConfig`` of ``--app-id``; without it they are
+    a usage error, as is a value AppConfig refuses."""
+    from click.testing import CliRunner
+
+    from flask_pusher.server import cli
+
+    served: list[Any] = []
+    monkeypatch.setattr(cli, "serve", lambda apps, *rest: served.extend(apps))
+    args = ["--app-id", "1", "--key", "k", "--secret", "s", "--max-connections", "5"]
+    args += ["--allowed-origin", "Example.com", "--allowed-origin", "*.example.com"]
+    args += ["--authorized-connections", "--user-authentication-timeout", "12.5"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    limits: dict[str, Any] = {
+        "max_connections": 5,
+        "allowed_origins": ("Example.com", "*.example.com"),
+        "authorized_connections": True,
+        "user_authentication_timeout": 12.5,
+    }
+    assert served == [AppConfig("1", "k", "s", **limits)]
+    result = CliRunner().invoke(main, ["--config", "x.json", "--max-connections", "5"])
+    assert result.exit_code == 2
+    result = CliRunner().invoke(main, ["--max-connections", "5"])
+    assert result.exit_code == 2 and "set them per app in the --config FILE" in result.output
+    with pytest.raises(click.UsageError, match="max_connections must be positive"):
+        apps_from_options("1", "k", "s", None, (), {"max_connections": 0})
