@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
+import json
 import os
 import re
 import signal
@@ -78,3 +80,53 @@ def check_server(proc: subprocess.Popen[str]) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
+
+
+@pytest.mark.timeout(60)
+def test_serve_takes_the_apps_limits_from_its_settings() -> None:
+    """PUSHER_SERVER_APP_LIMITS reaches ``flask pusher serve``'s app (issue
+    16): a cap of one connection per address closes the second with 4004
+    (reference §5.12), over a real socket."""
+    aiohttp = pytest.importorskip("aiohttp")
+    env = {
+        **os.environ,
+        "FLASK_APP": "tests.cli_app",
+        "PYTHONUNBUFFERED": "1",
+        "FLASK_PUSHER_SERVER_APP_LIMITS": '{"max_connections_per_address": 1}',
+    }
+    with subprocess.Popen(
+        [sys.executable, "-m", "flask", "pusher", "serve", "--port", "0"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    ) as proc:
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                match = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+                if match:
+                    break
+            else:
+                pytest.fail("the server printed no startup line")
+            url = f"ws://127.0.0.1:{match.group(1)}/app/cli-key?protocol=7"
+
+            async def two() -> list[dict[str, object]]:
+                async with aiohttp.ClientSession() as session:
+                    first = await session.ws_connect(url)
+                    second = await session.ws_connect(url)
+                    frames = [json.loads((await ws.receive(10)).data) for ws in (first, second)]
+                    await first.close()
+                    await second.close()
+                    return frames
+
+            established, refused = asyncio.run(two())
+            assert established["event"] == "pusher:connection_established"
+            assert refused["event"] == "pusher:error"
+            assert refused["data"] == {
+                "code": 4004,
+                "message": "Too many connections from this address",
+            }
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=20) == 0
