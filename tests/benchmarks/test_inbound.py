@@ -1,0 +1,70 @@
+"""Smoke runs of ``benchmarks/inbound.py`` against this tree only (no soketi,
+no old tree), so that CI proves the instrument works: its Node load generator
+(``benchmarks/inbound_load.js``, the ``ws`` package from ``npm ci``) drives a
+real server over loopback sockets, and the script fails loudly when a server
+refuses or loses what clients send (pusher-protocol §5.4, §5.5, §5.7)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..needs import unavailable
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "inbound.py"
+
+
+@pytest.fixture(autouse=True)
+def _node() -> None:
+    if shutil.which("node") is None or not (ROOT / "node_modules" / "ws").is_dir():
+        unavailable("node or node_modules/ws is missing (npm ci --no-audit --no-fund).")
+
+
+def bench(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, str(SCRIPT), "--quick", "--no-old", "--no-soketi", *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=90)
+
+
+def test_quick_run_measures_every_step() -> None:
+    done = bench("--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    results: dict[str, Any]
+    results, end = json.JSONDecoder().raw_decode(done.stdout)
+    report = done.stdout[end:]
+    assert results["servers"] == ["new"]
+    rounds = results["rounds"]
+    assert set(rounds) == {"ping", "storm", "storm-nocount", "events"}
+    ping = rounds["ping"]["new"][0]
+    assert ping["pings"] == ping["pongs"] == 100 * 2 * 2  # 100 connections, 2/s, 2 s
+    for storm in (rounds["storm"]["new"][0], rounds["storm-nocount"]["new"][0]):
+        assert storm["subscribed"] == storm["connections"] == 500
+        assert 0 < storm["wall_s"] < 30
+    events = rounds["events"]["new"][0]
+    # 40 connections at 8/s for 2 s, each event to the 9 other members of its channel.
+    assert events["events"] + events["skipped"] == 40 * 8 * 2
+    assert events["deliveries"] == events["expected"] == events["events"] * 9
+    for step, by_name in results["median"].items():
+        figures = by_name["new"]
+        assert math.isfinite(figures["cpu_us"]) and figures["cpu_us"] > 0, step
+    latency = results["median"]["events"]["new"]
+    assert 0 < latency["p50_ms"] <= latency["p99_ms"]
+    assert "server CPU per ping/pong (us)" in report
+    assert "load average before:" in report
+
+
+def test_refused_client_events_fail_the_run() -> None:
+    """Over the servers' client-event limit (100/s here), the server answers
+    ``pusher:error`` 4301 (pusher-protocol §5.7): the run must stop with an
+    error, never report figures of events that were not delivered."""
+    done = bench("--steps", "events", "--event-rate", "300")
+    assert done.returncode != 0
+    assert "new events:" in done.stderr and "4301" in done.stderr
+    assert "server CPU per client event" not in done.stdout
