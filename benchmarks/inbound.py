@@ -292,10 +292,11 @@ def measure(server: Server, step: str, args: argparse.Namespace) -> dict[str, An
     with started(server):
         load = Load(server.port, mode, args.timeout + args.seconds + 10, **params)
         try:
-            cpu0 = cpu_seconds(server.proc.pid)
+            cpu0, client0 = cpu_seconds(server.proc.pid), cpu_seconds(load.proc.pid)
             load.command("go")
             result = load.read("result")
             cpu = cpu_seconds(server.proc.pid) - cpu0
+            client = cpu_seconds(load.proc.pid) - client0
         finally:
             load.close()
     if result["errors"] or result["lost"]:
@@ -309,7 +310,7 @@ def measure(server: Server, step: str, args: argparse.Namespace) -> dict[str, An
         figures = {"cpu_us": cpu / result["events"] * 1e6}
     else:
         figures = {"cpu_us": cpu / result["connections"] * 1e6, "wall_s": result["wall_s"]}
-    return {**figures, **result, "server_cpu_s": cpu}
+    return {**figures, **result, "server_cpu_s": cpu, "client_cpu_s": client}
 
 
 # -- the rounds and the report -----------------------------------------------------
@@ -325,17 +326,21 @@ FIGURES = {  # step: (figure, label, unit), the ones the report lists
     "storm": [
         ("wall_s", "wall time, all subscribed", "s"),
         ("cpu_us", "server CPU per connection", "us"),
+        ("p50_ms", "subscribed after, p50", "ms"),
         ("p99_ms", "subscribed after, p99", "ms"),
+        ("client_cpu_s", "load generator CPU", "s"),
     ],
     "storm-nocount": [
         ("wall_s", "wall time, all subscribed", "s"),
         ("cpu_us", "server CPU per connection", "us"),
+        ("p50_ms", "subscribed after, p50", "ms"),
     ],
     "events": [
         ("cpu_us", "server CPU per client event", "us"),
         ("p50_ms", "delivery latency p50", "ms"),
         ("p99_ms", "delivery latency p99", "ms"),
         ("max_ms", "delivery latency, worst", "ms"),
+        ("skipped", "events not sent, client late", "n"),
     ],
 }
 
@@ -406,6 +411,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def report(results: dict[str, Any]) -> None:
     names = results["servers"]
     baselines = [b for b in ("old", "soketi") if b in names]
@@ -420,7 +431,7 @@ def report(results: dict[str, Any]) -> None:
         for key, label, unit in FIGURES[step]:
             row = f"  {label + ' (' + unit + ')':<32}"
             values = {name: medians.get(name, {}).get(key) for name in names}
-            row += "".join(f"{'-' if v is None else f'{v:.3g}':>10}" for v in values.values())
+            row += "".join(f"{number(v):>10}" for v in values.values())
             for b in baselines:
                 new, base = values.get("new"), values.get(b)
                 ratio = f"x{new / base:.2f}" if new is not None and base else "-"
