@@ -22,7 +22,8 @@ https://pusher.com/docs/channels/library_auth_reference/pusher-websockets-protoc
   ``--ping-rate`` per connection per second for ``--seconds``: server CPU per
   ping/pong round trip, and the pong delay (p50, p99, worst);
 - ``storm``: ``--storm`` connections opened at once, each sending
-  ``pusher:subscribe`` (public channel) on ``pusher:connection_established``:
+  ``pusher:subscribe`` (one of ``--storm-channels`` public channels) on
+  ``pusher:connection_established``:
   wall time until every one has its ``pusher_internal:subscription_succeeded``
   and server CPU per connection; for our servers also with subscription counts
   off (``storm-nocount``, ``enable_subscription_count: false``);
@@ -453,7 +454,12 @@ def main() -> None:
     parser.add_argument("--ping-connections", type=int, default=1000)
     parser.add_argument("--ping-rate", type=float, default=2.0, help="per connection per s")
     parser.add_argument("--storm", type=int, default=5000, help="connections at once")
-    parser.add_argument("--storm-channels", type=int, default=1)
+    parser.add_argument(
+        "--storm-channels",
+        type=int,
+        default=500,
+        help="public channels the storm's connections spread over (10 each by default)",
+    )
     parser.add_argument("--event-connections", type=int, default=200)
     parser.add_argument("--channels", type=int, default=20, help="private, for client events")
     parser.add_argument("--event-rate", type=float, default=8.0, help="per connection per s")
@@ -463,7 +469,7 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true", help="print each step's figures")
     args = parser.parse_args()
     if args.quick:
-        args.runs, args.seconds, args.storm = 1, 2.0, 500
+        args.runs, args.seconds, args.storm, args.storm_channels = 1, 2.0, 500, 50
         args.ping_connections, args.event_connections, args.channels = 100, 40, 4
         args.timeout = 30.0
     if shutil.which("node") is None or not (ROOT / "node_modules" / "ws").is_dir():
