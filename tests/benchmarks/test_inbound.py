@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import shutil
 import subprocess
 import sys
@@ -33,13 +34,29 @@ def bench(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=90)
 
 
+def documented_smoke_run() -> list[str]:
+    """The smoke run's command as docs/performance.rst gives it, to run as pasted."""
+    for line in (ROOT / "docs" / "performance.rst").read_text().splitlines():
+        if line.strip().startswith("$ python benchmarks/inbound.py --quick"):
+            return shlex.split(line.strip()[2:])
+    raise AssertionError("docs/performance.rst lost its smoke-run command")
+
+
 def test_quick_run_measures_every_step() -> None:
-    done = bench("--json")
+    command = documented_smoke_run()
+    assert command[:2] == ["python", "benchmarks/inbound.py"]
+    done = subprocess.run(
+        [sys.executable, *command[1:], "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     results: dict[str, Any]
     results, end = json.JSONDecoder().raw_decode(done.stdout)
     report = done.stdout[end:]
-    assert results["servers"] == ["new"]
+    assert results["servers"] == ["new"]  # the documented command: this tree only
     rounds = results["rounds"]
     assert set(rounds) == {"ping", "storm", "storm-nocount", "events"}
     ping = rounds["ping"]["new"][0]
@@ -68,3 +85,27 @@ def test_refused_client_events_fail_the_run() -> None:
     assert done.returncode != 0
     assert "new events:" in done.stderr and "4301" in done.stderr
     assert "server CPU per client event" not in done.stdout
+
+
+def test_old_tree_and_soketi_in_the_same_run() -> None:
+    """``--old REF`` runs the tree of REF from ``git archive`` (the script checks
+    that ``PYTHONPATH`` imports it from there), and soketi 1.6.1 from
+    node_modules, each against the same generator: the report has their ratios."""
+    if not (ROOT / "node_modules" / "@soketi" / "soketi").is_dir():
+        unavailable("soketi is not in node_modules (npm ci --no-audit --no-fund).")
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: nothing to extract an old tree from")
+    command = [sys.executable, str(SCRIPT), "--quick", "--old", "HEAD", "--steps", "ping"]
+    done = subprocess.run(
+        [*command, "--json"], cwd=ROOT, capture_output=True, text=True, timeout=90
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results, end = json.JSONDecoder().raw_decode(done.stdout)
+    assert results["servers"] == ["new", "old", "soketi"]
+    assert results["old"] == "HEAD"
+    for name in ("new", "old", "soketi"):
+        ping = results["rounds"]["ping"][name][0]
+        assert ping["pings"] == ping["pongs"] == 400, name
+        assert results["median"]["ping"][name]["cpu_us"] > 0, name
+    header = next(line for line in done.stdout[end:].splitlines() if "new/old" in line)
+    assert "new/soketi" in header
