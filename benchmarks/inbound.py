@@ -30,7 +30,12 @@ https://pusher.com/docs/channels/library_auth_reference/pusher-websockets-protoc
 - ``events``: ``--event-connections`` connections over ``--channels`` private
   channels, each sending ``--event-rate`` client events per second for
   ``--seconds``: server CPU per client event sent, and the delivery latency
-  (p50, p99) at the other members, stamped and read on the generator's clock.
+  (p50, p99) at the other members, stamped and read on the generator's clock;
+- ``fanout``, the baseline of what the server sends: ``--fanout-subscribers``
+  connections on one public channel receive ``--fanout-rate`` triggers per
+  second through the signed HTTP API for ``--seconds``: server CPU per 100,000
+  deliveries and the delivery latency (``benchmarks/fanout.py`` measures
+  fan-out in more ways, for our server only).
 
 Every ping must get its pong, every subscription its success, every client
 event its delivery to every other member: a loss, an error frame or a timeout
@@ -71,7 +76,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 # generator's rate, so that only a real burst is refused (both servers then
 # pay for the same rate check). Pusher's own limit is 10 (pusher-protocol §5.7).
 CLIENT_EVENT_LIMIT = 100
-STEPS = ("ping", "storm", "storm-nocount", "events")
+STEPS = ("ping", "storm", "storm-nocount", "events", "fanout")
 
 
 def raise_fd_limit() -> int:
@@ -220,7 +225,8 @@ class Load:
     """The parent's handle on one ``inbound_load.js`` process."""
 
     def __init__(self, port: int, mode: str, limit: float, **params: Any) -> None:
-        config = {"port": port, "key": KEY, "secret": SECRET, "mode": mode, **params}
+        config = {"port": port, "appId": APP_ID, "key": KEY, "secret": SECRET, "mode": mode}
+        config.update(params)
         self.proc = subprocess.Popen(
             ["node", str(LOAD), json.dumps(config)],
             cwd=ROOT,
@@ -286,6 +292,10 @@ def measure(server: Server, step: str, args: argparse.Namespace) -> dict[str, An
         params = {"connections": args.event_connections, "channels": args.channels}
         params |= {"rate": args.event_rate, "seconds": args.seconds}
         mode = "events"
+    elif step == "fanout":
+        params = {"connections": args.fanout_subscribers, "rate": args.fanout_rate}
+        params["seconds"] = args.seconds
+        mode = "fanout"
     else:
         params = {"connections": args.storm, "channels": args.storm_channels}
         mode = "storm"
@@ -309,6 +319,8 @@ def measure(server: Server, step: str, args: argparse.Namespace) -> dict[str, An
         figures = {"cpu_us": cpu / result["pongs"] * 1e6}
     elif step == "events":
         figures = {"cpu_us": cpu / result["events"] * 1e6}
+    elif step == "fanout":
+        figures = {"cpu_s_100k": cpu / result["deliveries"] * 1e5}
     else:
         figures = {"cpu_us": cpu / result["connections"] * 1e6, "wall_s": result["wall_s"]}
     return {**figures, **result, "server_cpu_s": cpu, "client_cpu_s": client}
@@ -342,6 +354,12 @@ FIGURES = {  # step: (figure, label, unit), the ones the report lists
         ("p99_ms", "delivery latency p99", "ms"),
         ("max_ms", "delivery latency, worst", "ms"),
         ("skipped", "events not sent, client late", "n"),
+    ],
+    "fanout": [
+        ("cpu_s_100k", "server CPU per 100k deliveries", "s"),
+        ("p50_ms", "delivery latency p50", "ms"),
+        ("p99_ms", "delivery latency p99", "ms"),
+        ("max_ms", "delivery latency, worst", "ms"),
     ],
 }
 
@@ -404,6 +422,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "storm-nocount": "the same, subscription counts off (our servers only)",
             "events": f"{args.event_connections} connections, {args.channels} private channels, "
             f"{args.event_rate:g} client events/s each for {args.seconds:g} s",
+            "fanout": f"{args.fanout_subscribers} subscribers, {args.fanout_rate:g} triggers/s "
+            f"through the HTTP API for {args.seconds:g} s",
         },
         "loadavg_before": load_before,
         "loadavg_after": load_after,
@@ -424,13 +444,13 @@ def report(results: dict[str, Any]) -> None:
     runs = results["runs"]
     print(f"Inbound path, median of {runs} run{'s' if runs > 1 else ''}", end="")
     print(f" (old = {results['old']})" if results["old"] else "")
-    header = f"  {'':<32}" + "".join(f"{name:>10}" for name in names)
+    header = f"  {'':<36}" + "".join(f"{name:>10}" for name in names)
     header += "".join(f"{'new/' + b:>12}" for b in baselines)
     for step, medians in results["median"].items():
         print(f"{step}: {results['sizes'][step]}")
         print(header)
         for key, label, unit in FIGURES[step]:
-            row = f"  {label + ' (' + unit + ')':<32}"
+            row = f"  {label + ' (' + unit + ')':<36}"
             values = {name: medians.get(name, {}).get(key) for name in names}
             row += "".join(f"{number(v):>10}" for v in values.values())
             for b in baselines:
@@ -463,6 +483,8 @@ def main() -> None:
     parser.add_argument("--event-connections", type=int, default=200)
     parser.add_argument("--channels", type=int, default=20, help="private, for client events")
     parser.add_argument("--event-rate", type=float, default=8.0, help="per connection per s")
+    parser.add_argument("--fanout-subscribers", type=int, default=1000)
+    parser.add_argument("--fanout-rate", type=float, default=20.0, help="triggers per second")
     parser.add_argument("--timeout", type=float, default=120.0, help="of one step, seconds")
     parser.add_argument("--quick", action="store_true", help="small numbers, a smoke run")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
@@ -471,6 +493,7 @@ def main() -> None:
     if args.quick:
         args.runs, args.seconds, args.storm, args.storm_channels = 1, 2.0, 500, 50
         args.ping_connections, args.event_connections, args.channels = 100, 40, 4
+        args.fanout_subscribers = 100
         args.timeout = 30.0
     if shutil.which("node") is None or not (ROOT / "node_modules" / "ws").is_dir():
         sys.exit("needs node and node_modules (npm ci --no-audit --no-fund)")

@@ -28,9 +28,15 @@
 //           `rate` per second for `seconds`, stamped with this process's
 //           monotonic clock; every other member of the channel must receive
 //           each one (never the sender: §5.7): deliveries and their latency.
+//   fanout  N connections subscribed to the public channel `fanout` receive
+//           `tick` events triggered through the signed HTTP API (pusher-protocol
+//           §4.3) at `rate` per second for `seconds`, stamped as above: every
+//           connection must receive every one. The baseline of the others:
+//           what the server sends, not what clients send.
 'use strict';
 
 const crypto = require('crypto');
+const http = require('http');
 const readline = require('readline');
 const { performance } = require('perf_hooks');
 const WebSocket = require('ws');
@@ -161,6 +167,55 @@ function subscribe(conn, channel, auth) {
   conn.ws.send(JSON.stringify({ event: 'pusher:subscribe', data }));
 }
 
+const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+
+// POST /apps/{app_id}/events, signed with the app secret (pusher-protocol §4.3:
+// auth_key, auth_timestamp, auth_version, body_md5, then the HMAC-SHA256 of
+// "POST\n<path>\n<sorted query>"); resolves when answered, an error unless 200.
+function trigger(event) {
+  const body = JSON.stringify(event);
+  const path = `/apps/${cfg.appId}/events`;
+  const params = {
+    auth_key: cfg.key,
+    auth_timestamp: String(Math.floor(Date.now() / 1000)),
+    auth_version: '1.0',
+    body_md5: crypto.createHash('md5').update(body).digest('hex'),
+  };
+  const query = Object.keys(params)
+    .sort()
+    .map((k) => `${k}=${params[k]}`)
+    .join('&');
+  const signature = crypto
+    .createHmac('sha256', cfg.secret)
+    .update(`POST\n${path}\n${query}`)
+    .digest('hex');
+  return new Promise((resolve) => {
+    const request = http.request(
+      {
+        host: cfg.host || '127.0.0.1',
+        port: cfg.port,
+        path: `${path}?${query}&auth_signature=${signature}`,
+        method: 'POST',
+        agent,
+        headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) },
+      },
+      (response) => {
+        let text = '';
+        response.on('data', (chunk) => (text += chunk));
+        response.on('end', () => {
+          if (response.statusCode !== 200) fail(`trigger: ${response.statusCode} ${text}`);
+          resolve();
+        });
+      },
+    );
+    request.on('error', (error) => {
+      fail(`trigger: ${error.message}`);
+      resolve();
+    });
+    request.end(body);
+  });
+}
+
 const modes = {
   async ping() {
     const pending = new Map(); // connection index -> send times of unanswered pings
@@ -276,6 +331,49 @@ const modes = {
         await waitFor(() => deliveries >= expected, cfg.timeout, 'every delivery');
         return {
           events: sent,
+          expected,
+          deliveries,
+          lost: expected - deliveries,
+          skipped,
+          seconds: (now() - started) / 1000,
+          ...percentiles(latencies),
+        };
+      },
+    };
+  },
+
+  async fanout() {
+    const latencies = [];
+    let deliveries = 0;
+    let answered = 0;
+    const handlers = {
+      'pusher:connection_established': (conn, message) => {
+        established(conn, message);
+        subscribe(conn, 'fanout');
+      },
+      'pusher_internal:subscription_succeeded': (conn) => {
+        conn.subscribed = true;
+      },
+      tick: (conn, message) => {
+        latencies.push(now() - message.data.t);
+        deliveries += 1;
+      },
+    };
+    const conns = [];
+    for (let i = 0; i < cfg.connections; i += 1) conns.push(open(i, handlers));
+    await waitFor(() => conns.every((c) => c.subscribed), cfg.timeout, 'subscriptions');
+    return {
+      conns,
+      async measure() {
+        const started = now();
+        const { sent, skipped } = await pace(cfg.rate, cfg.seconds, (i) => {
+          const data = JSON.stringify({ s: i, t: now() });
+          trigger({ name: 'tick', channels: ['fanout'], data }).then(() => (answered += 1));
+        });
+        const expected = sent * conns.length;
+        await waitFor(() => answered >= sent && deliveries >= expected, cfg.timeout, 'every delivery');
+        return {
+          triggers: sent,
           expected,
           deliveries,
           lost: expected - deliveries,

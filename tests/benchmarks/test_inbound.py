@@ -58,7 +58,7 @@ def test_quick_run_measures_every_step() -> None:
     report = done.stdout[end:]
     assert results["servers"] == ["new"]  # the documented command: this tree only
     rounds = results["rounds"]
-    assert set(rounds) == {"ping", "storm", "storm-nocount", "events"}
+    assert set(rounds) == {"ping", "storm", "storm-nocount", "events", "fanout"}
     ping = rounds["ping"]["new"][0]
     assert ping["pings"] == ping["pongs"] == 100 * 2 * 2  # 100 connections, 2/s, 2 s
     for storm in (rounds["storm"]["new"][0], rounds["storm-nocount"]["new"][0]):
@@ -68,9 +68,12 @@ def test_quick_run_measures_every_step() -> None:
     # 40 connections at 8/s for 2 s, each event to the 9 other members of its channel.
     assert events["events"] + events["skipped"] == 40 * 8 * 2
     assert events["deliveries"] == events["expected"] == events["events"] * 9
+    fanout = rounds["fanout"]["new"][0]  # 20 triggers/s for 2 s to 100 subscribers
+    assert fanout["triggers"] + fanout["skipped"] == 20 * 2
+    assert fanout["deliveries"] == fanout["expected"] == fanout["triggers"] * 100
     for step, by_name in results["median"].items():
-        figures = by_name["new"]
-        assert math.isfinite(figures["cpu_us"]) and figures["cpu_us"] > 0, step
+        cpu = by_name["new"]["cpu_s_100k" if step == "fanout" else "cpu_us"]
+        assert math.isfinite(cpu) and cpu > 0, step
     latency = results["median"]["events"]["new"]
     assert 0 < latency["p50_ms"] <= latency["p99_ms"]
     assert "server CPU per ping/pong (us)" in report
