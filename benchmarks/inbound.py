@@ -4,7 +4,8 @@ reconnect storm and client events, against baselines in the same run.
 The servers compared, each started afresh for every measured step and run in
 turn, ``--runs`` rounds (the order rotates from round to round):
 
-- ``new``: this tree, ``python -m flask_pusher.server``;
+- ``new``: this tree (or the one in ``--new DIR``), ``python -m
+  flask_pusher.server``;
 - ``old``: the tree of git revision ``--old`` (default ``main``), extracted
   with ``git archive`` into a temporary directory and run the same way with
   ``PYTHONPATH`` pointing at it (``--no-old`` skips it);
@@ -368,7 +369,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     with tempfile.TemporaryDirectory(prefix="inbound-bench-") as tmp:
         workdir = Path(tmp)
-        sources = {"new": ROOT}
+        sources = {"new": Path(args.new).resolve()}
         if args.old:
             old = workdir / "old"
             old.mkdir()
@@ -465,6 +466,12 @@ def report(results: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument(
+        "--new",
+        default=str(ROOT),
+        metavar="DIR",
+        help="the tree measured as new: a directory holding flask_pusher/ (default: this one)",
+    )
     parser.add_argument("--old", default="main", help="git revision of the old tree")
     parser.add_argument("--no-old", dest="old", action="store_const", const="")
     parser.add_argument("--no-soketi", dest="soketi", action="store_false")
