@@ -95,7 +95,9 @@ def free_port() -> int:
 
 
 def process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (soketi may fork; ours does with --workers)."""
+    """``pid`` and its descendants, whose CPU is the server's: ours forks with
+    ``--workers``; soketi 1.6.1's ``start`` is one process (its 11 threads are
+    in that process's own stat), but a child would count too."""
     pids, i = [pid], 0
     while i < len(pids):
         try:
