@@ -238,9 +238,14 @@ class Load:
         )
         self.limit = limit  # seconds to wait for each line
         self.buffer = b""
-        ready = self.read("ready")
-        if ready["errors"]:
-            raise RuntimeError(f"{mode}: setting up: {ready['first_error']}")
+        try:
+            ready = self.read("ready")
+            if ready["errors"]:
+                raise RuntimeError(f"{mode}: setting up: {ready['first_error']}")
+        except BaseException:
+            self.proc.kill()  # never leave its connections behind
+            self.proc.wait(10)
+            raise
 
     def read(self, key: str) -> dict[str, Any]:
         assert self.proc.stdout is not None
