@@ -446,6 +446,81 @@ def number(value: float | None) -> str:
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
+def rst_rows(args: argparse.Namespace) -> list[tuple[str, str, list[str], str, str]]:
+    """The rows of docs/performance.rst's side-by-side table: (measure, step,
+    figures, unit, issue 19's target)."""
+    fanout = f"Fan-out, {args.fanout_subscribers:,} subscribers, {args.fanout_rate:g} triggers/s"
+    return [
+        (f"{fanout}: CPU per 100k deliveries", "fanout", ["cpu_s_100k"], "s", ""),
+        (f"{fanout}: delivery latency p50 / p99", "fanout", ["p50_ms", "p99_ms"], "ms", ""),
+        ("Pings: server CPU per ping/pong", "ping", ["cpu_us"], "µs", "x <= 1.0"),
+        ("Pings: pong delay p50 / p99", "ping", ["p50_ms", "p99_ms"], "ms", ""),
+        (
+            f"Storm of {args.storm:,}: wall time until all subscribed",
+            "storm",
+            ["wall_s"],
+            "s",
+            "x <= 1.0",
+        ),
+        (
+            f"Storm of {args.storm:,}: server CPU per connection",
+            "storm",
+            ["cpu_us"],
+            "µs",
+            "x <= 1.0",
+        ),
+        (
+            "Storm, subscription counts off: CPU per connection",
+            "storm-nocount",
+            ["cpu_us"],
+            "µs",
+            "",
+        ),
+        ("Client events: server CPU per event", "events", ["cpu_us"], "µs", ""),
+        (
+            "Client events: delivery latency p50 / p99",
+            "events",
+            ["p50_ms", "p99_ms"],
+            "ms",
+            "p50 <= 2 ms",
+        ),
+    ]
+
+
+def rst_table(results: dict[str, Any], args: argparse.Namespace) -> str:
+    """The side-by-side table of docs/performance.rst from ``results``' medians
+    (``new`` against ``soketi``), to paste over the page's."""
+    lines = [
+        ".. list-table::",
+        "    :header-rows: 1",
+        "    :widths: 46 14 14 12 14",
+        "",
+        "    * - Measure",
+        "      - This server",
+        "      - soketi 1.6.1",
+        "      - Ratio",
+        "      - Target",
+    ]
+    medians = results["median"]
+    for label, step, keys, unit, target in rst_rows(args):
+        if step not in medians:
+            continue
+        new, soketi = medians[step].get("new", {}), medians[step].get("soketi", {})
+        cells = []
+        for figures in (new, soketi):
+            values = [figures.get(key) for key in keys]
+            shown = " / ".join(number(v) for v in values)
+            cells.append("" if None in values else f"{shown} {unit}")
+        ratios = [
+            f"x{new[key] / soketi[key]:.2f}" if new.get(key) and soketi.get(key) else ""
+            for key in keys
+        ]
+        cells.append(" / ".join(ratios) if all(ratios) else "")
+        lines.append(f"    * - {label}")
+        lines += [f"      - {cell}".rstrip() for cell in [*cells, target]]
+    return "\n".join(lines)
+
+
 def report(results: dict[str, Any]) -> None:
     names = results["servers"]
     baselines = [b for b in ("old", "soketi") if b in names]
@@ -502,6 +577,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0, help="of one step, seconds")
     parser.add_argument("--quick", action="store_true", help="small numbers, a smoke run")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    parser.add_argument(
+        "--rst", action="store_true", help="also print docs/performance.rst's table"
+    )
     parser.add_argument("--verbose", action="store_true", help="print each step's figures")
     args = parser.parse_args()
     if args.quick:
@@ -520,6 +598,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=2))
     report(results)
+    if args.rst:
+        print(rst_table(results, args))
 
 
 if __name__ == "__main__":
