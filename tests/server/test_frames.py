@@ -190,3 +190,62 @@ def test_mask_matches_rfc_6455_example() -> None:
         longer = bytearray(mask(b"x" * 4099, b"\x01\x02\x03\x04"))
         function(b"\x01\x02\x03\x04", longer)
         assert longer == b"x" * 4099
+
+
+# -- client frame JSON (msgspec, with json.loads behind it) ------------------------
+
+JSON_TEXTS = [
+    '{"event":"pusher:ping","data":{}}',
+    '{"a":1,"a":2}',  # duplicate keys: the last wins
+    '{"a":123456789012345678901234567890}',  # a big int stays an int
+    '{"a":-9223372036854775809,"b":18446744073709551616}',
+    '{"a":0.1,"b":-0.0,"c":5e-324,"d":2.4e-324,"e":1.7976931348623157e308}',
+    '"\\ud800"',  # a lone surrogate: msgspec refuses it, json.loads keeps it
+    '{"a":"\\ud83d\\ude00\\u0000"}',
+    ' {"a" : [true, false, null] } ',
+    "1" * 4300,  # Python's longest int
+]
+BAD_JSON = ["NaN", '{"a":-Infinity}', "1e999", "1" * 4301, '{"a":1,}', "\ufeff{}", '"\x01"', ""]
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["msgspec", "json"])
+def test_loads_accepts_what_json_loads_accepts_and_nothing_else(
+    fast: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask_pusher.server import protocol
+
+    if not fast:
+        monkeypatch.setattr(protocol, "_fast_loads", None)
+    else:
+        assert protocol._fast_loads is not None, "msgspec is a dependency of the server extra"
+    for text in JSON_TEXTS:
+        for given in (text, text.encode("utf-8", "surrogatepass")):
+            if isinstance(given, bytes) and "\\ud800" in text:
+                continue
+            value = protocol.loads(given)
+            assert value == json.loads(text) and type(value) is type(json.loads(text)), text
+    for text in BAD_JSON:
+        with pytest.raises(ValueError):
+            protocol.loads(text)
+    with pytest.raises(TypeError):
+        protocol.loads(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["msgspec", "json"])
+@pytest.mark.parametrize("depth", [32, 33, 1000, 100_000])
+def test_loads_refuses_depth_past_the_limit(
+    fast: bool, depth: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MAX_JSON_DEPTH (32) nested arrays or objects pass; one more is a
+    DepthError, however deep (no RecursionError escapes)."""
+    from flask_pusher.server import protocol
+
+    if not fast:
+        monkeypatch.setattr(protocol, "_fast_loads", None)
+    for open_, close in (("[", "]"), ('{"a":', "}")):
+        text = open_ * depth + "1" + close * depth
+        if depth <= protocol.MAX_JSON_DEPTH:
+            assert protocol.loads(text) == json.loads(text)
+        else:
+            with pytest.raises(protocol.DepthError, match="nested more than 32 deep"):
+                protocol.loads(text)
