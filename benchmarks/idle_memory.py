@@ -214,7 +214,7 @@ async def trace_mode(args: argparse.Namespace) -> None:
     for size, count, name in sorted(rows, reverse=True):
         print(f"{size / n:8,.0f} B {count / n:6.2f} obj  {name}")
     receiver.proc.kill()
-    await stop_site(server, runner)
+    await stop_site(runner)
 
 
 def main() -> None:
