@@ -77,7 +77,8 @@ def _find_mask() -> Callable[[bytes, bytearray], None]:
     return _mask_python
 
 
-#: ``mask(key, payload)``: unmask a client frame's ``payload`` (a bytearray) in place.
+#: ``unmask(key, payload)``: unmask a client frame's ``payload`` (a bytearray) in
+#: place with its 4-byte masking ``key`` (RFC 6455 §5.3).
 unmask = _find_mask()
 
 
