@@ -58,6 +58,26 @@ def test_a_frame_sent_in_small_pieces_is_read_once_whole(server: LocalServer, si
         assert ws.read_event()["event"] == "pusher:pong"
 
 
+def test_a_connection_that_sends_only_whole_frames_never_makes_wsproto(
+    server: LocalServer,
+) -> None:
+    """Memory per idle connection (issue 19): wsproto's parser (about 1.7 KB) is
+    made only for a connection that sends a frame the fast path leaves to it."""
+    assert server._server is not None
+    sockets = server._server.writer.sockets
+    with connected(server) as plain, connected(server) as fragmented:
+        plain.send_json({"event": "pusher:subscribe", "data": {"channel": "news"}})
+        plain.sock.sendall(frame(0x1, PING) + frame(0x9, b"") + frame(0xA, b""))
+        fragmented.sock.sendall(frame(0x1, PING[:5], fin=False) + frame(0x0, PING[5:]))
+        # The Pong is written at once, the text frames by the writer.
+        got = [plain.read() for _ in range(3)]
+        assert sorted(opcode for opcode, _ in got) == [0x1, 0x1, 0xA]
+        assert b"subscription_succeeded" in b"".join(payload for _, payload in got)
+        assert fragmented.read_event()["event"] == "pusher:pong"
+        slow = {sock.key.socket_id: sock._slow is not None for sock in sockets.values()}
+        assert sorted(slow.values()) == [False, True]
+
+
 def test_frames_in_one_read_and_one_across_two(server: LocalServer) -> None:
     with connected(server) as ws:
         data = frame(0x1, PING) * 5
