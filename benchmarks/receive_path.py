@@ -4,7 +4,9 @@ Feeds masked client frames to one :class:`~flask_pusher.server.wsocket.PusherSoc
 whose transport takes nothing and whose owner only counts, and reports the
 CPU seconds (``time.process_time``) per 100,000 messages: small frames
 (``pusher:ping``, 30 bytes), 4 KB client events, and the 4 KB events split into
-4 fragments. Medians of ``--runs`` runs, with the load average. Compare two
+4 fragments. With ``--parse`` the owner also parses each message as the core
+does (``protocol.parse``: the client frame's JSON). Medians of ``--runs`` runs,
+with the load average. Compare two
 trees in one run by running it under each (``PYTHONPATH=old`` then
 ``PYTHONPATH=new``, alternately), as the closing note of issue 16 did.
 
@@ -22,6 +24,7 @@ import struct
 import time
 from typing import Any
 
+from flask_pusher.server import protocol
 from flask_pusher.server.wsocket import PusherSocket
 
 
@@ -66,6 +69,12 @@ class Owner:
         pass
 
 
+class ParsingOwner(Owner):
+    def on_text(self, key: Any, text: str) -> None:
+        self.texts += 1
+        protocol.parse(text)
+
+
 def workloads(messages: int) -> dict[str, list[bytes]]:
     ping = frame(0x1, b'{"event":"pusher:ping","data":{}}')
     event = json.dumps(
@@ -90,8 +99,8 @@ def workloads(messages: int) -> dict[str, list[bytes]]:
     }
 
 
-async def cpu_per_100k(chunks: list[bytes]) -> float:
-    owner = Owner()
+async def cpu_per_100k(chunks: list[bytes], parse: bool = False) -> float:
+    owner = ParsingOwner() if parse else Owner()
     sock: PusherSocket[int] = PusherSocket(Transport(), owner, 1, 256 * 1024)  # type: ignore[arg-type]
     start = time.process_time()
     for chunk in chunks:
@@ -105,12 +114,13 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--parse", action="store_true", help="also protocol.parse each message")
     args = parser.parse_args()
     if args.quick:
         args.messages, args.runs = 20_000, 2
     results = {}
     for name, chunks in workloads(args.messages).items():
-        figures = [asyncio.run(cpu_per_100k(chunks)) for _ in range(args.runs)]
+        figures = [asyncio.run(cpu_per_100k(chunks, args.parse)) for _ in range(args.runs)]
         results[name] = statistics.median(figures)
         runs = ", ".join(f"{f:.3f}" for f in figures)
         print(f"{name:>20}: {results[name]:.3f} CPU s / 100k messages (runs {runs})")

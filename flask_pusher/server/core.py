@@ -239,7 +239,7 @@ class Core(HTTPOperations):
             self.backend.join(conn, name, user_id, user_info, effects)
             return
         channel, occupied = app.subscribe(conn, name)
-        conn.channels.add(name)
+        conn.channels.add(channel.name)  # one str per channel, not one per subscriber
         self.backend.subscribed(conn, channel, occupied, effects)
         effects.send(conn, SubscriptionSucceeded(name))
         log.debug("subscribed %s to %s", conn.socket_id, name)
@@ -271,7 +271,7 @@ class Core(HTTPOperations):
             effects.send(conn, _full(name, app.config.max_presence_members))
             return effects
         channel, _ = app.subscribe(conn, name)
-        conn.channels.add(name)
+        conn.channels.add(channel.name)
         if conn.presence is None:
             conn.presence = {}
         conn.presence[name] = user_id

@@ -180,6 +180,11 @@ def spend(conn: Connection, cost: int, now: float, refusable: bool = True) -> bo
     bucket refilled at ``max_subscription_changes_per_second`` up to
     ``max_subscriptions_per_connection``.
 
+    The bucket is kept as one number, ``conn.full_at``: the time (the core's
+    clock, in seconds) at which it will be full again, ``None`` while it is
+    (the generic cell rate algorithm's "theoretical arrival time",
+    https://en.wikipedia.org/wiki/Generic_cell_rate_algorithm).
+
     :param refusable: ``False`` for an unsubscribe, which is never refused
         (the client would keep receiving what it left) but is paid for: the
         budget may go below zero, down to minus its size.
@@ -188,13 +193,11 @@ def spend(conn: Connection, cost: int, now: float, refusable: bool = True) -> bo
     config = conn.app.config
     rate = config.max_subscription_changes_per_second
     size = max(rate, config.max_subscriptions_per_connection)
-    budget = conn.budget
-    budget = size if budget is None else min(size, budget + (now - conn.budget_at) * rate)
-    conn.budget_at = now
+    full_at = conn.full_at
+    budget = size if full_at is None or full_at <= now else size - (full_at - now) * rate
     if refusable and budget < cost:
-        conn.budget = budget
         return False
-    conn.budget = max(-size, budget - cost)
+    conn.full_at = now + (size - max(-size, budget - cost)) / rate
     return True
 
 

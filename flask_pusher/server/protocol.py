@@ -15,10 +15,23 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+_fast_loads: Callable[[str | bytes], Any] | None
+try:  # msgspec's C decoder: about 5x faster than json.loads on a client frame
+    from msgspec import MsgspecError as _MsgspecError
+    from msgspec.json import Decoder as _Decoder
+except ImportError:  # no wheel for this platform: the standard library's
+    _fast_loads = None
+    _REFUSED: tuple[type[Exception], ...] = ()
+else:
+    _fast_loads = _Decoder().decode
+    # (msgspec 0.19.0's DecodeError is no ValueError)
+    _REFUSED = (_MsgspecError, ValueError, RecursionError, TypeError)
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -98,21 +111,44 @@ def _finite(text: str) -> float:
     return value
 
 
+#: A JSON text shorter than this cannot nest deeper than :data:`MAX_JSON_DEPTH`.
+_SHALLOW = 2 * MAX_JSON_DEPTH + 2
+
+
+def _std_loads(text: str | bytes) -> Any:
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise DepthError(f"JSON nested more than {MAX_JSON_DEPTH} deep") from None
+
+
 def loads(text: str | bytes) -> Any:
     """Strict JSON: no NaN or Infinity, which Python's decoder accepts (and
     1e999 overflows to) but a JSON parser on the other side (pusher-js's
     ``JSON.parse``) refuses.
+
+    Parsed by msgspec's ``msgspec.json.Decoder`` (https://jcristharif.com/msgspec/)
+    when it is installed: on success it returns what :func:`json.loads` would
+    (duplicate keys: the last wins; integers of any size up to Python's
+    4,300 digits; floats correctly rounded), and whatever it refuses (lone
+    surrogates, NaN, numbers out of range, invalid JSON) is parsed again by
+    :func:`json.loads`, so that every accepted value and every error stays
+    the standard library's.
 
     :raises DepthError: (a :exc:`ValueError`) for JSON nested deeper than
         :data:`MAX_JSON_DEPTH`.
     :raises ValueError: for invalid JSON.
     :raises TypeError: if ``text`` is not a string.
     """
-    try:
-        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
-    except RecursionError:
-        raise DepthError(f"JSON nested more than {MAX_JSON_DEPTH} deep") from None
-    _check_depth(value)
+    if _fast_loads is None:
+        value = _std_loads(text)
+    else:
+        try:
+            value = _fast_loads(text)
+        except _REFUSED:
+            value = _std_loads(text)
+    if len(text) >= _SHALLOW:
+        _check_depth(value)
     return value
 
 

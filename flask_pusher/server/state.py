@@ -47,10 +47,9 @@ class Connection:
     closed: bool = False
     #: When it connected (the core's clock): authorized connections count from here.
     opened_at: float = 0.0
-    #: Its budget of subscription changes (:func:`flask_pusher.server.limits.spend`),
-    #: as of ``budget_at``; ``None`` until its first change: full.
-    budget: float | None = None
-    budget_at: float = 0.0
+    #: When its budget of subscription changes is full again
+    #: (:func:`flask_pusher.server.limits.spend`); ``None``: full.
+    full_at: float | None = None
     #: The client's address, kept only for an app with ``max_connections_per_address``.
     address: str | None = None
 

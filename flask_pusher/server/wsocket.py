@@ -3,14 +3,22 @@
 aiohttp keeps, for every open WebSocket, the HTTP request it was opened with,
 its HTTP parser, two tasks and six coroutine frames: about 12 KB of the
 14.8 KB an idle Pusher connection cost. :func:`hand_off` moves the socket to
-:class:`PusherSocket`, an :class:`asyncio.Protocol` whose frames are parsed by
-wsproto's sans-IO :class:`wsproto.connection.Connection`, and lets aiohttp
-forget the connection: about 4 KB per idle connection in all.
+:class:`PusherSocket`, an :class:`asyncio.Protocol`, and lets aiohttp forget
+the connection: about 4 KB per idle connection in all.
+
+:class:`PusherSocket` reads the frames Pusher clients send (whole text
+messages in one masked frame, pings, pongs) itself, unmasked by aiohttp's C
+``websocket_mask``; any other frame (a fragment, a Close, a binary or
+malformed frame, invalid UTF-8, a message over the size limit) hands the
+connection, from that frame on, to wsproto's sans-IO
+:class:`wsproto.connection.Connection`, which answers it per RFC 6455.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+from collections.abc import Callable
 from typing import Generic
 from typing import Protocol
 from typing import TypeVar
@@ -42,6 +50,51 @@ class Owner(Protocol[K_contra]):
 CLOSE_TIMEOUT = 5.0
 
 
+def _mask_python(key: bytes, data: bytearray) -> None:
+    """XOR ``data`` in place with the 4-byte masking ``key`` (RFC 6455 §5.3)."""
+    size = len(data)
+    if size:
+        repeated = (key * (size // 4 + 1))[:size]
+        masked = int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")
+        data[:] = masked.to_bytes(size, "little")
+
+
+def _find_mask() -> Callable[[bytes, bytearray], None]:
+    """aiohttp's own unmasking function (C unless aiohttp was installed without
+    its extensions): ``aiohttp._websocket.helpers.websocket_mask`` since 3.11,
+    ``aiohttp.http_websocket._websocket_mask`` in 3.10; else :func:`_mask_python`."""
+    for module, name in (
+        ("aiohttp._websocket.helpers", "websocket_mask"),
+        ("aiohttp.http_websocket", "_websocket_mask"),
+    ):
+        try:
+            found: Callable[[bytes, bytearray], None] = getattr(
+                importlib.import_module(module), name
+            )
+        except (ImportError, AttributeError):
+            continue
+        return found
+    return _mask_python
+
+
+#: ``unmask(key, payload)``: unmask a client frame's ``payload`` (a bytearray) in
+#: place with its 4-byte masking ``key`` (RFC 6455 §5.3).
+unmask = _find_mask()
+
+
+class _Slow:
+    """A connection's wsproto state, made on its first frame the fast path
+    leaves to wsproto (or when a close begins), and kept from then on."""
+
+    __slots__ = ("after_close", "fragments", "size", "ws")
+
+    def __init__(self) -> None:
+        self.ws = WSConnection(ConnectionType.SERVER)
+        self.fragments: list[str] | None = None
+        self.size = 0  # payload bytes of the message being received
+        self.after_close = 0  # bytes received since the close began
+
+
 class PusherSocket(asyncio.Protocol, Generic[K]):
     """One client's WebSocket after the handshake (RFC 6455 §5 framing, §7 closing).
 
@@ -64,10 +117,8 @@ class PusherSocket(asyncio.Protocol, Generic[K]):
     """
 
     __slots__ = (
-        "_after_close",
-        "_fragments",
-        "_size",
-        "_ws",
+        "_pending",
+        "_slow",
         "close_code",
         "closing",
         "key",
@@ -96,10 +147,10 @@ class PusherSocket(asyncio.Protocol, Generic[K]):
         self.close_code: int | None = None
         #: The event loop's time when the handshake ended, in seconds.
         self.opened_at = asyncio.get_running_loop().time()
-        self._ws = WSConnection(ConnectionType.SERVER)
-        self._fragments: list[str] | None = None
-        self._size = 0  # payload bytes of the message being received
-        self._after_close = 0  # bytes received since the close began
+        #: The start of a frame the fast path has not all of yet (at most a
+        #: header and ``max_size`` bytes of payload).
+        self._pending: bytearray | None = None
+        self._slow: _Slow | None = None
 
     def write(self, data: bytes) -> None:
         """Write pre-encoded frames; nothing once the close has begun (RFC 6455 §5.5.1)."""
@@ -108,45 +159,142 @@ class PusherSocket(asyncio.Protocol, Generic[K]):
 
     def close(self, code: int, reason: str) -> None:
         """Send a Close frame; drop the socket if the client does not answer in time."""
-        if self.closing or self._ws.state is not ConnectionState.OPEN:
+        if self.closing:
+            return
+        slow = self._to_wsproto()
+        if slow.ws.state is not ConnectionState.OPEN:
             return
         self.closing = True
         self.close_code = code
-        self._fragments = None  # a message cut short by the close is never delivered
-        self.transport.write(self._ws.send(CloseConnection(code, reason)))
+        slow.fragments = None  # a message cut short by the close is never delivered
+        self.transport.write(slow.ws.send(CloseConnection(code, reason)))
         asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.transport.abort)
+
+    def _to_wsproto(self) -> _Slow:
+        """Hand the connection to wsproto from the frame ``_pending`` starts."""
+        slow = self._slow
+        if slow is None:
+            slow = self._slow = _Slow()
+            if self._pending is not None:
+                slow.ws.receive_data(bytes(self._pending))
+                self._pending = None
+        return slow
 
     def data_received(self, data: bytes) -> None:
         try:
-            self._data_received(data)
+            if self._slow is None:
+                if not self.closing:  # (else the TCP connection is lost)
+                    self._fast(data)
+            else:
+                self._data_received(data)
         except LocalProtocolError:  # a frame wsproto cannot answer in this state
             self.closing = True
             self.transport.abort()
 
+    def _fast(self, data: bytes) -> None:
+        """Read whole single-frame text messages, pings and pongs (RFC 6455
+        §5.2, §5.5.2-3); from the first other frame on, wsproto reads."""
+        buffer: bytes | bytearray = data
+        pending = self._pending
+        if pending is not None:
+            pending += data  # a bytearray: a frame trickled in is not copied again and again
+            buffer = pending
+            self._pending = None
+        end = len(buffer)
+        pos = 0
+        max_size = self.max_size
+        while pos < end:
+            if end - pos < 2:
+                return self._keep(buffer, pos)
+            first = buffer[pos]
+            size = buffer[pos + 1] ^ 0x80  # a client frame is masked (§5.3)
+            if size < 126:
+                start = pos + 6
+            elif size == 126:
+                if end - pos < 4:
+                    return self._keep(buffer, pos)
+                size = int.from_bytes(buffer[pos + 2 : pos + 4], "big")
+                start = pos + 8
+                if size < 126:  # not the shortest form: wsproto answers
+                    break
+            elif size == 127:
+                if end - pos < 10:
+                    return self._keep(buffer, pos)
+                size = int.from_bytes(buffer[pos + 2 : pos + 10], "big")
+                start = pos + 14
+                if size < 65536:  # not the shortest form: wsproto answers
+                    break
+            else:  # an unmasked frame: wsproto answers
+                break
+            if first == 0x81:  # FIN, text
+                if size > max_size:  # wsproto reads it in parts, and we refuse it
+                    break
+            elif (first != 0x89 and first != 0x8A) or size > 125:  # FIN, ping or pong
+                break
+            stop = start + size
+            if stop > end:
+                return self._keep(buffer, pos)
+            payload = bytearray(buffer[start:stop])
+            unmask(bytes(buffer[start - 4 : start]), payload)
+            if first == 0x81:
+                try:
+                    text = payload.decode()
+                except UnicodeDecodeError:  # wsproto answers (1007)
+                    break
+                pos = stop
+                self.owner.on_text(self.key, text)
+                if self.closing:  # the owner began a close, or the connection is lost
+                    if self._slow is not None and pos < end:
+                        self._data_received(bytes(buffer[pos:]))
+                    return None
+            else:
+                pos = stop
+                if first == 0x89:
+                    self.transport.write(bytes((0x8A, size)) + payload)
+        else:
+            return None
+        # A frame the fast path leaves to wsproto, from its first byte on.
+        self._slow = _Slow()
+        self._data_received(bytes(buffer[pos:]))
+        return None
+
+    def _keep(self, buffer: bytes | bytearray, pos: int) -> None:
+        """Keep the start of a frame, ``buffer[pos:]``, until the rest arrives."""
+        if pos == 0 and isinstance(buffer, bytearray):
+            self._pending = buffer
+        else:
+            self._pending = bytearray(buffer[pos:])
+
     def _data_received(self, data: bytes) -> None:
+        slow = self._slow
+        assert slow is not None
         if self.closing:
             # Only the client's Close frame still matters; payload is read
             # and dropped, up to max_size bytes, then the connection is cut.
-            self._after_close += len(data)
-            if self._after_close > self.max_size:
+            slow.after_close += len(data)
+            if slow.after_close > self.max_size:
                 self.transport.abort()
                 return
-        ws = self._ws
+        ws = slow.ws
         ws.receive_data(data)
         for event in ws.events():
             if isinstance(event, TextMessage):
                 if not self.closing:
-                    self._text(event.data, event.message_finished)
+                    self._text(slow, event.data, event.message_finished)
             elif isinstance(event, BytesMessage):
-                if not self.closing and self._grow(len(event.data)) and event.message_finished:
-                    self._size = 0
+                if (
+                    not self.closing
+                    and self._grow(slow, len(event.data))
+                    and event.message_finished
+                ):
+                    slow.size = 0
                     self.owner.on_binary(self.key)
             elif isinstance(event, Ping):
                 if ws.state is ConnectionState.OPEN:  # no Pong once a close began
                     self.transport.write(ws.send(event.response()))
             elif isinstance(event, CloseConnection):
                 self.closing = True
-                self._fragments = None
+                slow.fragments = None
                 if self.close_code is None:
                     self.close_code = event.code
                 # The client's close (answered), its reply to ours, or a
@@ -158,35 +306,34 @@ class PusherSocket(asyncio.Protocol, Generic[K]):
                 self.transport.close()
                 return
 
-    def _grow(self, size: int) -> bool:
+    def _grow(self, slow: _Slow, size: int) -> bool:
         """Count ``size`` more payload bytes of the current message; past
         ``max_size``, close with 1009 and return ``False``."""
-        self._size += size
-        if self._size <= self.max_size:
+        slow.size += size
+        if slow.size <= self.max_size:
             return True
         self.close(1009, "Message too big")
         return False
 
-    def _text(self, text: str, finished: bool) -> None:
-        # _grow, inlined: this runs for every text message.
-        self._size += len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-        if self._size > self.max_size:
+    def _text(self, slow: _Slow, text: str, finished: bool) -> None:
+        slow.size += len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+        if slow.size > self.max_size:
             self.close(1009, "Message too big")
             return
-        if finished and self._fragments is None:
-            self._size = 0
+        if finished and slow.fragments is None:
+            slow.size = 0
             self.owner.on_text(self.key, text)
             return
-        fragments = self._fragments = self._fragments or []
+        fragments = slow.fragments = slow.fragments or []
         fragments.append(text)
         if finished:
-            self._fragments = None
-            self._size = 0
+            slow.fragments = None
+            slow.size = 0
             self.owner.on_text(self.key, "".join(fragments))
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closing = True
-        self._fragments = None
+        self._pending = None
         self.owner.on_lost(self.key)
 
 

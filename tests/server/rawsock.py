@@ -51,8 +51,20 @@ def frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
 class Raw:
     """A WebSocket client on a plain socket that reads only when asked to."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", path: str = f"/app/{KEY}") -> None:
-        self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
+    def __init__(
+        self,
+        port: int,
+        host: str = "127.0.0.1",
+        path: str = f"/app/{KEY}",
+        rcvbuf: int | None = None,
+    ) -> None:
+        """:param rcvbuf: ``SO_RCVBUF`` in bytes, set before connecting (a
+        client that reads slowly)."""
+        self.sock = socket.socket()
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(TIMEOUT)
+        self.sock.connect((host, port))
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall(
             f"GET {path}?protocol=7 HTTP/1.1\r\nHost: {host}:{port}\r\n"
@@ -77,8 +89,12 @@ class Raw:
             raise EOFError
         return chunk
 
+    def send(self, opcode: int, payload: bytes) -> None:
+        """Send one whole masked frame."""
+        self.sock.sendall(frame(opcode, payload))
+
     def send_json(self, value: dict[str, Any]) -> None:
-        self.sock.sendall(frame(0x1, json.dumps(value).encode()))
+        self.send(0x1, json.dumps(value).encode())
 
     def read(self) -> tuple[int, bytes]:
         """The next frame's opcode and payload. :raises EOFError: at end of stream."""

@@ -434,3 +434,20 @@ def test_expired_cache_entries_are_forgotten(clock: Clock) -> None:
     clock.now += 6
     core.tick()
     assert list(app.cache) == ["cache-b"]  # nobody asked for cache-a, it is gone anyway
+
+
+def test_subscribers_share_their_channel_s_name(core: Core) -> None:
+    """Each parsed frame makes its own copy of the channel name; a connection
+    keeps the channel's (issue 19: memory per idle connection), for public and
+    presence channels alike."""
+    conns = [connect(core) for _ in range(3)]
+    for i, conn in enumerate(conns):
+        send(core, conn, "pusher:subscribe", {"channel": "news"})
+        data = {"user_id": str(i)}
+        auth = channel_auth(conn.socket_id, "presence-room", data)
+        send(core, conn, "pusher:subscribe", {"channel": "presence-room", **auth})
+    for name in ("news", "presence-room"):
+        channel = core.apps_by_key[KEY].channels[name]
+        for conn in conns:
+            (kept,) = [c for c in conn.channels if c == name]
+            assert kept is channel.name

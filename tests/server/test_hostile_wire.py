@@ -4,11 +4,9 @@ never a 500 and never a traceback in the log (issue 7; reference §4.5, §5.12).
 from __future__ import annotations
 
 import atexit
-import base64
 import contextlib
 import json
 import logging
-import os
 import socket
 import string
 import struct
@@ -30,6 +28,7 @@ from .helpers import KEY
 from .helpers import pusher_client
 from .helpers import SECRET
 from .helpers import user_auth
+from .rawsock import Raw
 
 TIMEOUT = 10.0
 
@@ -139,89 +138,16 @@ def test_malformed_requests_get_no_500_and_no_traceback(
     assert len(lines) <= 1, [r.getMessage() for r in lines]
 
 
-# -- WebSocket over a raw socket ------------------------------------------------
-
-
-class RawWS:
-    """A WebSocket client on a plain socket: it reads only when asked to."""
-
-    def __enter__(self) -> RawWS:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.close()
-
-    def __init__(self, server: LocalServer, rcvbuf: int | None = None) -> None:
-        self.sock = socket.socket()
-        if rcvbuf is not None:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(TIMEOUT)
-        self.sock.connect((server.host, server.port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            f"GET /app/{KEY}?protocol=7 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        self.buffer = b""
-        while b"\r\n\r\n" not in self.buffer:
-            self.buffer += self._recv()
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        assert head.startswith(b"HTTP/1.1 101"), head
-
-    def _recv(self) -> bytes:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise EOFError
-        return chunk
-
-    def send(self, opcode: int, payload: bytes) -> None:
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        size = len(payload)
-        if size < 126:
-            header = bytes((0x80 | opcode, 0x80 | size))
-        else:
-            header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, size)
-        self.sock.sendall(header + mask + masked)
-
-    def send_json(self, frame: dict[str, Any]) -> None:
-        self.send(0x1, json.dumps(frame).encode())
-
-    def read(self) -> tuple[int, bytes]:
-        """The next frame's opcode and payload. :raises EOFError: at end of stream."""
-        while True:
-            if len(self.buffer) >= 2:
-                size = self.buffer[1] & 0x7F
-                start = 2
-                if size == 126:
-                    (size,), start = struct.unpack("!H", self.buffer[2:4]), 4
-                elif size == 127:
-                    (size,), start = struct.unpack("!Q", self.buffer[2:10]), 10
-                if len(self.buffer) >= start + size:
-                    opcode = self.buffer[0] & 0x0F
-                    payload = self.buffer[start : start + size]
-                    self.buffer = self.buffer[start + size :]
-                    return opcode, payload
-            self.buffer += self._recv()
-
-    def read_event(self) -> dict[str, Any]:
-        opcode, payload = self.read()
-        assert opcode == 0x1, (opcode, payload)
-        event: dict[str, Any] = json.loads(payload)
-        return event
-
-
 def test_nothing_is_sent_after_the_close_frame(server: LocalServer) -> None:
     """RFC 6455 §5.5.1: once the server has sent its Close frame (here for a
     terminated user, 4009) it sends no more data frames, although the client
     stays subscribed until it answers the close, which this one never does."""
     client = pusher_client(server.port)
-    with RawWS(server) as ws:
+    with Raw(server.port, server.host) as ws:
         check_nothing_after_close(client, ws)
 
 
-def check_nothing_after_close(client: Any, ws: RawWS) -> None:
+def check_nothing_after_close(client: Any, ws: Raw) -> None:
     established = ws.read_event()
     socket_id = json.loads(established["data"])["socket_id"]
     ws.send_json({"event": "pusher:subscribe", "data": {"channel": "news"}})
@@ -253,7 +179,7 @@ def test_a_ping_flood_then_a_reset_leaves_no_traceback(
 ) -> None:
     """A client that sends pings and never reads its pongs, then resets the
     connection: aiohttp's automatic pong fails on the closed transport."""
-    with RawWS(server, rcvbuf=4096) as ws:
+    with Raw(server.port, server.host, rcvbuf=4096) as ws:
         for _ in range(20_000):
             try:
                 ws.send(0x9, b"x" * 100)

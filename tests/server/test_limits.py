@@ -277,3 +277,36 @@ def test_connections_per_address_count_a_trusted_proxys_clients_apart() -> None:
         run_scenario(scenario)
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("rate", [1, 7, 100])
+def test_the_subscription_change_budget_is_a_token_bucket(rate: int) -> None:
+    """``limits.spend`` keeps the bucket as one time (``full_at``): it holds
+    ``max(rate, max_subscriptions_per_connection)`` changes, refills at
+    ``rate`` a second, and unsubscribes (never refused) may take it down to
+    minus its size; checked against a bucket of two numbers."""
+    from flask_pusher.server import limits
+    from flask_pusher.server.state import AppState
+    from flask_pusher.server.state import Connection
+
+    config = AppConfig(
+        APP_ID,
+        KEY,
+        SECRET,
+        max_subscription_changes_per_second=rate,
+        max_subscriptions_per_connection=20,
+    )
+    conn = Connection("1.1", AppState(config), 0.0)
+    size = max(rate, 20)
+    tokens, at = float(size), 1000.0
+    steps = [(1000.0, 1, True)] * (size + 3) + [(1000.5, 1, True)] * 3
+    steps += [(1000.5, 5, False)] * (2 * size // 5 + 2) + [(1001.5, 2, True), (1004.0, 1, True)]
+    steps += [(1004.0 + i / 10, 3, i % 3 != 0) for i in range(40)] + [(2000.0, 1, True)]
+    for now, cost, refusable in steps:
+        tokens = min(size, tokens + (now - at) * rate)
+        at = now
+        expected = not refusable or tokens >= cost
+        if expected:
+            tokens = max(-size, tokens - cost)
+        assert limits.spend(conn, cost, now, refusable) is expected, (now, cost, tokens)
+    assert conn.full_at is not None
