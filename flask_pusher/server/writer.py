@@ -39,10 +39,17 @@ log = logging.getLogger("flask_pusher.server")
 
 #: Bytes queued for one client before it is dropped as too slow.
 MAX_WRITE_BUFFER = 4 * 1024 * 1024
-#: When frames were written less than this many seconds ago, the next writes
-#: wait COALESCE_DELAY seconds so that back-to-back triggers share system calls.
+#: Seconds after a flush during which the writer counts as busy.
 BUSY_WINDOW = 0.005
+#: Seconds the next flush waits after a big one within :data:`BUSY_WINDOW`, so
+#: that back-to-back fan-outs share system calls.
 COALESCE_DELAY = 0.004
+#: Writes (system calls, one per socket) from which a flush counts as big. A
+#: client event to a private channel or a trigger to a few subscribers writes
+#: far fewer and goes out at the end of the same loop iteration; a trigger to a
+#: channel of hundreds does not, and what follows it within
+#: :data:`BUSY_WINDOW` waits :data:`COALESCE_DELAY` to share those writes.
+COALESCE_MIN_WRITES = 64
 
 
 def frame_bytes(text: str) -> bytes:
@@ -86,6 +93,7 @@ class Writer:
         "hook",
         "idle",
         "last_flush",
+        "last_writes",
         "sockets",
     )
 
@@ -107,6 +115,8 @@ class Writer:
         self.idle.set()
         #: The loop time of the last flush.
         self.last_flush = float("-inf")
+        #: How many sockets the last flush wrote to.
+        self.last_writes = 0
         self._pending: list[Send] = []
         self._closes: list[tuple[Connection, int, str]] = []
         self._flush_scheduled = False
@@ -117,6 +127,11 @@ class Writer:
         Frames queued in one iteration are written together: each frame is
         encoded once, and a connection that gets several frames gets them in
         one write (one system call), in order. Closes follow the frames.
+        The flush runs at the end of this loop iteration (``call_soon``),
+        unless the last one wrote to :data:`COALESCE_MIN_WRITES` sockets or
+        more less than :data:`BUSY_WINDOW` seconds ago: then it waits
+        :data:`COALESCE_DELAY` seconds, gathering what arrives meanwhile
+        into the same writes.
         """
         if effects.sends or effects.closes:
             self._pending.extend(effects.sends)
@@ -124,8 +139,12 @@ class Writer:
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 loop = asyncio.get_running_loop()
-                if loop.time() - self.last_flush < BUSY_WINDOW:
-                    # Busy: gather what arrives in the next moment into the same writes.
+                if (
+                    self.last_writes >= COALESCE_MIN_WRITES
+                    and loop.time() - self.last_flush < BUSY_WINDOW
+                ):
+                    # Busy with fan-out: gather what arrives in the next moment
+                    # into the same writes.
                     loop.call_later(COALESCE_DELAY, self.flush)
                 else:
                     loop.call_soon(self.flush)
@@ -161,6 +180,7 @@ class Writer:
                 c.socket_transmitted_bytes += len(data) * len(conns)
             for conn in conns:
                 write(conn, data)
+            self.last_writes = len(conns)
         elif groups:
             batches: dict[Connection, list[bytes]] = {}
             for conns, parts in groups:
@@ -176,6 +196,9 @@ class Writer:
                         queued.extend(parts)
             for conn, queued in batches.items():
                 write(conn, queued[0] if len(queued) == 1 else b"".join(queued))
+            self.last_writes = len(batches)
+        else:
+            self.last_writes = 0
         for conn, code, reason in closes:
             self.begin_close(conn, code, reason)
         self.last_flush = asyncio.get_running_loop().time()

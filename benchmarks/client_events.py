@@ -1,0 +1,185 @@
+"""Client-event latency of the local Pusher server (loopback only, bounded).
+
+``--connections`` WebSocket clients (aiohttp) join ``--channels`` private
+channels, as many on each; every client sends ``--rate`` client events per
+second (``client-move``, paced as one schedule for all), each stamped with
+CLOCK_MONOTONIC, to its channel's other members. Reported per server tree:
+p50/p99 send-to-delivery latency, server CPU seconds per 1,000 events
+(``/proc/PID/stat``), and deliveries lost (none allowed).
+
+Compare trees in one run: ``--tree OLD --tree NEW`` runs each in turn,
+``--runs`` rounds alternated (A B A B ...), and prints medians with the load
+average. Pusher's limit of 10 client events per second per connection
+(https://pusher.com/docs/channels/using_channels/events/#triggering-client-events)
+bounds ``--rate``.
+
+Run: ``python benchmarks/client_events.py --tree /path/to/old --tree .``
+(``--quick`` for a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import aiohttp
+
+APP_ID, KEY, SECRET = "1", "bench-key", "bench-secret"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def start_server(tree: str, port: int, extra: list[str]) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "flask_pusher.server", "--app-id", APP_ID]
+    command += ["--key", KEY, "--secret", SECRET, "--port", str(port), *extra]
+    env = {**os.environ, "PYTHONPATH": os.path.abspath(tree)}
+    proc = subprocess.Popen(command, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError("the server exited") from None
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+async def join(
+    session: aiohttp.ClientSession, port: int, channel: str
+) -> aiohttp.ClientWebSocketResponse:
+    ws = await session.ws_connect(f"http://127.0.0.1:{port}/app/{KEY}?protocol=7")
+    hello = json.loads((await ws.receive(timeout=30)).data)
+    socket_id = json.loads(hello["data"])["socket_id"]
+    sig = hmac.new(SECRET.encode(), f"{socket_id}:{channel}".encode(), hashlib.sha256)
+    data = {"channel": channel, "auth": f"{KEY}:{sig.hexdigest()}"}
+    await ws.send_str(json.dumps({"event": "pusher:subscribe", "data": data}))
+    while True:
+        frame = json.loads((await ws.receive(timeout=30)).data)
+        if frame["event"] == "pusher_internal:subscription_succeeded":
+            return ws
+
+
+async def read(ws: aiohttp.ClientWebSocketResponse, latencies: list[float]) -> None:
+    async for message in ws:
+        frame = json.loads(message.data)
+        if frame["event"] == "client-move":
+            latencies.append(time.monotonic() - json.loads(frame["data"])["t"])
+
+
+async def measure(tree: str, args: argparse.Namespace) -> dict[str, Any]:
+    port = free_port()
+    server = start_server(tree, port, args.server_arg)
+    latencies: list[float] = []
+    try:
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            clients = [
+                await join(session, port, f"private-room-{i % args.channels}")
+                for i in range(args.connections)
+            ]
+            readers = [asyncio.create_task(read(ws, latencies)) for ws in clients]
+            per_channel = args.connections // args.channels
+            interval = 1 / (args.rate * args.connections)
+            count = int(args.seconds * args.rate * args.connections)
+            cpu0 = cpu_seconds(server.pid)
+            started = time.monotonic()
+            for n in range(count):
+                due = started + n * interval
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                ws = clients[n % len(clients)]
+                channel = f"private-room-{(n % len(clients)) % args.channels}"
+                data = json.dumps({"t": time.monotonic(), "n": n})
+                await ws.send_str(
+                    json.dumps({"event": "client-move", "channel": channel, "data": data})
+                )
+            expected = count * (per_channel - 1)
+            deadline = time.monotonic() + 10
+            while len(latencies) < expected and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            cpu = cpu_seconds(server.pid) - cpu0
+            for task in readers:
+                task.cancel()
+            for ws in clients:
+                await ws.close()
+    finally:
+        server.terminate()
+        server.wait(30)
+    ordered = sorted(latencies)
+    return {
+        "events": count,
+        "lost": expected - len(ordered),
+        "p50_ms": round(ordered[len(ordered) // 2] * 1000, 2),
+        "p99_ms": round(ordered[int(len(ordered) * 0.99)] * 1000, 2),
+        "server_cpu_s_per_1k_events": round(cpu / count * 1000, 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--tree", action="append", help="a source tree to run (repeatable)")
+    parser.add_argument("--connections", type=int, default=200)
+    parser.add_argument("--channels", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=8.0, help="events/s per connection")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--server-arg", action="append", default=[], help="passed to the server")
+    parser.add_argument("--quick", action="store_true", help="small numbers, a smoke run")
+    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    args = parser.parse_args()
+    if args.rate > 10:
+        parser.error("--rate: Pusher allows at most 10 client events per second per connection")
+    if args.quick:
+        args.connections, args.channels, args.seconds, args.runs = 20, 4, 2.0, 1
+    trees = args.tree or ["."]
+    load_before = os.getloadavg()
+    runs: dict[str, list[dict[str, Any]]] = {tree: [] for tree in trees}
+    for _ in range(args.runs):
+        for tree in trees:  # alternated: A B A B ...
+            runs[tree].append(asyncio.run(measure(tree, args)))
+    results: dict[str, Any] = {"loadavg_before": load_before, "loadavg_after": os.getloadavg()}
+    print(
+        f"{args.connections} connections, {args.channels} private channels, "
+        f"{args.rate:g} client events/s each, {args.seconds:g} s; medians of {args.runs}"
+    )
+    for tree, figures in runs.items():
+        median = {k: statistics.median(f[k] for f in figures) for k in figures[0]}
+        results[tree] = {"runs": figures, "median": median}
+        print(
+            f"  {tree}: p50 {median['p50_ms']} ms, p99 {median['p99_ms']} ms, "
+            f"server CPU {median['server_cpu_s_per_1k_events']} s/1k events, "
+            f"lost {max(f['lost'] for f in figures)}"
+        )
+    print(f"  load average before {load_before}, after {results['loadavg_after']}")
+    if args.json:
+        print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
