@@ -55,7 +55,8 @@ def start_server(tree: str, port: int, extra: list[str]) -> subprocess.Popen[byt
     command = [sys.executable, "-m", "flask_pusher.server", "--app-id", APP_ID]
     command += ["--key", KEY, "--secret", SECRET, "--port", str(port), *extra]
     env = {**os.environ, "PYTHONPATH": os.path.abspath(tree)}
-    proc = subprocess.Popen(command, stderr=subprocess.DEVNULL, env=env)
+    # cwd: python -m puts the working directory first on sys.path.
+    proc = subprocess.Popen(command, stderr=subprocess.DEVNULL, env=env, cwd=tree)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
