@@ -13,6 +13,7 @@ overhead stays small. Compare trees and settings in one run:
 ``--tree OLD --tree NEW`` (each with ``--server-arg`` flags for all, or
 ``--variant NAME=ARGS`` for named server flag sets such as
 ``--variant asyncio='--loop asyncio' --variant uvloop='--loop uvloop'``),
+or ``--case NAME=TREE::ARGS`` for each tree and flag set to compare),
 ``--runs`` rounds alternated, medians with the load average.
 ``--no-counts`` serves the app with ``enable_subscription_count`` off.
 
@@ -118,7 +119,7 @@ def storm(port: int, n: int) -> tuple[float, list[socket.socket]]:
     while done < n:
         if time.monotonic() > deadline:
             raise RuntimeError(f"storm: {done} of {n} subscribed after 120 s")
-        for fd, events in poller.poll(1.0):
+        for fd, _events in poller.poll(1.0):
             sock = socks[fd]
             if state[fd] == 0:
                 key = base64.b64encode(os.urandom(16)).decode()
@@ -202,6 +203,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--tree", action="append", help="a source tree to run (repeatable)")
     parser.add_argument("--variant", action="append", default=[], help="NAME='SERVER ARGS'")
+    parser.add_argument(
+        "--case", action="append", default=[], help="NAME=TREE::'SERVER ARGS' (instead)"
+    )
     parser.add_argument("--server-arg", action="append", default=[], help="for every server")
     parser.add_argument("--connections", type=int, default=5000)
     parser.add_argument("--pings", type=int, default=10, help="pings per connection")
@@ -212,7 +216,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.connections, args.pings, args.runs = 300, 3, 1
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     variants = [v.partition("=") for v in args.variant] or [("", "", "")]
     cases = [
@@ -220,6 +224,12 @@ def main() -> None:
         for tree in args.tree or ["."]
         for name, _, flags in variants
     ]
+    if args.case:
+        cases = []
+        for case in args.case:
+            name, _, rest = case.partition("=")
+            tree, _, flags = rest.partition("::")
+            cases.append((name, tree, [*args.server_arg, *shlex.split(flags)]))
     load_before = os.getloadavg()
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in cases}
     for _ in range(args.runs):
