@@ -164,12 +164,12 @@ class Handshake:
             except ConnectionError:  # gone already
                 pass
             return ws
-        if answer is not None:
-            transport.write(answer)
         greeting = self.core.connect(app, client)
         conn: Connection = greeting.result
         sock = PusherSocket(transport, self, conn, MAX_FRAME_SIZE)
         self.writer.sockets[conn] = sock
+        if answer is not None:  # the 101, before connection_established
+            self.writer.write(conn, answer)
         self.writer.idle.clear()
         counts = self.counts
         if counts is not None:

@@ -204,7 +204,8 @@ class Writer:
         self.last_flush = asyncio.get_running_loop().time()
 
     def write(self, conn: Connection, data: bytes) -> None:
-        """Write pre-encoded frames to ``conn`` unless its close has begun."""
+        """Write pre-encoded frames (or, first, the handshake's ``101`` answer)
+        to ``conn`` unless its close has begun."""
         sock = self.sockets.get(conn)
         if sock is None or sock.closing:
             return  # nothing after a Close frame (RFC 6455 section 5.5.1)
