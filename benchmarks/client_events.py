@@ -7,7 +7,8 @@ CLOCK_MONOTONIC, to its channel's other members. Reported per server tree:
 p50/p99 send-to-delivery latency, server CPU seconds per 1,000 events
 (``/proc/PID/stat``), and deliveries lost (none allowed).
 
-Compare trees in one run: ``--tree OLD --tree NEW`` runs each in turn,
+Compare trees in one run: ``--tree OLD --tree NEW`` runs each in turn
+(``--case NAME=TREE::'SERVER ARGS'`` for trees with their own server flags),
 ``--runs`` rounds alternated (A B A B ...), and prints medians with the load
 average. Pusher's limit of 10 client events per second per connection
 (https://pusher.com/docs/channels/using_channels/events/#triggering-client-events)
@@ -25,6 +26,7 @@ import hashlib
 import hmac
 import json
 import os
+import shlex
 import socket
 import statistics
 import subprocess
@@ -52,6 +54,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def start_server(tree: str, port: int, extra: list[str]) -> subprocess.Popen[bytes]:
+    """``python -m flask_pusher.server`` of ``tree`` with ``extra`` flags."""
     command = [sys.executable, "-m", "flask_pusher.server", "--app-id", APP_ID]
     command += ["--key", KEY, "--secret", SECRET, "--port", str(port), *extra]
     env = {**os.environ, "PYTHONPATH": os.path.abspath(tree)}
@@ -92,9 +95,9 @@ async def read(ws: aiohttp.ClientWebSocketResponse, latencies: list[float]) -> N
             latencies.append(time.monotonic() - json.loads(frame["data"])["t"])
 
 
-async def measure(tree: str, args: argparse.Namespace) -> dict[str, Any]:
+async def measure(tree: str, extra: list[str], args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
-    server = start_server(tree, port, args.server_arg)
+    server = start_server(tree, port, extra)
     latencies: list[float] = []
     try:
         connector = aiohttp.TCPConnector(limit=0)
@@ -151,6 +154,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--server-arg", action="append", default=[], help="passed to the server")
+    parser.add_argument(
+        "--case", action="append", default=[], help="NAME=TREE::'SERVER ARGS' (instead of --tree)"
+    )
     parser.add_argument("--quick", action="store_true", help="small numbers, a smoke run")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args()
@@ -158,12 +164,18 @@ def main() -> None:
         parser.error("--rate: Pusher allows at most 10 client events per second per connection")
     if args.quick:
         args.connections, args.channels, args.seconds, args.runs = 20, 4, 2.0, 1
-    trees = args.tree or ["."]
+    cases = [(tree, tree, list(args.server_arg)) for tree in args.tree or ["."]]
+    if args.case:
+        cases = []
+        for case in args.case:
+            name, _, rest = case.partition("=")
+            tree, _, flags = rest.partition("::")
+            cases.append((name, tree, [*args.server_arg, *shlex.split(flags)]))
     load_before = os.getloadavg()
-    runs: dict[str, list[dict[str, Any]]] = {tree: [] for tree in trees}
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in cases}
     for _ in range(args.runs):
-        for tree in trees:  # alternated: A B A B ...
-            runs[tree].append(asyncio.run(measure(tree, args)))
+        for label, tree, extra in cases:  # alternated: A B A B ...
+            runs[label].append(asyncio.run(measure(tree, extra, args)))
     results: dict[str, Any] = {"loadavg_before": load_before, "loadavg_after": os.getloadavg()}
     print(
         f"{args.connections} connections, {args.channels} private channels, "
