@@ -1,6 +1,7 @@
 """Client-event latency of the local Pusher server (loopback only, bounded).
 
-``--connections`` WebSocket clients (aiohttp) join ``--channels`` private
+``--connections`` raw WebSocket clients (one epoll loop, so that the client's
+own overhead stays small) join ``--channels`` private
 channels, as many on each; every client sends ``--rate`` client events per
 second (``client-move``, paced as one schedule for all), each stamped with
 CLOCK_MONOTONIC, to its channel's other members. Reported per server tree:
@@ -21,20 +22,20 @@ Run: ``python benchmarks/client_events.py --tree /path/to/old --tree .``
 from __future__ import annotations
 
 import argparse
-import asyncio
+import base64
 import hashlib
 import hmac
 import json
 import os
+import select
 import shlex
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import time
 from typing import Any
-
-import aiohttp
 
 APP_ID, KEY, SECRET = "1", "bench-key", "bench-secret"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -73,66 +74,90 @@ def start_server(tree: str, port: int, extra: list[str]) -> subprocess.Popen[byt
     raise RuntimeError("server did not start")
 
 
-async def join(
-    session: aiohttp.ClientSession, port: int, channel: str
-) -> aiohttp.ClientWebSocketResponse:
-    ws = await session.ws_connect(f"http://127.0.0.1:{port}/app/{KEY}?protocol=7")
-    hello = json.loads((await ws.receive(timeout=30)).data)
-    socket_id = json.loads(hello["data"])["socket_id"]
+MARK = b'"t":'  # the stamp inside each client event's data object
+
+
+def masked(payload: bytes) -> bytes:
+    """A client text frame masked with the zero key (RFC 6455 section 5.3)."""
+    size = len(payload)
+    head = bytes((0x81, 0x80 | size)) if size < 126 else struct.pack("!BBH", 0x81, 0xFE, size)
+    return head + b"\0\0\0\0" + payload
+
+
+def join(port: int, channel: str) -> socket.socket:
+    """A raw WebSocket client subscribed to ``channel`` (blocking until it is)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET /app/{KEY}?protocol=7 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    data = b""
+    while b"socket_id" not in data or not data.rstrip().endswith(b"}"):
+        data += sock.recv(65536)
+    socket_id = data.split(b'socket_id\\":\\"', 1)[1].split(b"\\", 1)[0].decode()
     sig = hmac.new(SECRET.encode(), f"{socket_id}:{channel}".encode(), hashlib.sha256)
-    data = {"channel": channel, "auth": f"{KEY}:{sig.hexdigest()}"}
-    await ws.send_str(json.dumps({"event": "pusher:subscribe", "data": data}))
+    body = {"channel": channel, "auth": f"{KEY}:{sig.hexdigest()}"}
+    sock.sendall(masked(json.dumps({"event": "pusher:subscribe", "data": body}).encode()))
+    data = b""
+    while b"subscription_succeeded" not in data:
+        data += sock.recv(65536)
+    sock.setblocking(False)
+    return sock
+
+
+def stamps(buffer: bytes, now: float, latencies: list[float]) -> bytes:
+    """Record the latency of each complete stamp in ``buffer``; return what to keep."""
+    pos = 0
     while True:
-        frame = json.loads((await ws.receive(timeout=30)).data)
-        if frame["event"] == "pusher_internal:subscription_succeeded":
-            return ws
+        i = buffer.find(MARK, pos)
+        if i < 0:
+            return buffer[max(pos, len(buffer) - len(MARK) + 1) :]
+        j = buffer.find(b",", i)
+        if j < 0:
+            return buffer[i:]
+        latencies.append(now - float(buffer[i + len(MARK) : j]))
+        pos = j
 
 
-async def read(ws: aiohttp.ClientWebSocketResponse, latencies: list[float]) -> None:
-    async for message in ws:
-        frame = json.loads(message.data)
-        if frame["event"] == "client-move":
-            latencies.append(time.monotonic() - json.loads(frame["data"])["t"])
-
-
-async def measure(tree: str, extra: list[str], args: argparse.Namespace) -> dict[str, Any]:
+def measure(tree: str, extra: list[str], args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
     server = start_server(tree, port, extra)
     latencies: list[float] = []
+    clients: list[socket.socket] = []
     try:
-        connector = aiohttp.TCPConnector(limit=0)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            clients = [
-                await join(session, port, f"private-room-{i % args.channels}")
-                for i in range(args.connections)
-            ]
-            readers = [asyncio.create_task(read(ws, latencies)) for ws in clients]
-            per_channel = args.connections // args.channels
-            interval = 1 / (args.rate * args.connections)
-            count = int(args.seconds * args.rate * args.connections)
-            cpu0 = cpu_seconds(server.pid)
-            started = time.monotonic()
-            for n in range(count):
-                due = started + n * interval
-                delay = due - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                ws = clients[n % len(clients)]
-                channel = f"private-room-{(n % len(clients)) % args.channels}"
-                data = json.dumps({"t": time.monotonic(), "n": n})
-                await ws.send_str(
-                    json.dumps({"event": "client-move", "channel": channel, "data": data})
-                )
-            expected = count * (per_channel - 1)
-            deadline = time.monotonic() + 10
-            while len(latencies) < expected and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            cpu = cpu_seconds(server.pid) - cpu0
-            for task in readers:
-                task.cancel()
-            for ws in clients:
-                await ws.close()
+        channels = [f"private-room-{i % args.channels}" for i in range(args.connections)]
+        clients = [join(port, channel) for channel in channels]
+        poller = select.epoll()
+        buffers = {sock.fileno(): b"" for sock in clients}
+        by_fd = {sock.fileno(): sock for sock in clients}
+        for fd in by_fd:
+            poller.register(fd, select.EPOLLIN)
+        per_channel = args.connections // args.channels
+        interval = 1 / (args.rate * args.connections)
+        count = int(args.seconds * args.rate * args.connections)
+        expected = count * (per_channel - 1)
+        cpu0 = cpu_seconds(server.pid)
+        started = time.monotonic()
+        n = 0
+        deadline = started + args.seconds + 10
+        while len(latencies) < expected and time.monotonic() < deadline:
+            now = time.monotonic()
+            while n < count and started + n * interval <= now:
+                i = n % len(clients)
+                data = {"t": time.monotonic(), "n": n}
+                frame = {"event": "client-move", "channel": channels[i], "data": data}
+                clients[i].send(masked(json.dumps(frame).encode()))
+                n += 1
+            wait = started + n * interval - time.monotonic() if n < count else 0.05
+            for fd, _ in poller.poll(max(wait, 0)):
+                chunk = by_fd[fd].recv(262144)
+                buffers[fd] = stamps(buffers[fd] + chunk, time.monotonic(), latencies)
+        cpu = cpu_seconds(server.pid) - cpu0
+        poller.close()
     finally:
+        for sock in clients:
+            sock.close()
         server.terminate()
         server.wait(30)
     ordered = sorted(latencies)
@@ -175,7 +200,7 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in cases}
     for _ in range(args.runs):
         for label, tree, extra in cases:  # alternated: A B A B ...
-            runs[label].append(asyncio.run(measure(tree, extra, args)))
+            runs[label].append(measure(tree, extra, args))
     results: dict[str, Any] = {"loadavg_before": load_before, "loadavg_after": os.getloadavg()}
     print(
         f"{args.connections} connections, {args.channels} private channels, "
