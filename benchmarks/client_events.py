@@ -90,7 +90,8 @@ def join(port: int, channel: str) -> socket.socket:
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
         f"GET /app/{KEY}?protocol=7 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
     )
     data = b""
     while b"socket_id" not in data or not data.rstrip().endswith(b"}"):

@@ -44,12 +44,14 @@ BUSY_WINDOW = 0.005
 #: Seconds the next flush waits after a big one within :data:`BUSY_WINDOW`, so
 #: that back-to-back fan-outs share system calls.
 COALESCE_DELAY = 0.004
-#: Writes (system calls, one per socket) from which a flush counts as big. A
-#: client event to a private channel or a trigger to a few subscribers writes
-#: far fewer and goes out at the end of the same loop iteration; a trigger to a
-#: channel of hundreds does not, and what follows it within
-#: :data:`BUSY_WINDOW` waits :data:`COALESCE_DELAY` to share those writes.
-COALESCE_MIN_WRITES = 64
+#: Connections an event of a flush must go to for the flush to count as a
+#: fan-out. A client event to a private channel or a trigger to a few
+#: subscribers goes out at the end of the same loop iteration, however many
+#: arrive together; after an event to a channel of hundreds, what follows
+#: within :data:`BUSY_WINDOW` waits :data:`COALESCE_DELAY` to share those
+#: writes. (The audience, not the writes of a flush: those grow with the
+#: wait itself, which would make a busy stream of small events wait ever after.)
+COALESCE_MIN_AUDIENCE = 64
 
 
 def frame_bytes(text: str) -> bytes:
@@ -92,8 +94,8 @@ class Writer:
         "counts",
         "hook",
         "idle",
+        "last_audience",
         "last_flush",
-        "last_writes",
         "sockets",
     )
 
@@ -115,8 +117,8 @@ class Writer:
         self.idle.set()
         #: The loop time of the last flush.
         self.last_flush = float("-inf")
-        #: How many sockets the last flush wrote to.
-        self.last_writes = 0
+        #: The most connections one event of the last flush went to.
+        self.last_audience = 0
         self._pending: list[Send] = []
         self._closes: list[tuple[Connection, int, str]] = []
         self._flush_scheduled = False
@@ -128,8 +130,8 @@ class Writer:
         encoded once, and a connection that gets several frames gets them in
         one write (one system call), in order. Closes follow the frames.
         The flush runs at the end of this loop iteration (``call_soon``),
-        unless the last one wrote to :data:`COALESCE_MIN_WRITES` sockets or
-        more less than :data:`BUSY_WINDOW` seconds ago: then it waits
+        unless the last one, less than :data:`BUSY_WINDOW` seconds ago, sent an
+        event to :data:`COALESCE_MIN_AUDIENCE` connections or more: then it waits
         :data:`COALESCE_DELAY` seconds, gathering what arrives meanwhile
         into the same writes.
         """
@@ -140,7 +142,7 @@ class Writer:
                 self._flush_scheduled = True
                 loop = asyncio.get_running_loop()
                 if (
-                    self.last_writes >= COALESCE_MIN_WRITES
+                    self.last_audience >= COALESCE_MIN_AUDIENCE
                     and loop.time() - self.last_flush < BUSY_WINDOW
                 ):
                     # Busy with fan-out: gather what arrives in the next moment
@@ -180,10 +182,13 @@ class Writer:
                 c.socket_transmitted_bytes += len(data) * len(conns)
             for conn in conns:
                 write(conn, data)
-            self.last_writes = len(conns)
+            self.last_audience = len(conns)
         elif groups:
             batches: dict[Connection, list[bytes]] = {}
+            audience = 0
             for conns, parts in groups:
+                if len(conns) > audience:
+                    audience = len(conns)
                 if counts is not None:
                     c = counts[conns[0].app]
                     c.ws_messages_sent += len(parts) * len(conns)
@@ -196,9 +201,9 @@ class Writer:
                         queued.extend(parts)
             for conn, queued in batches.items():
                 write(conn, queued[0] if len(queued) == 1 else b"".join(queued))
-            self.last_writes = len(batches)
+            self.last_audience = audience
         else:
-            self.last_writes = 0
+            self.last_audience = 0
         for conn, code, reason in closes:
             self.begin_close(conn, code, reason)
         self.last_flush = asyncio.get_running_loop().time()

@@ -20,7 +20,7 @@ from flask_pusher.server.config import AppConfig
 from flask_pusher.server.state import Connection
 from flask_pusher.server.writer import BUSY_WINDOW
 from flask_pusher.server.writer import COALESCE_DELAY
-from flask_pusher.server.writer import COALESCE_MIN_WRITES
+from flask_pusher.server.writer import COALESCE_MIN_AUDIENCE
 
 from .helpers import APP_ID
 from .helpers import channel_auth
@@ -159,15 +159,15 @@ def test_lone_trigger_after_a_small_flush_goes_out_at_once() -> None:
 
 
 def test_burst_after_a_big_fan_out_coalesces() -> None:
-    """After a flush to COALESCE_MIN_WRITES sockets, what follows within
+    """After a flush to COALESCE_MIN_AUDIENCE sockets, what follows within
     BUSY_WINDOW waits COALESCE_DELAY and shares one write per socket."""
 
     async def test(server: Server) -> None:
-        peers = await connect(server, COALESCE_MIN_WRITES, "big")
+        peers = await connect(server, COALESCE_MIN_AUDIENCE, "big")
         trigger(server, "big", 0)
         await one_iteration()
         assert all(p.sock.writes == 1 for p in peers)
-        assert server.writer.last_writes == COALESCE_MIN_WRITES
+        assert server.writer.last_audience == COALESCE_MIN_AUDIENCE
         for seq in range(1, 4):  # a burst, each trigger in its own loop iteration
             trigger(server, "big", seq)
             await one_iteration()
@@ -182,13 +182,34 @@ def test_burst_after_a_big_fan_out_coalesces() -> None:
 
 
 def test_small_fan_out_does_not_hold_up_the_next() -> None:
-    """One socket fewer than COALESCE_MIN_WRITES: nothing waits."""
+    """One socket fewer than COALESCE_MIN_AUDIENCE: nothing waits."""
 
     async def test(server: Server) -> None:
-        peers = await connect(server, COALESCE_MIN_WRITES - 1, "medium")
+        peers = await connect(server, COALESCE_MIN_AUDIENCE - 1, "medium")
         for seq in range(3):
             trigger(server, "medium", seq)
             await one_iteration()
         assert all(p.sock.writes == 3 for p in peers)
+
+    run(test)
+
+
+def test_many_small_events_at_once_do_not_make_the_next_wait() -> None:
+    """Client events to many small channels, arriving in one loop iteration, make
+    a flush of many writes; the next client event still goes out at once (the
+    rule looks at audiences, which waiting does not grow)."""
+
+    async def test(server: Server) -> None:
+        rooms = [await connect(server, 4, f"private-room-{i}") for i in range(25)]
+        msg: dict[str, Any] = {"event": "client-move", "data": {"x": 0}}
+        for i, room in enumerate(rooms):  # 25 events x 3 others: 75 writes at once
+            msg["channel"] = f"private-room-{i}"
+            server.apply(server.core.receive(room[0].conn, json.dumps(msg)))
+        await one_iteration()
+        assert all(p.sock.writes == 1 for room in rooms for p in room[1:])
+        msg["channel"], msg["data"] = "private-room-0", {"x": 1}
+        server.apply(server.core.receive(rooms[0][0].conn, json.dumps(msg)))
+        await one_iteration()
+        assert all(p.sock.writes == 2 for p in rooms[0][1:])
 
     run(test)
