@@ -49,9 +49,10 @@ def serve(host: str, port: int, webhooks: tuple[str, ...], debug: bool, ops: Ops
     The same server as ``python -m flask_pusher.server``, with the app's
     PUSHER_APP_ID, PUSHER_KEY and PUSHER_SECRET. Point the app at it with
     PUSHER_HOST=127.0.0.1, PUSHER_PORT=6001 and PUSHER_SSL=false. Without
-    --redis, --redis-prefix and --console-allow-host, the app's
-    PUSHER_SERVER_REDIS_URL, PUSHER_SERVER_REDIS_PREFIX and
-    PUSHER_SERVER_CONSOLE_ALLOW_HOSTS are used. Stops cleanly on Ctrl-C.
+    --redis, --redis-prefix, --console-allow-host and --loop, the app's
+    PUSHER_SERVER_REDIS_URL, PUSHER_SERVER_REDIS_PREFIX,
+    PUSHER_SERVER_CONSOLE_ALLOW_HOSTS and PUSHER_SERVER_LOOP are used. Stops
+    cleanly on Ctrl-C.
     """
     settings = _extension().settings
     ctx = click.get_current_context()

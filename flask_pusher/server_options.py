@@ -43,6 +43,7 @@ class Spec:
     :param metavar: the value's name in ``--help``, or ``None``.
     :param dest: the Python name of a flag whose name differs (``--redis`` is
         ``redis_url``), filled in from the field.
+    :param choices: the values a text option takes, or ``None`` (any).
     """
 
     help: str
@@ -51,6 +52,7 @@ class Spec:
     envvar: str | None = None
     bounds: tuple[float, float] | None = None
     metavar: str | None = None
+    choices: tuple[str, ...] | None = None
     name: str = ""
     default: Any = None
     type: str = ""
@@ -75,6 +77,10 @@ DEFAULT_REDIS_PREFIX = "flask-pusher"
 DEFAULT_NODE_TIMEOUT = 30.0
 #: The inclusive range of ``node_timeout``, in seconds.
 NODE_TIMEOUT_RANGE = (1.0, 300.0)
+#: The event loops the server runs on (``loop``): ``auto`` is uvloop when it
+#: is installed (the ``server`` extra installs it where it has wheels), else
+#: asyncio's own.
+LOOPS = ("auto", "asyncio", "uvloop")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +129,15 @@ class ServerOptions:
     :param node_timeout: seconds, from 1 to 300, after which the other nodes of
         a cluster take a silent node for dead and remove its connections.
         Default 30.0 (``--node-timeout``).
+    :param loop: the event loop of :func:`~flask_pusher.server.run`, its
+        workers and :class:`~flask_pusher.server.LocalServer`'s thread, one of
+        :data:`LOOPS`: ``"uvloop"`` (https://github.com/MagicStack/uvloop),
+        ``"asyncio"`` (the standard library's), or ``"auto"``, the default:
+        uvloop when it can be imported, else asyncio's (``--loop``,
+        ``PUSHER_SERVER_LOOP``). A :class:`~flask_pusher.server.app.Server`
+        made by hand runs on the loop it is given.
     :raises TypeError: for an unknown option name.
+    :raises ValueError: for a ``loop`` not in :data:`LOOPS`.
     """
 
     webhook_delay: float = _option(
@@ -205,6 +219,18 @@ class ServerOptions:
         bounds=NODE_TIMEOUT_RANGE,
         metavar="SECONDS",
     )
+    loop: str = _option(
+        "auto",
+        "Event loop: uvloop, asyncio, or auto (uvloop when installed).",
+        flag="--loop",
+        config_key="PUSHER_SERVER_LOOP",
+        envvar="PUSHER_SERVER_LOOP",
+        choices=LOOPS,
+    )
+
+    def __post_init__(self) -> None:
+        if self.loop not in LOOPS:
+            raise ValueError(f"loop must be one of {', '.join(LOOPS)}, not {self.loop!r}.")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,6 +32,7 @@ from .errors import ConfigurationError
 from .server_options import APP_LIMITS
 from .server_options import DEFAULT_PORT
 from .server_options import DEFAULT_REDIS_PREFIX
+from .server_options import LOOPS
 from .server_options import ServerOptions
 from .server_options import specs
 
@@ -79,6 +80,7 @@ class PusherSettings:
     server_redis_url: str | None = dataclasses.field(default=None, repr=False)
     server_redis_prefix: str = DEFAULT_REDIS_PREFIX
     server_console_allow_hosts: tuple[str, ...] = ()
+    server_loop: str = "auto"
     server_app_limits: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     after_commit: bool = False
     outbox: bool = False
@@ -133,6 +135,12 @@ def _hosts(value: Any) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise ValueError("a list of host names, or one string of names separated by commas")
     return tuple(v.strip().lower() for v in value if v.strip())
+
+
+def _loop(value: Any) -> str:
+    if value not in LOOPS:
+        raise ValueError(f"one of {', '.join(map(repr, LOOPS))}")
+    return str(value)
 
 
 def _app_id(value: Any) -> str:
@@ -264,6 +272,7 @@ _SERVER_COERCE: dict[str, Callable[[Any], Any]] = {
     "redis_url": _redis_url,
     "redis_prefix": _text,
     "console_allow_hosts": _hosts,
+    "loop": _loop,
 }
 
 

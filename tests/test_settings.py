@@ -97,6 +97,8 @@ def test_constructor_keyword_beats_config_per_app() -> None:
             "server_console_allow_hosts",
             ("x.test",),
         ),
+        ("PUSHER_SERVER_LOOP", "asyncio", "server_loop", "asyncio"),
+        ("PUSHER_SERVER_LOOP", "uvloop", "server_loop", "uvloop"),
     ],
 )
 def test_strings_from_the_environment_are_coerced(
@@ -123,6 +125,7 @@ def test_strings_from_the_environment_are_coerced(
         ("PUSHER_SERVER_REDIS_URL", 6379),
         ("PUSHER_SERVER_REDIS_PREFIX", ""),
         ("PUSHER_SERVER_CONSOLE_ALLOW_HOSTS", 3),
+        ("PUSHER_SERVER_LOOP", "tokio"),
     ],
 )
 def test_malformed_values_raise_naming_the_key(key: str, raw: Any) -> None:

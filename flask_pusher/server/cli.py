@@ -62,7 +62,9 @@ def server_options(f: F) -> F:
     - ``--node-timeout SECONDS`` (default 30, from 1 to 300): how long the other
       nodes wait before they treat a silent node as dead,
     - ``--workers N`` (default 1): run N server processes on the same port
-      (``SO_REUSEPORT``), joined through ``--redis``.
+      (``SO_REUSEPORT``), joined through ``--redis``,
+    - ``--loop LOOP`` (or ``PUSHER_SERVER_LOOP``; default ``auto``): the event
+      loop, ``uvloop``, ``asyncio``, or ``auto`` (uvloop when installed).
 
     The decorated function takes ``host``, ``port``, ``webhooks``, ``debug``
     and ``ops`` (an :class:`OpsOptions`).
@@ -95,6 +97,8 @@ def click_option(spec: Spec) -> Callable[[F], F]:
     else:
         kwargs["default"] = spec.default
         kwargs["show_default"] = spec.default is not None
+        if spec.choices is not None:
+            kwargs["type"] = click.Choice(spec.choices)
         number = _NUMBERS.get(spec.type.replace(" | None", ""))
         if number is not None and spec.bounds is not None:
             kwargs["type"] = number(*spec.bounds)
@@ -166,7 +170,7 @@ def serve(
 
     :raises click.ClickException: if the address cannot be bound, a worker
         does not start, or the ``server`` extra (aiohttp) or, with a Redis URL,
-        the ``redis`` extra is not installed.
+        the ``redis`` extra, or with ``--loop uvloop`` uvloop, is not installed.
     :raises click.UsageError: for a metrics prefix that cannot start a metric
         name, or ``--workers`` without ``--redis``, on port 0, or on a platform
         without ``SO_REUSEPORT``.
@@ -178,12 +182,17 @@ def serve(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     try:
+        from .eventloop import loop_factory
         from .serve import run
         from .serve import WorkerError
     except ImportError as e:
         raise click.ClickException(
             f'The server needs its extra: pip install "flask-pusher[server]" ({e}).'
         ) from None
+    try:
+        loop_factory(ops.loop)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
     if ops.redis_url and importlib.util.find_spec("redis") is None:
         raise click.ClickException(
             '--redis needs redis-py: pip install "flask-pusher[server,redis]".'

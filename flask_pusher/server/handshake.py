@@ -1,8 +1,12 @@
 """The WebSocket handshake and hand-off, and what a socket tells the core.
 
-:class:`Handshake` answers ``GET /app/{key}``: aiohttp does the opening
-handshake, this refuses an unknown key (4001), a disabled app (4003) and an
-unsupported protocol version (4007), then hands the transport to a
+:class:`Handshake` answers ``GET /app/{key}``: it refuses an unknown key
+(4001), a disabled app (4003) and an unsupported protocol version (4007), and
+one the per-app limits refuse; an accepted client gets the opening
+handshake's ``101`` answer written by :func:`switching_protocols` (a
+refused one, or a request that is no valid opening handshake, gets aiohttp's
+``WebSocketResponse``: its ``400``, or the handshake and the close code).
+Then it hands the transport to a
 :class:`~flask_pusher.server.wsocket.PusherSocket` (``hand_off``) and is that
 socket's owner: each message goes to the core, and the effects to the
 :class:`~flask_pusher.server.writer.Writer`. Codes and refusals are Pusher's
@@ -12,11 +16,14 @@ socket's owner: each message goes to the core, and the effects to the
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import functools
 import logging
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from wsproto.utilities import generate_accept_token
 
 from . import limits
 from . import observers
@@ -24,6 +31,7 @@ from . import protocol
 from .access import TrustedProxies
 from .core import Core
 from .events import ProtocolError
+from .logsafe import SERVER_HEADER
 from .metrics import IOCounts
 from .state import AppState
 from .state import Connection
@@ -42,6 +50,47 @@ log = logging.getLogger("flask_pusher.server")
 #: Largest accepted client frame, in bytes.
 MAX_FRAME_SIZE = 256 * 1024
 SUPPORTED_PROTOCOLS = frozenset({"5", "6", "7"})
+
+
+def switching_protocols(request: web.BaseRequest) -> bytes | None:
+    """The ``101 Switching Protocols`` answer to a valid opening handshake, or
+    ``None`` when ``request`` is not one (RFC 6455 section 4.2.1,
+    https://www.rfc-editor.org/rfc/rfc6455#section-4.2.1: ``Upgrade:
+    websocket``, ``Connection: Upgrade``, ``Sec-WebSocket-Version: 13``, a
+    ``Sec-WebSocket-Key`` of 16 bytes in base64). Neither a subprotocol nor an
+    extension is agreed to, as aiohttp's ``WebSocketResponse(compress=False)``
+    agrees to none, and the headers are the ones it sends (``Date`` aside).
+    """
+    headers = request.headers
+    if headers.get("Upgrade", "").strip().lower() != "websocket":
+        return None
+    connection = headers.get("Connection", "").lower()
+    if "upgrade" not in (token.strip() for token in connection.split(",")):
+        return None
+    if headers.get("Sec-WebSocket-Version") != "13":
+        return None
+    key = headers.get("Sec-WebSocket-Key", "")
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            return None
+    except (binascii.Error, ValueError):  # not base64, or not ASCII
+        return None
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + generate_accept_token(key.encode()) + b"\r\n"
+        b"Server: " + SERVER_HEADER.encode() + b"\r\n\r\n"
+    )
+
+
+class HandedOff(web.StreamResponse):
+    """What the handler returns once the socket is handed off: aiohttp, which
+    no longer has the connection, has nothing to prepare or send."""
+
+    async def prepare(self, request: web.BaseRequest) -> None:
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
 
 
 class Handshake:
@@ -78,13 +127,12 @@ class Handshake:
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         """``GET /app/{key}``: one Pusher connection
         (https://pusher.com/docs/channels/library_auth_reference/pusher-websockets-protocol/)."""
-        ws = web.WebSocketResponse(
-            autoping=True, compress=False, max_msg_size=MAX_FRAME_SIZE, timeout=5.0
-        )
-        try:
-            await ws.prepare(request)
-        except ConnectionError:  # the client left during the handshake
-            return web.Response(status=400)  # never sent; ws is half-prepared
+        answer = switching_protocols(request)
+        ws: web.WebSocketResponse | None = None
+        if answer is None:  # aiohttp answers what is no valid opening handshake (400)
+            ws = await self._prepare(request)
+            if ws is None:
+                return web.Response(status=400)  # never sent: the client left
         key = request.match_info["key"]
         app = self.core.apps_by_key.get(key)
         refusal: tuple[int, str] | None = None
@@ -106,6 +154,10 @@ class Handshake:
             if console is not None and console.watching:
                 app_id = app.config.app_id if app is not None else None
                 console.emit("connection_refused", app_id, code=code, reason=message)
+            if ws is None:
+                ws = await self._prepare(request)
+                if ws is None:
+                    return web.Response(status=400)  # never sent: the client left
             try:
                 await ws.send_str(protocol.error(message, code))
                 await ws.close(code=code, message=close_reason(message))
@@ -116,6 +168,8 @@ class Handshake:
         conn: Connection = greeting.result
         sock = PusherSocket(transport, self, conn, MAX_FRAME_SIZE)
         self.writer.sockets[conn] = sock
+        if answer is not None:  # the 101, before connection_established
+            self.writer.write(conn, answer)
         self.writer.idle.clear()
         counts = self.counts
         if counts is not None:
@@ -128,7 +182,19 @@ class Handshake:
         # 11 KB of an idle connection's 15): from now on the socket is sock's.
         response = hand_off(request, sock)
         self.apply(greeting)
-        return response
+        return response if ws is not None else HandedOff()
+
+    @staticmethod
+    async def _prepare(request: web.Request) -> web.WebSocketResponse | None:
+        """aiohttp's opening handshake, or ``None`` when the client left during it."""
+        ws = web.WebSocketResponse(
+            autoping=True, compress=False, max_msg_size=MAX_FRAME_SIZE, timeout=5.0
+        )
+        try:
+            await ws.prepare(request)
+        except ConnectionError:
+            return None
+        return ws
 
     # -- PusherSocket's owner ---------------------------------------------
 

@@ -21,11 +21,13 @@ from aiohttp import web
 from ..server_options import DEFAULT_HOST
 from ..server_options import DEFAULT_PORT
 from ..server_options import ServerOptions
+from . import eventloop
 from .app import Server
 from .app import start_site
 from .app import stop_site
 from .config import AppConfig
 from .config import check_workers
+from .eventloop import loop_factory
 from .workers import Supervisor
 from .workers import WorkerError
 
@@ -102,7 +104,8 @@ class LocalServer:
         """Start listening; return once the port is bound.
 
         :param timeout: seconds to wait for the server to listen.
-        :raises RuntimeError: if already started.
+        :raises RuntimeError: if already started, or for ``loop="uvloop"``
+            without uvloop installed.
         :raises OSError: if the address cannot be bound.
         """
         if self._thread is not None:
@@ -124,7 +127,11 @@ class LocalServer:
         return self
 
     def _run_thread(self, ready: concurrent.futures.Future[int]) -> None:
-        loop = asyncio.new_event_loop()
+        try:
+            loop = loop_factory(self.options.loop)()
+        except BaseException as exc:
+            ready.set_exception(exc)
+            return
         self._loop = loop
         try:
             self._server = Server(self.apps, **dataclasses.asdict(self.options))
@@ -229,16 +236,19 @@ def run(
     :raises OSError: if the address cannot be bound.
     :raises ValueError: for a bad metrics prefix, or ``workers`` > 1 without
         ``redis_url``, on port 0, or where the platform lacks ``SO_REUSEPORT``.
+    :raises RuntimeError: for ``loop="uvloop"`` (``--loop uvloop``) without
+        uvloop installed.
     :raises WorkerError: if a worker does not start, or ``workers`` > 1 is
         asked for off the main thread (signals are handled there only).
     """
     options = dataclasses.asdict(ServerOptions(**options))
     check_workers(workers, port, options.get("redis_url"))
+    loop_factory(options["loop"])  # uvloop asked for and missing: say so before starting
     _configure_logging(debug)
     if workers > 1:
         Supervisor(apps, host, port, debug, options, workers).run()
     else:
-        asyncio.run(_serve(apps, host, port, options))
+        eventloop.run(_serve(apps, host, port, options), options["loop"])
 
 
 def _configure_logging(debug: bool, tag: str = "") -> None:

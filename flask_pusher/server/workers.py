@@ -11,7 +11,6 @@ delay while it keeps dying soon after its start.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -65,6 +64,7 @@ def _worker(
     # Ctrl-C reaches the whole process group: until the worker's own handler is
     # in place, leave it to the parent, which answers with SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from . import eventloop
     from .serve import _configure_logging
     from .serve import _serve
 
@@ -77,7 +77,7 @@ def _worker(
         told = True
 
     try:
-        asyncio.run(_serve(apps, host, port, options, started))
+        eventloop.run(_serve(apps, host, port, options, started), options["loop"])
     except Exception as exc:
         if told:
             raise

@@ -39,10 +39,19 @@ log = logging.getLogger("flask_pusher.server")
 
 #: Bytes queued for one client before it is dropped as too slow.
 MAX_WRITE_BUFFER = 4 * 1024 * 1024
-#: When frames were written less than this many seconds ago, the next writes
-#: wait COALESCE_DELAY seconds so that back-to-back triggers share system calls.
+#: Seconds after a flush during which the writer counts as busy.
 BUSY_WINDOW = 0.005
+#: Seconds the next flush waits after a big one within :data:`BUSY_WINDOW`, so
+#: that back-to-back fan-outs share system calls.
 COALESCE_DELAY = 0.004
+#: Connections an event of a flush must go to for the flush to count as a
+#: fan-out. A client event to a private channel or a trigger to a few
+#: subscribers goes out at the end of the same loop iteration, however many
+#: arrive together; after an event to a channel of hundreds, what follows
+#: within :data:`BUSY_WINDOW` waits :data:`COALESCE_DELAY` to share those
+#: writes. (The audience, not the writes of a flush: those grow with the
+#: wait itself, which would make a busy stream of small events wait ever after.)
+COALESCE_MIN_AUDIENCE = 64
 
 
 def frame_bytes(text: str) -> bytes:
@@ -85,6 +94,7 @@ class Writer:
         "counts",
         "hook",
         "idle",
+        "last_audience",
         "last_flush",
         "sockets",
     )
@@ -107,6 +117,8 @@ class Writer:
         self.idle.set()
         #: The loop time of the last flush.
         self.last_flush = float("-inf")
+        #: The most connections one event of the last flush went to.
+        self.last_audience = 0
         self._pending: list[Send] = []
         self._closes: list[tuple[Connection, int, str]] = []
         self._flush_scheduled = False
@@ -117,6 +129,11 @@ class Writer:
         Frames queued in one iteration are written together: each frame is
         encoded once, and a connection that gets several frames gets them in
         one write (one system call), in order. Closes follow the frames.
+        The flush runs at the end of this loop iteration (``call_soon``),
+        unless the last one, less than :data:`BUSY_WINDOW` seconds ago, sent an
+        event to :data:`COALESCE_MIN_AUDIENCE` connections or more: then it waits
+        :data:`COALESCE_DELAY` seconds, gathering what arrives meanwhile
+        into the same writes.
         """
         if effects.sends or effects.closes:
             self._pending.extend(effects.sends)
@@ -124,8 +141,12 @@ class Writer:
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 loop = asyncio.get_running_loop()
-                if loop.time() - self.last_flush < BUSY_WINDOW:
-                    # Busy: gather what arrives in the next moment into the same writes.
+                if (
+                    self.last_audience >= COALESCE_MIN_AUDIENCE
+                    and loop.time() - self.last_flush < BUSY_WINDOW
+                ):
+                    # Busy with fan-out: gather what arrives in the next moment
+                    # into the same writes.
                     loop.call_later(COALESCE_DELAY, self.flush)
                 else:
                     loop.call_soon(self.flush)
@@ -161,9 +182,13 @@ class Writer:
                 c.socket_transmitted_bytes += len(data) * len(conns)
             for conn in conns:
                 write(conn, data)
+            self.last_audience = len(conns)
         elif groups:
             batches: dict[Connection, list[bytes]] = {}
+            audience = 0
             for conns, parts in groups:
+                if len(conns) > audience:
+                    audience = len(conns)
                 if counts is not None:
                     c = counts[conns[0].app]
                     c.ws_messages_sent += len(parts) * len(conns)
@@ -176,12 +201,16 @@ class Writer:
                         queued.extend(parts)
             for conn, queued in batches.items():
                 write(conn, queued[0] if len(queued) == 1 else b"".join(queued))
+            self.last_audience = audience
+        else:
+            self.last_audience = 0
         for conn, code, reason in closes:
             self.begin_close(conn, code, reason)
         self.last_flush = asyncio.get_running_loop().time()
 
     def write(self, conn: Connection, data: bytes) -> None:
-        """Write pre-encoded frames to ``conn`` unless its close has begun."""
+        """Write pre-encoded frames (or, first, the handshake's ``101`` answer)
+        to ``conn`` unless its close has begun."""
         sock = self.sockets.get(conn)
         if sock is None or sock.closing:
             return  # nothing after a Close frame (RFC 6455 section 5.5.1)

@@ -51,6 +51,7 @@ def test_operations_options_reach_the_server(monkeypatch: pytest.MonkeyPatch) ->
     argv += ["--shutdown-delay", "2.5", "--redis", "redis://r:6380/2", "--redis-prefix", "px"]
     argv += ["--node-timeout", "7.5", "--workers", "3", "--port", "6010"]
     argv += ["--console-allow-host", "app.test", "--trusted-proxy", "10.0.0.0/8"]
+    argv += ["--loop", "asyncio"]
     monkeypatch.setattr("flask_pusher.server.serve.run", lambda *args, **kw: seen.append(kw))
     result = CliRunner().invoke(main, argv)
     assert result.exit_code == 0, result.output
@@ -69,6 +70,7 @@ def test_operations_options_reach_the_server(monkeypatch: pytest.MonkeyPatch) ->
             "node_timeout": 7.5,
             "console_allow_hosts": ("app.test",),
             "trusted_proxies": ("10.0.0.0/8",),
+            "loop": "asyncio",
         }
     ]
 

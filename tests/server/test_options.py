@@ -101,6 +101,7 @@ def test_each_config_key_is_an_extension_setting() -> None:
         "PUSHER_SERVER_REDIS_URL",
         "PUSHER_SERVER_REDIS_PREFIX",
         "PUSHER_SERVER_CONSOLE_ALLOW_HOSTS",
+        "PUSHER_SERVER_LOOP",
     }
     by_name = {option.name: option for option in extension_settings.OPTIONS}
     fields = {f.name: f for f in dataclasses.fields(extension_settings.PusherSettings)}
@@ -128,6 +129,7 @@ def test_the_local_server_and_flask_pusher_serve_read_the_config_keys() -> None:
         "redis_url": "redis://10.0.0.1:6379/1",
         "redis_prefix": "app1",
         "console_allow_hosts": (),
+        "loop": "auto",
     }
 
 
