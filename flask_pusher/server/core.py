@@ -141,6 +141,16 @@ class Core(HTTPOperations):
         log.debug("disconnected %s", conn.socket_id)
         return effects
 
+    def ping(self, conn: Connection) -> bool:
+        """A ``pusher:ping`` from ``conn``, answered without parsing or effects:
+        ``True`` when it is owed a ``pusher:pong`` (as :meth:`receive` answers one).
+        Any frame shows the client alive (``conn.last_seen``)."""
+        if conn.closing:
+            return False
+        conn.last_seen = self.clock()
+        conn.ping_sent = None
+        return True
+
     def receive(self, conn: Connection, text: str | bytes) -> Effects:
         """Handle one frame from ``conn``; never raises on bad input."""
         effects = Effects()

@@ -50,6 +50,10 @@ log = logging.getLogger("flask_pusher.server")
 #: Largest accepted client frame, in bytes.
 MAX_FRAME_SIZE = 256 * 1024
 SUPPORTED_PROTOCOLS = frozenset({"5", "6", "7"})
+#: ``pusher:ping`` as pusher-js sends it (``send_event("pusher:ping", {})``),
+#: answered by :meth:`Handshake.on_text` without parsing; any other spelling
+#: takes the core's way to the same ``pusher:pong``.
+PING = '{"event":"pusher:ping","data":{}}'
 
 
 def switching_protocols(request: web.BaseRequest) -> bytes | None:
@@ -168,8 +172,6 @@ class Handshake:
         conn: Connection = greeting.result
         sock = PusherSocket(transport, self, conn, MAX_FRAME_SIZE)
         self.writer.sockets[conn] = sock
-        if answer is not None:  # the 101, before connection_established
-            self.writer.write(conn, answer)
         self.writer.idle.clear()
         counts = self.counts
         if counts is not None:
@@ -181,8 +183,12 @@ class Handshake:
         # aiohttp forgets the connection (its request, parser and tasks, about
         # 11 KB of an idle connection's 15): from now on the socket is sock's.
         response = hand_off(request, sock)
-        self.apply(greeting)
-        return response if ws is not None else HandedOff()
+        if answer is None:
+            self.apply(greeting)
+            return response
+        # The 101 and connection_established in one write.
+        self.writer.greet(conn, answer, greeting)
+        return HandedOff()
 
     @staticmethod
     async def _prepare(request: web.Request) -> web.WebSocketResponse | None:
@@ -209,6 +215,11 @@ class Handshake:
             )
         console = self.console
         watching = console is not None and console.watching
+        if text == PING and not watching:
+            # pusher-js's ping, the most common frame of all: one write back.
+            if self.core.ping(conn):
+                self.writer.pong(conn)
+            return
         if watching:
             before = set(conn.channels), conn.user_id
         cluster = self.cluster

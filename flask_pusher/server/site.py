@@ -43,6 +43,11 @@ async def start_site(
         access_log=None,
         logger=_http_log(),
         shutdown_timeout=1.0,
+        # SO_KEEPALIVE's first probe comes after 2 hours: the heartbeat
+        # (activity_timeout) and the request watchdog find dead peers long
+        # before, and the option costs a socket object and a system call per
+        # connection (a storm's accept path).
+        tcp_keepalive=False,
     )
     await runner.setup()
     server.watchdog.watch(runner.server)

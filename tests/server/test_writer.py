@@ -213,3 +213,57 @@ def test_many_small_events_at_once_do_not_make_the_next_wait() -> None:
         assert all(p.sock.writes == 2 for p in rooms[0][1:])
 
     run(test)
+
+
+def answered(conn: Connection) -> bool:
+    """The server no longer waits for a pong from ``conn``."""
+    return conn.ping_sent is None
+
+
+def test_a_ping_is_answered_with_one_write_at_once() -> None:
+    """pusher-js's ``pusher:ping`` (pusher-protocol §5.4) gets its ``pusher:pong``
+    in the same callback, in one write: no effects, no flush in a later iteration."""
+
+    async def test(server: Server) -> None:
+        (alice,) = await connect(server, 1, "news")
+        conn: Connection = alice.conn
+        conn.ping_sent = 1.0  # the server's own ping awaits an answer
+        server.handshake.on_text(alice.conn, '{"event":"pusher:ping","data":{}}')
+        assert alice.sock.writes == 1  # before the loop runs anything
+        assert answered(conn)  # the client is alive
+        got = alice.received()
+        assert json.loads(got[2:])["event"] == "pusher:pong", got
+        server.handshake.on_text(alice.conn, '{"event": "pusher:ping"}')  # another spelling
+        assert alice.sock.writes == 1
+        await one_iteration()  # takes the core's way, to the same answer
+        assert alice.sock.writes == 2
+        assert alice.received() == got
+
+    run(test)
+
+
+def test_the_101_and_connection_established_share_one_write() -> None:
+    """A storm's first answers: the handshake's ``101`` and
+    ``pusher:connection_established`` (pusher-protocol §5.1) in one system call."""
+
+    async def test(server: Server) -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        theirs.setblocking(False)
+        transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
+        greeting = server.core.connect(server.core.apps_by_id[APP_ID])
+        conn = greeting.result
+        sock = CountingSocket(transport)
+        server.writer.sockets[conn] = sock  # type: ignore[assignment]
+        OPEN.append(Peer(conn, sock, theirs))
+        server.writer.greet(conn, b"HTTP/1.1 101 Switching Protocols\r\n\r\n", greeting)
+        assert sock.writes == 1
+        head, _, frame = OPEN[-1].received().partition(b"\r\n\r\n")
+        assert head == b"HTTP/1.1 101 Switching Protocols"
+        established = json.loads(frame[2:])
+        assert established["event"] == "pusher:connection_established"
+        assert json.loads(established["data"])["socket_id"] == conn.socket_id
+        await one_iteration()
+        assert sock.writes == 1  # nothing left over for a later flush
+
+    run(test)
