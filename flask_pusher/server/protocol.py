@@ -197,9 +197,23 @@ def encode(
 
 
 def connection_established(socket_id: str, activity_timeout: int) -> str:
-    """``pusher:connection_established`` ; ``activity_timeout`` in seconds."""
+    """``pusher:connection_established`` ; ``activity_timeout`` in seconds.
+
+    The first frame of every connection, written straight from a template
+    when ``socket_id`` is the server's own ``digits.digits`` (nothing in it
+    to escape); the JSON encoder writes any other.
+    """
+    if _SOCKET_ID_CHARS.issuperset(socket_id) and type(activity_timeout) is int:
+        return _ESTABLISHED % (socket_id, activity_timeout)
     data = _dumps({"socket_id": socket_id, "activity_timeout": activity_timeout})
     return encode("pusher:connection_established", data)
+
+
+_SOCKET_ID_CHARS = frozenset("0123456789.")
+_ESTABLISHED = (
+    '{"event":"pusher:connection_established",'
+    '"data":"{\\"socket_id\\":\\"%s\\",\\"activity_timeout\\":%d}"}'
+)
 
 
 def error(message: str, code: int | None = None) -> str:

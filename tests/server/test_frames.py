@@ -13,6 +13,9 @@ import urllib.request
 import pytest
 
 from flask_pusher.server import LocalServer
+from flask_pusher.server import protocol
+from flask_pusher.server.config import AppConfig
+from flask_pusher.server.core import Core
 
 from .helpers import pusher_client
 from .helpers import user_auth
@@ -269,3 +272,23 @@ def test_loads_refuses_depth_past_the_limit(
         else:
             with pytest.raises(protocol.DepthError, match="nested more than 32 deep"):
                 protocol.loads(text)
+
+
+@pytest.mark.parametrize("timeout", [120, 1, 30])
+def test_connection_established_from_its_template_is_the_encoders(timeout: int) -> None:
+    """The first frame of every connection (pusher-protocol §5.1) is written from a
+    template for the server's own socket ids; it must be what the JSON encoder
+    writes, data double-encoded, for every id the core makes."""
+    core = Core([AppConfig("1", "key", "secret")])
+    for _ in range(50):
+        socket_id = core.connect(core.apps_by_id["1"]).result.socket_id
+        frame = protocol.connection_established(socket_id, timeout)
+        fields = {"socket_id": socket_id, "activity_timeout": timeout}
+        data = json.dumps(fields, separators=(",", ":"))
+        assert json.loads(frame) == {"event": "pusher:connection_established", "data": data}
+        assert frame == protocol.encode("pusher:connection_established", data)
+
+
+def test_connection_established_escapes_any_other_socket_id() -> None:
+    frame = protocol.connection_established('a"b\\c', 120)
+    assert json.loads(json.loads(frame)["data"])["socket_id"] == 'a"b\\c'
