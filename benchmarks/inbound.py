@@ -64,6 +64,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -161,7 +162,14 @@ class Server:
 class OurServer(Server):
     """``python -m flask_pusher.server`` from the tree at ``source``."""
 
-    def __init__(self, name: str, source: Path, workdir: Path, counts: bool = True) -> None:
+    def __init__(
+        self,
+        name: str,
+        source: Path,
+        workdir: Path,
+        counts: bool = True,
+        extra: Sequence[str] = (),
+    ) -> None:
         self.name, self.port = name, free_port()
         app = {
             "app_id": APP_ID,
@@ -173,7 +181,7 @@ class OurServer(Server):
         config = workdir / f"apps-{name}-{self.port}.json"
         config.write_text(json.dumps({"apps": [app]}))
         command = [sys.executable, "-m", "flask_pusher.server", "--config", str(config)]
-        command += ["--port", str(self.port)]
+        command += ["--port", str(self.port), *extra]
         env = {**os.environ, "PYTHONPATH": str(source)}
         self.proc = subprocess.Popen(command, cwd=source, env=env, stderr=subprocess.DEVNULL)
         self.wait_ready("/ready")
@@ -394,7 +402,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         def make(name: str, step: str) -> Server:
             if name == "soketi":
                 return SoketiServer(name)
-            return OurServer(name, sources[name], workdir, counts=step != "storm-nocount")
+            extra = args.new_arg if name == "new" else ()
+            return OurServer(
+                name, sources[name], workdir, counts=step != "storm-nocount", extra=extra
+            )
 
         load_before = os.getloadavg()
         for round_ in range(args.runs):
@@ -553,6 +564,13 @@ def main() -> None:
         default=str(ROOT),
         metavar="DIR",
         help="the tree measured as new: a directory holding flask_pusher/ (default: this one)",
+    )
+    parser.add_argument(
+        "--new-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more argument of the new server's command line, such as --new-arg=--loop=asyncio",
     )
     parser.add_argument("--old", default="main", help="git revision of the old tree")
     parser.add_argument("--no-old", dest="old", action="store_const", const="")
