@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..names import NAME_RE
+
 _fast_loads: Callable[[str | bytes], Any] | None
 try:  # msgspec's C decoder: about 5x faster than json.loads on a client frame
     from msgspec import MsgspecError as _MsgspecError
@@ -227,8 +229,14 @@ PING = encode("pusher:ping", "{}")
 
 
 def subscription_succeeded(channel: str, data: Mapping[str, Any] | None = None) -> str:
-    """``pusher_internal:subscription_succeeded``."""
+    """``pusher_internal:subscription_succeeded``; for a channel without
+    presence data and a valid name (nothing in it to escape), from a template."""
+    if not data and NAME_RE.fullmatch(channel):
+        return _SUCCEEDED % channel
     return encode("pusher_internal:subscription_succeeded", _dumps(data or {}), channel)
+
+
+_SUCCEEDED = '{"event":"pusher_internal:subscription_succeeded","channel":"%s","data":"{}"}'
 
 
 def presence_data(members: Mapping[str, Any]) -> dict[str, Any]:

@@ -292,3 +292,12 @@ def test_connection_established_from_its_template_is_the_encoders(timeout: int) 
 def test_connection_established_escapes_any_other_socket_id() -> None:
     frame = protocol.connection_established('a"b\\c', 120)
     assert json.loads(json.loads(frame)["data"])["socket_id"] == 'a"b\\c'
+
+
+@pytest.mark.parametrize("channel", ["news", "private-a.b;c=@,_-", "x" * 200, 'not"valid'])
+def test_subscription_succeeded_from_its_template_is_the_encoders(channel: str) -> None:
+    """A storm's second frame (pusher-protocol §5.5): for a valid channel name
+    without presence data it comes from a template, equal to the encoder's."""
+    frame = protocol.subscription_succeeded(channel)
+    assert frame == protocol.encode("pusher_internal:subscription_succeeded", "{}", channel)
+    assert json.loads(frame)["channel"] == channel
