@@ -31,6 +31,7 @@ from .state import AppState
 from .state import Connection
 from .state import Effects
 from .state import Send
+from .wsocket import MAX_WRITE_BUFFER
 from .wsocket import PusherSocket
 
 if TYPE_CHECKING:
@@ -38,8 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("flask_pusher.server")
 
-#: Bytes queued for one client before it is dropped as too slow.
-MAX_WRITE_BUFFER = 4 * 1024 * 1024
 #: Seconds after a flush during which the writer counts as busy.
 BUSY_WINDOW = 0.005
 #: Seconds the next flush waits after a big one within :data:`BUSY_WINDOW`, so

@@ -48,6 +48,10 @@ class Owner(Protocol[K_contra]):
 #: Seconds a close waits for the client's Close frame before the socket is
 #: dropped (RFC 6455 §7.1.1: the server closes the TCP connection).
 CLOSE_TIMEOUT = 5.0
+#: Bytes queued for one client before it is dropped as too slow: by the
+#: writer, and here for the Pong frames of a client that sends pings and never
+#: reads the answers.
+MAX_WRITE_BUFFER = 4 * 1024 * 1024
 
 
 def _mask_python(key: bytes, data: bytearray) -> None:
@@ -250,13 +254,25 @@ class PusherSocket(asyncio.Protocol, Generic[K]):
             else:
                 pos = stop
                 if first == 0x89:
-                    self.transport.write(bytes((0x8A, size)) + payload)
+                    self._control(bytes((0x8A, size)) + payload)
+                    if self.closing:
+                        return None
         else:
             return None
         # A frame the fast path leaves to wsproto, from its first byte on.
         self._slow = _Slow()
         self._data_received(bytes(buffer[pos:]))
         return None
+
+    def _control(self, frame: bytes) -> None:
+        """Write a Pong; drop a client whose unread answers pass
+        :data:`MAX_WRITE_BUFFER` (reading is never paused, so nothing else bounds them)."""
+        transport = self.transport
+        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            self.closing = True
+            transport.abort()
+            return
+        transport.write(frame)
 
     def _keep(self, buffer: bytes | bytearray, pos: int) -> None:
         """Keep the start of a frame, ``buffer[pos:]``, until the rest arrives."""
@@ -290,8 +306,9 @@ class PusherSocket(asyncio.Protocol, Generic[K]):
                     slow.size = 0
                     self.owner.on_binary(self.key)
             elif isinstance(event, Ping):
-                if ws.state is ConnectionState.OPEN:  # no Pong once a close began
-                    self.transport.write(ws.send(event.response()))
+                # No Pong once a close began, nor after a drop for unread Pongs.
+                if ws.state is ConnectionState.OPEN and not self.closing:
+                    self._control(ws.send(event.response()))
             elif isinstance(event, CloseConnection):
                 self.closing = True
                 slow.fragments = None

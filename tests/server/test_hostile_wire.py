@@ -28,6 +28,7 @@ from .helpers import KEY
 from .helpers import pusher_client
 from .helpers import SECRET
 from .helpers import user_auth
+from .rawsock import frame
 from .rawsock import Raw
 
 TIMEOUT = 10.0
@@ -306,3 +307,21 @@ def capture_server_log() -> Iterator[list[logging.LogRecord]]:
         for logger, level in zip(loggers, levels, strict=True):
             logger.removeHandler(handler)
             logger.setLevel(level)
+
+
+def test_a_client_that_never_reads_its_pongs_is_dropped(
+    server: LocalServer, logged: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading is never paused, so the Pong frames of a client that sends pings
+    and never reads would queue without end (RFC 6455 §5.5.2: each ping is
+    answered): past the write buffer's limit the connection is dropped, as the
+    writer drops a subscriber that does not read."""
+    from flask_pusher.server import wsocket
+
+    monkeypatch.setattr(wsocket, "MAX_WRITE_BUFFER", 64 * 1024)
+    pings = frame(0x9, b"x" * 125) * 100
+    with Raw(server.port, server.host, rcvbuf=4096) as ws:
+        with contextlib.suppress(OSError):  # the drop: a reset, or a broken pipe
+            for _ in range(2_000):  # 200,000 pings: 25 MB of Pongs owed
+                ws.sock.sendall(pings)
+        wait_for_no_connections(server)
