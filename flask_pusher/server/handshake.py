@@ -193,6 +193,8 @@ class Handshake:
     @staticmethod
     async def _prepare(request: web.Request) -> web.WebSocketResponse | None:
         """aiohttp's opening handshake, or ``None`` when the client left during it."""
+        if request.transport is None:  # gone already (aiohttp 3.10 asserts it is not)
+            return None
         ws = web.WebSocketResponse(
             autoping=True, compress=False, max_msg_size=MAX_FRAME_SIZE, timeout=5.0
         )
