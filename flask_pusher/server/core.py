@@ -141,10 +141,12 @@ class Core(HTTPOperations):
         log.debug("disconnected %s", conn.socket_id)
         return effects
 
-    def ping(self, conn: Connection) -> bool:
-        """A ``pusher:ping`` from ``conn``, answered without parsing or effects:
-        ``True`` when it is owed a ``pusher:pong`` (as :meth:`receive` answers one).
-        Any frame shows the client alive (``conn.last_seen``)."""
+    def heard(self, conn: Connection) -> bool:
+        """A frame from ``conn`` arrived: it is alive (``conn.last_seen``, and a
+        ``pusher:ping`` the server sent is answered). ``False`` once its close
+        began: then the frame is ignored, and a ``pusher:ping`` gets no pong.
+        The handshake calls it alone for pusher-js's ``pusher:ping``, which
+        it answers without parsing; :meth:`receive` calls it for every frame."""
         if conn.closing:
             return False
         conn.last_seen = self.clock()
@@ -154,10 +156,8 @@ class Core(HTTPOperations):
     def receive(self, conn: Connection, text: str | bytes) -> Effects:
         """Handle one frame from ``conn``; never raises on bad input."""
         effects = Effects()
-        if conn.closing:
+        if not self.heard(conn):
             return effects
-        conn.last_seen = self.clock()
-        conn.ping_sent = None
         frame = protocol.parse(text)
         if isinstance(frame, protocol.FrameError):
             effects.send(conn, ProtocolError(frame.message))

@@ -219,7 +219,7 @@ class Handshake:
         watching = console is not None and console.watching
         if text == PING and not watching:
             # pusher-js's ping, the most common frame of all: one write back.
-            if self.core.ping(conn):
+            if self.core.heard(conn):
                 self.writer.pong(conn)
             return
         if watching:

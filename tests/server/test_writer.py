@@ -238,6 +238,10 @@ def test_a_ping_is_answered_with_one_write_at_once() -> None:
         await one_iteration()  # takes the core's way, to the same answer
         assert alice.sock.writes == 2
         assert alice.received() == got
+        conn.closing = True  # a close began: the ping is ignored, as every frame
+        server.handshake.on_text(conn, '{"event":"pusher:ping","data":{}}')
+        await one_iteration()
+        assert alice.sock.writes == 2
 
     run(test)
 
