@@ -28,10 +28,13 @@ import collections
 import ipaddress
 from collections.abc import Iterable
 from collections.abc import Mapping
+from typing import Protocol
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the command line imports this module without aiohttp
-    from aiohttp import web
+    import asyncio
+
+    from multidict import MultiMapping
 
 #: Headers a proxy adds to say where a request came from, any of which makes a
 #: request count as proxied (lower case). Every ``X-Forwarded-*`` counts too.
@@ -57,6 +60,34 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+class Request(Protocol):
+    """What the checks read of a request: aiohttp's ``web.BaseRequest``, or
+    the :class:`Peer` of a handshake the front door read."""
+
+    @property
+    def transport(self) -> asyncio.Transport | None: ...
+
+    @property
+    def headers(self) -> MultiMapping[str]: ...
+
+    @property
+    def secure(self) -> bool: ...
+
+
+class Peer:
+    """A request read by the :mod:`~flask_pusher.server.frontdoor`: its
+    connection's ``transport`` and its ``headers`` (aiohttp's
+    ``CIMultiDictProxy``). Never TLS: the front door listens in plain HTTP."""
+
+    __slots__ = ("headers", "transport")
+
+    secure = False
+
+    def __init__(self, transport: asyncio.Transport, headers: MultiMapping[str]) -> None:
+        self.transport = transport
+        self.headers = headers
+
+
 def proxied(headers: Mapping[str, str]) -> bool:
     """Whether ``headers`` hold any header a proxy adds (:data:`PROXY_HEADERS`,
     ``X-Forwarded-*``)."""
@@ -67,7 +98,7 @@ def proxied(headers: Mapping[str, str]) -> bool:
     return False
 
 
-def peer_address(request: web.BaseRequest) -> Address | None:
+def peer_address(request: Request) -> Address | None:
     """The TCP peer's IP address, or ``None`` (a Unix socket, a closed transport)."""
     transport = request.transport
     peer = transport.get_extra_info("peername") if transport is not None else None
@@ -79,7 +110,7 @@ def peer_address(request: web.BaseRequest) -> Address | None:
         return None
 
 
-def local_port(request: web.BaseRequest) -> int | None:
+def local_port(request: Request) -> int | None:
     """The port the connection arrived on, or ``None``."""
     transport = request.transport
     local = transport.get_extra_info("sockname") if transport is not None else None
@@ -110,7 +141,7 @@ def split_host(host: str) -> tuple[str, int | None]:
     return name, int(port_text)
 
 
-def is_local(request: web.BaseRequest, allow_hosts: Iterable[str] = ()) -> bool:
+def is_local(request: Request, allow_hosts: Iterable[str] = ()) -> bool:
     """Whether ``request`` provably comes from this machine: a loopback peer,
     a ``Host`` of :data:`LOOPBACK_HOSTS` or ``allow_hosts`` with the port the
     connection arrived on (80 when the header has none), and no proxy header."""
@@ -150,12 +181,12 @@ class TrustedProxies:
     def __init__(self, networks: Iterable[str] = ()) -> None:
         self.networks = parse_networks(networks)
 
-    def trusts(self, request: web.BaseRequest) -> bool:
+    def trusts(self, request: Request) -> bool:
         """Whether ``request``'s TCP peer is a trusted proxy."""
         peer = peer_address(request)
         return peer is not None and any(peer in network for network in self.networks)
 
-    def client(self, request: web.BaseRequest) -> str:
+    def client(self, request: Request) -> str:
         """The client's address: the last ``X-Forwarded-For`` entry (the one the
         proxy added) from a trusted proxy, else the TCP peer's."""
         if self.trusts(request):
@@ -166,7 +197,7 @@ class TrustedProxies:
         peer = peer_address(request)
         return str(peer) if peer is not None else "?"
 
-    def secure(self, request: web.BaseRequest) -> bool:
+    def secure(self, request: Request) -> bool:
         """Whether ``request`` came over TLS: to this server, or to a trusted
         proxy that says so in its (last) ``X-Forwarded-Proto``."""
         if request.secure:

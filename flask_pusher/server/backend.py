@@ -266,7 +266,11 @@ class LocalBackend:
         pass
 
     async def admit(self, app: AppState, address: str | None = None) -> str | None:
-        # No await: the core registers the connection before anything else runs.
+        return self.admit_now(app, address)
+
+    def admit_now(self, app: AppState, address: str | None = None) -> str | None:
+        """:meth:`admit`, at once: the core registers the connection before
+        anything else runs."""
         config = app.config
         limit = config.max_connections
         if limit is not None and len(app.connections) >= limit:

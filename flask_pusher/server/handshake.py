@@ -20,14 +20,17 @@ import base64
 import binascii
 import functools
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.http import RawRequestMessage
 from wsproto.utilities import generate_accept_token
 
 from . import limits
 from . import observers
 from . import protocol
+from .access import Peer
 from .access import TrustedProxies
 from .core import Core
 from .events import ProtocolError
@@ -54,18 +57,19 @@ SUPPORTED_PROTOCOLS = frozenset({"5", "6", "7"})
 #: answered by :meth:`Handshake.on_text` without parsing; any other spelling
 #: takes the core's way to the same ``pusher:pong``.
 PING = '{"event":"pusher:ping","data":{}}'
+#: A refusal: a close code and its reason.
+Refusal = tuple[int, str]
 
 
-def switching_protocols(request: web.BaseRequest) -> bytes | None:
+def switching_protocols(headers: Mapping[str, str]) -> bytes | None:
     """The ``101 Switching Protocols`` answer to a valid opening handshake, or
-    ``None`` when ``request`` is not one (RFC 6455 section 4.2.1,
+    ``None`` when a request with ``headers`` is not one (RFC 6455 section 4.2.1,
     https://www.rfc-editor.org/rfc/rfc6455#section-4.2.1: ``Upgrade:
     websocket``, ``Connection: Upgrade``, ``Sec-WebSocket-Version: 13``, a
     ``Sec-WebSocket-Key`` of 16 bytes in base64). Neither a subprotocol nor an
     extension is agreed to, as aiohttp's ``WebSocketResponse(compress=False)``
     agrees to none, and the headers are the ones it sends (``Date`` aside).
     """
-    headers = request.headers
     if headers.get("Upgrade", "").strip().lower() != "websocket":
         return None
     connection = headers.get("Connection", "").lower()
@@ -130,24 +134,16 @@ class Handshake:
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         """``GET /app/{key}``: one Pusher connection
-        (https://pusher.com/docs/channels/library_auth_reference/pusher-websockets-protocol/)."""
-        answer = switching_protocols(request)
+        (https://pusher.com/docs/channels/library_auth_reference/pusher-websockets-protocol/),
+        when the :mod:`~flask_pusher.server.frontdoor` left it to aiohttp."""
+        answer = switching_protocols(request.headers)
         ws: web.WebSocketResponse | None = None
         if answer is None:  # aiohttp answers what is no valid opening handshake (400)
             ws = await self._prepare(request)
             if ws is None:
                 return web.Response(status=400)  # never sent: the client left
         key = request.match_info["key"]
-        app = self.core.apps_by_key.get(key)
-        refusal: tuple[int, str] | None = None
-        if app is None:
-            refusal = (4001, f"App key {key[:60]} does not exist")
-        elif not app.config.enabled:
-            refusal = (4003, "Application disabled")
-        else:
-            version = request.query.get("protocol")
-            if version is not None and version not in SUPPORTED_PROTOCOLS:
-                refusal = (4007, f"Unsupported protocol version {version[:20]}")
+        app, refusal = self._check(key, request.query.get("protocol"))
         transport = request.transport
         client = limits.address(app, request, self.proxies) if refusal is None else None
         refusal = refusal or await limits.admit(self.core.backend, app, request, client)
@@ -168,14 +164,7 @@ class Handshake:
             except ConnectionError:  # gone already
                 pass
             return ws
-        greeting = self.core.connect(app, client)
-        conn: Connection = greeting.result
-        sock = PusherSocket(transport, self, conn, MAX_FRAME_SIZE)
-        self.writer.sockets[conn] = sock
-        self.writer.idle.clear()
-        counts = self.counts
-        if counts is not None:
-            counts[app].new_connections += 1
+        conn, sock, greeting = self._open(app, client, transport)
         if console is not None and console.watching:
             console.emit("connection", app.config.app_id, **observers.client(conn, request))
         if transport.is_closing():  # it left while the backend admitted it
@@ -189,6 +178,60 @@ class Handshake:
         # The 101 and connection_established in one write.
         self.writer.greet(conn, answer, greeting)
         return HandedOff()
+
+    def upgrade(self, transport: asyncio.Transport, key: str, head: RawRequestMessage) -> bool:
+        """Open the connection ``head`` (``GET /app/{key}``, read by the
+        :mod:`~flask_pusher.server.frontdoor`) asks for, at once: ``True``,
+        and ``transport`` is the new socket's, the ``101`` and
+        ``pusher:connection_established`` written; or ``False``, nothing done,
+        when :meth:`websocket` must answer it (no valid opening handshake, a
+        refusal, a quota counted in Redis, a console watching).
+        """
+        answer = switching_protocols(head.headers)
+        if answer is None:
+            return False
+        app, refusal = self._check(key, head.url.query.get("protocol"))
+        console = self.console
+        if app is None or refusal is not None or (console is not None and console.watching):
+            return False
+        request = Peer(transport, head.headers)
+        client = limits.address(app, request, self.proxies)
+        backend = self.core.backend
+        if not limits.admits_at_once(backend, app, client):
+            return False
+        if limits.admit_now(backend, app, request, client) is not None:
+            return False
+        conn, sock, greeting = self._open(app, client, transport)
+        transport.set_protocol(sock)
+        self.writer.greet(conn, answer, greeting)
+        return True
+
+    def _check(self, key: str, version: str | None) -> tuple[AppState | None, Refusal | None]:
+        """The app of ``key``, and the refusal of a connection to it by key
+        and protocol ``version`` (4001, 4003, 4007) or ``None``."""
+        app = self.core.apps_by_key.get(key)
+        if app is None:
+            return None, (4001, f"App key {key[:60]} does not exist")
+        if not app.config.enabled:
+            return app, (4003, "Application disabled")
+        if version is not None and version not in SUPPORTED_PROTOCOLS:
+            return app, (4007, f"Unsupported protocol version {version[:20]}")
+        return app, None
+
+    def _open(
+        self, app: AppState, client: str | None, transport: asyncio.Transport
+    ) -> tuple[Connection, PusherSocket[Connection], Effects]:
+        """A new connection to ``app`` from ``client``, its socket and the
+        effects of its start (``pusher:connection_established`` first)."""
+        greeting = self.core.connect(app, client)
+        conn: Connection = greeting.result
+        sock = PusherSocket(transport, self, conn, MAX_FRAME_SIZE)
+        self.writer.sockets[conn] = sock
+        self.writer.idle.clear()
+        counts = self.counts
+        if counts is not None:
+            counts[app].new_connections += 1
+        return conn, sock, greeting
 
     @staticmethod
     async def _prepare(request: web.Request) -> web.WebSocketResponse | None:

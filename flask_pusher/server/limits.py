@@ -40,11 +40,11 @@ from urllib.parse import urlsplit
 
 from .. import names
 from . import protocol
+from .backend import LocalBackend
 from .errors import APIError
 
 if TYPE_CHECKING:
-    from aiohttp.web import BaseRequest
-
+    from .access import Request
     from .access import TrustedProxies
     from .backend import Backend
     from .state import AppState
@@ -81,7 +81,7 @@ def origin_allowed(patterns: tuple[str, ...], origin: str | None) -> bool:
     return any(fnmatch.fnmatchcase(host, pattern) for pattern in patterns)
 
 
-def address(app: AppState | None, request: BaseRequest, proxies: TrustedProxies) -> str | None:
+def address(app: AppState | None, request: Request, proxies: TrustedProxies) -> str | None:
     """The client address ``app`` counts a handshake under, or ``None`` (no
     ``max_connections_per_address``): the TCP peer's, or the last
     ``X-Forwarded-For`` entry when the peer is a trusted proxy
@@ -92,7 +92,7 @@ def address(app: AppState | None, request: BaseRequest, proxies: TrustedProxies)
 
 
 async def admit(
-    backend: Backend, app: AppState | None, request: BaseRequest, client: str | None = None
+    backend: Backend, app: AppState | None, request: Request, client: str | None = None
 ) -> tuple[int, str] | None:
     """A WebSocket handshake's refusal by the app's limits, or ``None``: admitted
     (or nothing to admit: no ``app``, or the client already left).
@@ -110,25 +110,47 @@ async def admit(
     """
     if app is None or request.transport is None:
         return None
-    headers = request.headers
-    config = app.config
-    patterns = config.allowed_origins
-    if patterns is not None and not origin_allowed(tuple(patterns), headers.get("Origin")):
-        refused(app, "allowed_origins")
-        return 4009, "Origin not allowed"
-    if config.max_connections is None and client is None:
-        return None
-    full = await backend.admit(app, client)
+    full = _origin(app, request)
+    if full is None and (app.config.max_connections is not None or client is not None):
+        full = await backend.admit(app, client)
     if full is None:
         return None
     refused(app, full)
-    return 4004, QUOTA_REASONS[full]
+    return REFUSALS[full]
 
 
-#: The close reason of each connection quota (code 4004).
-QUOTA_REASONS = {
-    "max_connections": "Application is over connection quota",
-    "max_connections_per_address": "Too many connections from this address",
+def admits_at_once(backend: Backend, app: AppState, client: str | None) -> bool:
+    """Whether :func:`admit_now` can decide a handshake to ``app`` from
+    ``client``: no connection quota to take, or one this process counts
+    (not one counted in Redis)."""
+    return isinstance(backend, LocalBackend) or (
+        app.config.max_connections is None and client is None
+    )
+
+
+def admit_now(backend: Backend, app: AppState, request: Request, client: str | None) -> str | None:
+    """What :func:`admit` decides, without waiting (where :func:`admits_at_once`
+    says it can): ``None``, admitted, or the name of the limit that refuses,
+    neither counted nor logged (:func:`admit` does that when it answers)."""
+    full = _origin(app, request)
+    if full is None and (app.config.max_connections is not None or client is not None):
+        assert isinstance(backend, LocalBackend), "admits_at_once() first"
+        full = backend.admit_now(app, client)
+    return full
+
+
+def _origin(app: AppState, request: Request) -> str | None:
+    patterns = app.config.allowed_origins
+    if patterns is not None and not origin_allowed(tuple(patterns), request.headers.get("Origin")):
+        return "allowed_origins"
+    return None
+
+
+#: The close code and reason of each limit a handshake can meet.
+REFUSALS = {
+    "allowed_origins": (4009, "Origin not allowed"),
+    "max_connections": (4004, "Application is over connection quota"),
+    "max_connections_per_address": (4004, "Too many connections from this address"),
 }
 
 

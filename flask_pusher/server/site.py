@@ -17,6 +17,7 @@ from aiohttp import web
 
 from . import logsafe
 from .console import is_loopback
+from .frontdoor import FrontDoorSite
 from .http_api import add_fallback
 from .timeouts import WATCHDOG
 
@@ -51,7 +52,15 @@ async def start_site(
     )
     await runner.setup()
     server.watchdog.watch(runner.server)
-    site = web.TCPSite(runner, host, port, backlog=4096, reuse_port=reuse_port)
+    site = FrontDoorSite(
+        runner,
+        host,
+        port,
+        server.handshake,
+        server.watchdog,
+        backlog=4096,
+        reuse_port=reuse_port,
+    )
     try:
         await site.start()
     except BaseException:  # the address is taken: stop what setup() started

@@ -25,8 +25,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from collections.abc import Callable
+from collections.abc import Collection
 from collections.abc import Iterable
 from typing import Any
+from typing import Protocol
 from typing import TypeVar
 
 from aiohttp import web
@@ -38,6 +40,15 @@ REQUEST_TIMEOUT = 60.0
 BODY_TIMEOUT = 60.0
 
 T = TypeVar("T")
+
+
+class Accepting(Protocol):
+    """What accepts connections: each has a ``transport`` (``None`` once gone)."""
+
+    @property
+    def connections(self) -> Collection[Any]: ...
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -68,13 +79,21 @@ class RequestWatchdog:
     """
 
     def __init__(self) -> None:
-        self._servers: list[web.Server] = []
+        self._servers: list[Accepting] = []
         self._state: dict[Any, _State] = {}
 
-    def watch(self, server: web.Server | None) -> None:
-        """Watch the connections ``server`` (an ``AppRunner.server``) accepts."""
+    def watch(self, server: Accepting | None) -> None:
+        """Watch the connections ``server`` (an ``AppRunner.server``, or an
+        :class:`~flask_pusher.server.frontdoor.Entrance`) accepts."""
         if server is not None:
             self._servers.append(server)
+
+    def moved(self, old: Any, new: Any) -> None:
+        """The connection ``old`` (a front door) is now ``new`` (aiohttp's
+        handler): its time without a request goes on, not from zero."""
+        state = self._state.pop(old, None)
+        if state is not None:
+            self._state[new] = state
 
     def wrap(self, handler: Handler) -> Handler:
         """``handler``, marking its connection busy while it runs."""

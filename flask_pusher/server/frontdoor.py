@@ -1,0 +1,207 @@
+"""The front door: the first bytes of every connection the server accepts.
+
+A Pusher client's connection starts with one HTTP request, the WebSocket
+opening handshake ``GET /app/{key}`` (RFC 6455 section 4.1,
+https://www.rfc-editor.org/rfc/rfc6455#section-4.1; the Pusher Channels
+protocol, https://pusher.com/docs/channels/library_auth_reference/pusher-websockets-protocol/).
+Through aiohttp's request machinery (a ``RequestHandler`` and its task, a
+``Request``, routing, a response) that request cost more CPU than all the rest
+of a connection's start; in a reconnect storm of thousands of clients at once
+it was the largest part of the server's work. So every accepted connection
+first gets a :class:`FrontDoor`, which waits for the first bytes:
+
+- if they are exactly one complete opening handshake for ``/app/{key}``,
+  parsed by aiohttp's own HTTP parser with aiohttp's limits, that
+  :meth:`Handshake.upgrade <flask_pusher.server.handshake.Handshake.upgrade>`
+  accepts at once, the transport goes straight to a
+  :class:`~flask_pusher.server.wsocket.PusherSocket`, and the ``101`` and
+  ``pusher:connection_established`` leave in one write;
+- anything else (another route, a head split over several reads, bytes after
+  the head, a refusal, a quota counted in Redis, a console watching) goes to
+  aiohttp's ``RequestHandler`` with the bytes received, as if it had had the
+  connection from the start: every answer there is aiohttp's, as before.
+
+A front door holds no buffer: the first read decides. A connection that sends
+nothing is closed by the :class:`~flask_pusher.server.timeouts.RequestWatchdog`
+after :data:`~flask_pusher.server.timeouts.REQUEST_TIMEOUT`, as one aiohttp
+holds is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+from typing import cast
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from aiohttp.http import HttpRequestParser
+from aiohttp.http import HttpVersion11
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.streams import EMPTY_PAYLOAD
+
+if TYPE_CHECKING:
+    from .handshake import Handshake
+    from .timeouts import RequestWatchdog
+
+#: The only first bytes a front door parses.
+PREFIX = b"GET /app/"
+#: An app key as the front door takes it: what needs no percent-decoding to
+#: match aiohttp's route ``/app/{key}`` (anything else goes to aiohttp).
+KEY = re.compile(r"[A-Za-z0-9._~-]+")
+#: aiohttp's own limits for a request's head (``web.Server``'s defaults).
+MAX_LINE_SIZE = 8190
+MAX_FIELD_SIZE = 8190
+READ_LIMIT = 2**16
+
+
+class Entrance:
+    """The protocol factory of a listening socket: a :class:`FrontDoor` for
+    each accepted connection.
+
+    :param server: aiohttp's ``web.Server`` (``AppRunner.server``), which gets
+        every connection the front door does not open itself.
+    :param handshake: opens the connections it can accept at once.
+    :param watchdog: closes connections that send nothing; it sweeps
+        :attr:`connections` and goes on timing a connection handed to aiohttp.
+    """
+
+    def __init__(
+        self,
+        server: web.Server,
+        handshake: Handshake,
+        watchdog: RequestWatchdog | None = None,
+    ) -> None:
+        self.server = server
+        self.handshake = handshake
+        self.watchdog = watchdog
+        #: The front doors still waiting for their first bytes.
+        self.connections: set[FrontDoor] = set()
+
+    def __call__(self) -> FrontDoor:
+        return FrontDoor(self)
+
+    def close(self) -> None:
+        """Close the connections that have sent nothing (at shutdown)."""
+        for door in list(self.connections):
+            door.transport.close()
+
+
+class FrontDoor(asyncio.Protocol):
+    """A connection until its first bytes (see the module's docstring)."""
+
+    __slots__ = ("entrance", "transport")
+
+    transport: asyncio.Transport
+
+    def __init__(self, entrance: Entrance) -> None:
+        self.entrance = entrance
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.entrance.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        entrance = self.entrance
+        entrance.connections.discard(self)
+        if data.startswith(PREFIX) and data.endswith(b"\r\n\r\n"):
+            head = parse(data)
+            if head is not None and entrance.handshake.upgrade(self.transport, *head):
+                return
+        # aiohttp's, from the first byte on.
+        handler = entrance.server()
+        self.transport.set_protocol(handler)
+        handler.connection_made(self.transport)
+        if entrance.watchdog is not None:
+            entrance.watchdog.moved(self, handler)
+        handler.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return None  # nothing was asked: close
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.entrance.connections.discard(self)
+
+
+def parse(data: bytes) -> tuple[str, Any] | None:
+    """The app key and aiohttp's ``RawRequestMessage`` of ``data`` when it is
+    exactly one request head for ``GET /app/{key}`` asking for an upgrade,
+    with no body; else ``None``."""
+    parser = HttpRequestParser(
+        # The protocol is only used for a body's stream, and a body is refused below.
+        cast(Any, None),
+        asyncio.get_running_loop(),
+        READ_LIMIT,
+        max_line_size=MAX_LINE_SIZE,
+        max_field_size=MAX_FIELD_SIZE,
+    )
+    try:
+        messages, upgraded, tail = parser.feed_data(data)
+    except HttpProcessingError:  # aiohttp answers it (400)
+        return None
+    if len(messages) != 1 or not upgraded or tail:
+        return None
+    message, payload = messages[0]
+    if payload is not EMPTY_PAYLOAD or message.version != HttpVersion11:
+        return None
+    key = message.url.raw_path[len("/app/") :]
+    if not KEY.fullmatch(key):
+        return None
+    return key, message
+
+
+class FrontDoorSite(web.BaseSite):
+    """aiohttp's ``TCPSite``, with an :class:`Entrance` as the protocol
+    factory (https://docs.aiohttp.org/en/stable/web_reference.html#aiohttp.web.BaseSite).
+
+    :param runner: the set-up ``AppRunner`` (its ``server`` gets what the
+        front doors do not open).
+    :param entrance: the factory; built from ``runner.server`` by :meth:`start`
+        when ``None``.
+    :param backlog: the listening socket's backlog.
+    :param reuse_port: ``SO_REUSEPORT`` (``--workers``).
+    """
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        handshake: Handshake,
+        watchdog: RequestWatchdog | None = None,
+        *,
+        backlog: int = 128,
+        reuse_port: bool = False,
+    ) -> None:
+        super().__init__(runner, backlog=backlog)
+        self._host = host
+        self._port = port
+        self._handshake = handshake
+        self._watchdog = watchdog
+        self._reuse_port = reuse_port
+        self.entrance: Entrance | None = None
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None, "call runner.setup() first"
+        self.entrance = Entrance(server, self._handshake, self._watchdog)
+        if self._watchdog is not None:
+            self._watchdog.watch(self.entrance)
+        self._server = await asyncio.get_running_loop().create_server(
+            self.entrance,
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_port=self._reuse_port,
+        )
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self.entrance is not None:
+            self.entrance.close()
