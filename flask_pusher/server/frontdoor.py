@@ -78,12 +78,16 @@ class Entrance:
         self.watchdog = watchdog
         #: The front doors still waiting for their first bytes.
         self.connections: set[FrontDoor] = set()
+        #: Set by :meth:`close`: a connection accepted after it is closed at once.
+        self.closed = False
 
     def __call__(self) -> FrontDoor:
         return FrontDoor(self)
 
     def close(self) -> None:
-        """Close the connections that have sent nothing (at shutdown)."""
+        """Close the connections that have sent nothing, and any accepted
+        from now on (at shutdown)."""
+        self.closed = True
         for door in list(self.connections):
             door.transport.close()
 
@@ -100,6 +104,9 @@ class FrontDoor(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        if self.entrance.closed:  # accepted as the server stopped listening
+            self.transport.close()
+            return
         self.entrance.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
