@@ -79,7 +79,8 @@ def server(ways: Ways, request: pytest.FixtureRequest) -> Iterator[LocalServer]:
 
 
 def read_event(sock: socket.socket, data: bytes = b"") -> tuple[dict[str, Any], bytes]:
-    """The first text frame after the ``101``'s head (unmasked, under 126 bytes) and what follows."""
+    """The first text frame after the ``101``'s head (unmasked, under 126
+    bytes) and what follows it."""
     while True:
         body = data.partition(b"\r\n\r\n")[2] if data.startswith(b"HTTP/") else data
         if len(body) >= 2 and len(body) >= 2 + body[1]:
@@ -133,7 +134,8 @@ def test_bytes_after_the_head_are_aiohttps(server: LocalServer, ways: Ways) -> N
         event, rest = read_event(sock)
         assert event["event"] == "pusher:connection_established"
         answer = subscribe(sock, rest)
-    assert answer == {"event": "pusher_internal:subscription_succeeded", "channel": "c", "data": "{}"}
+    assert answer["event"] == "pusher_internal:subscription_succeeded"
+    assert answer["channel"] == "c"  # not "early"
     assert ways.aiohttp == 1
 
 
@@ -210,10 +212,7 @@ def test_a_connection_waiting_at_the_door_is_closed_at_shutdown(ways: Ways, loop
         sock = connect(server)
         assert ways.accepted.acquire(timeout=TIMEOUT)
     with sock:
-        try:
-            assert sock.recv(1) == b""
-        except ConnectionResetError:
-            pass
+        assert sock.recv(1) == b""  # closed (FIN), not left open
 
 
 class _Transport:
