@@ -113,7 +113,10 @@ class FrontDoor(asyncio.Protocol):
         entrance = self.entrance
         entrance.connections.discard(self)
         if data.startswith(PREFIX) and data.endswith(b"\r\n\r\n"):
-            head = parse(data)
+            try:
+                head = parse(data)
+            except Exception:  # a parser's quirk must not drop the client: aiohttp answers
+                head = None
             if head is not None and entrance.handshake.upgrade(self.transport, *head):
                 return
         # aiohttp's, from the first byte on.
@@ -131,13 +134,23 @@ class FrontDoor(asyncio.Protocol):
         self.entrance.connections.discard(self)
 
 
+class _NoBody:
+    """The protocol given to the parser: aiohttp's pure-Python parser asserts
+    it has one (``AIOHTTP_NO_EXTENSIONS``, PyPy); a body's stream would use it."""
+
+    __slots__ = ()
+
+
+_NO_BODY = _NoBody()
+
+
 def parse(data: bytes) -> tuple[str, Any] | None:
     """The app key and aiohttp's ``RawRequestMessage`` of ``data`` when it is
     exactly one request head for ``GET /app/{key}`` asking for an upgrade,
     with no body; else ``None``."""
     parser = HttpRequestParser(
-        # The protocol is only used for a body's stream, and a body is refused below.
-        cast(Any, None),
+        # Only a body's stream would use it (and a body is declined below).
+        cast(Any, _NO_BODY),
         asyncio.get_running_loop(),
         READ_LIMIT,
         max_line_size=MAX_LINE_SIZE,
@@ -151,6 +164,8 @@ def parse(data: bytes) -> tuple[str, Any] | None:
         return None
     message, payload = messages[0]
     if payload is not EMPTY_PAYLOAD or message.version != HttpVersion11:
+        return None
+    if "Expect" in message.headers:  # aiohttp answers it (100 Continue, or 417)
         return None
     key = message.url.raw_path[len("/app/") :]
     if not KEY.fullmatch(key):

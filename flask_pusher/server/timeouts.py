@@ -75,7 +75,9 @@ class RequestWatchdog:
     :func:`~flask_pusher.server.http_api.add_route` (which wraps each handler
     with :meth:`wrap`: one call per request, where an aiohttp middleware cost
     about 50 us), give :meth:`watch` each ``web.Server`` that accepts
-    connections (``AppRunner.server``), and call :meth:`sweep` every second or so.
+    connections (``AppRunner.server``) and each
+    :class:`~flask_pusher.server.frontdoor.Entrance`, and call :meth:`sweep`
+    every second or so.
     """
 
     def __init__(self) -> None:

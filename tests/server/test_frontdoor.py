@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from aiohttp.http_parser import HttpRequestParserPy
 
 from flask_pusher.server import AppConfig
 from flask_pusher.server import frontdoor
@@ -26,6 +27,7 @@ from .helpers import KEY
 from .helpers import SECRET
 from .helpers import TIMEOUT
 from .rawsock import frame
+from .rawsock import frame_header
 
 UPGRADE = (
     "Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -73,8 +75,11 @@ def ways() -> Iterator[Ways]:
 
 @pytest.fixture
 def server(ways: Ways, request: pytest.FixtureRequest) -> Iterator[LocalServer]:
-    options = getattr(request, "param", {})
-    with LocalServer([AppConfig(APP_ID, KEY, SECRET, **options)], tick_interval=0.1) as running:
+    """A server; ``param``: the app's options, and ``loop``."""
+    options = dict(getattr(request, "param", {}))
+    loop = options.pop("loop", "auto")
+    app = AppConfig(APP_ID, options.pop("key", KEY), SECRET, **options)
+    with LocalServer([app], tick_interval=0.1, loop=loop) as running:
         yield running
 
 
@@ -102,9 +107,14 @@ def subscribe(sock: socket.socket, rest: bytes = b"") -> dict[str, Any]:
     return read_event(sock, rest)[0]
 
 
+@pytest.mark.parametrize("server", [{"loop": "asyncio"}, {"loop": "uvloop"}], indirect=True)
+@pytest.mark.parametrize("parser", ["c", "python"])
 def test_a_handshake_in_one_read_is_opened_by_the_front_door(
-    server: LocalServer, ways: Ways
+    server: LocalServer, ways: Ways, parser: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """With aiohttp's C parser, and with its pure-Python one (``AIOHTTP_NO_EXTENSIONS``, PyPy)."""
+    if parser == "python":
+        monkeypatch.setattr(frontdoor, "HttpRequestParser", HttpRequestParserPy)
     with connect(server) as sock:
         sock.sendall(head())
         event, rest = read_event(sock)
@@ -128,7 +138,9 @@ def test_a_head_split_over_two_reads_is_aiohttps(server: LocalServer, ways: Ways
 def test_bytes_after_the_head_are_aiohttps(server: LocalServer, ways: Ways) -> None:
     """A frame sent with the head, before the answer, is dropped as aiohttp's
     hand-off drops it; the connection works."""
-    early = frame(0x1, b'{"event":"pusher:subscribe","data":{"channel":"early"}}')
+    early = b'{"event":"pusher:subscribe","data":{"channel":"early"}}\r\n\r\n'
+    # Its zero mask key leaves the payload as it is: the read ends as a head does.
+    early = frame_header(0x1, len(early)) + early
     with connect(server) as sock:
         sock.sendall(head() + early)
         event, rest = read_event(sock)
@@ -174,6 +186,18 @@ def test_what_the_front_door_does_not_take_aiohttp_opens(
         event, rest = read_event(sock)
         assert event["event"] == "pusher:connection_established"
         assert subscribe(sock, rest)["event"] == "pusher_internal:subscription_succeeded"
+    assert ways.aiohttp == 1
+
+
+def test_an_expect_header_is_aiohttps(server: LocalServer, ways: Ways) -> None:
+    with connect(server) as sock:
+        sock.sendall(head(extra="Expect: 100-continue\r\n"))
+        answer = b""
+        while b"connection_established" not in answer:
+            chunk = sock.recv(65536)
+            assert chunk, answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 100 Continue"), answer
     assert ways.aiohttp == 1
 
 

@@ -157,3 +157,24 @@ def test_a_websocket_that_never_speaks_is_closed_by_the_heartbeat() -> None:
     assert kinds == ["pusher:connection_established", "pusher:ping", "pusher:error"]
     assert events[-1]["data"]["code"] == code == 4201
     assert took < 1.5 + 4.0
+
+
+def test_a_head_begun_late_has_the_time_left_since_the_accept() -> None:
+    """A client that waits at the front door, then starts its head, is cut
+    off ``REQUEST_TIMEOUT`` after it connected, not that long after its
+    first byte (the watchdog's time goes on when aiohttp takes the connection)."""
+    limit = 2.0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(timeouts, "REQUEST_TIMEOUT", limit)
+        app = AppConfig(APP_ID, KEY, SECRET)
+        with LocalServer([app], tick_interval=0.1) as server, connect(server) as sock:
+            start = time.monotonic()
+            sock.settimeout(0.9 * limit)
+            with contextlib.suppress(TimeoutError):  # the client's pause before its head
+                pytest.fail(f"answered unasked: {sock.recv(1)!r}")
+            sock.sendall(b"GET /app/" + KEY.encode() + b" HTTP/1.1\r\n")
+            sock.settimeout(3 * limit)
+            assert sock.recv(1) == b""
+            took = time.monotonic() - start
+    # Cut off at the limit (plus a sweep): restarting the count would take 1.9 x.
+    assert took < 1.5 * limit, took
