@@ -206,7 +206,9 @@ class FrontDoorSite(web.BaseSite):
 
     @property
     def name(self) -> str:
-        return f"http://{self._host}:{self._port}"
+        """The address, as aiohttp's ``TCPSite`` names it (an IPv6 host in brackets)."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self._port}"
 
     async def start(self) -> None:
         await super().start()

@@ -6,13 +6,16 @@ of :meth:`Handshake.websocket` (aiohttp's way)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
+from typing import cast
 
 import pytest
+from aiohttp import web
 from aiohttp.http_parser import HttpRequestParserPy
 
 from flask_pusher.server import AppConfig
@@ -274,3 +277,19 @@ def test_the_watchdog_times_a_connection_from_the_door_on() -> None:
     assert not handler.transport.aborted
     watchdog.sweep(REQUEST_TIMEOUT + 1)
     assert handler.transport.aborted
+
+
+@pytest.mark.parametrize(
+    ("host", "name"), [("127.0.0.1", "http://127.0.0.1:6001"), ("::1", "http://[::1]:6001")]
+)
+def test_the_site_is_named_as_aiohttps_tcp_site(host: str, name: str) -> None:
+    async def names() -> tuple[str, str]:
+        runner = web.AppRunner(web.Application())
+        await runner.setup()
+        try:
+            site = frontdoor.FrontDoorSite(runner, host, 6001, cast(Handshake, None))
+            return site.name, web.TCPSite(runner, host, 6001).name
+        finally:
+            await runner.cleanup()
+
+    assert asyncio.run(names()) == (name, name)
