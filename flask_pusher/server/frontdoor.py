@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from aiohttp.http import HttpRequestParser
 from aiohttp.http import HttpVersion11
+from aiohttp.http import RawRequestMessage
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import EMPTY_PAYLOAD
 
@@ -144,7 +145,7 @@ class _NoBody:
 _NO_BODY = _NoBody()
 
 
-def parse(data: bytes) -> tuple[str, Any] | None:
+def parse(data: bytes) -> tuple[str, RawRequestMessage] | None:
     """The app key and aiohttp's ``RawRequestMessage`` of ``data`` when it is
     exactly one request head for ``GET /app/{key}`` asking for an upgrade,
     with no body; else ``None``."""
@@ -179,10 +180,14 @@ class FrontDoorSite(web.BaseSite):
 
     :param runner: the set-up ``AppRunner`` (its ``server`` gets what the
         front doors do not open).
-    :param entrance: the factory; built from ``runner.server`` by :meth:`start`
-        when ``None``.
-    :param backlog: the listening socket's backlog.
+    :param host: the address to listen on (``--host``).
+    :param port: the port (``--port``; 0 picks a free one).
+    :param handshake: opens what the front doors read (:class:`Entrance`).
+    :param watchdog: sweeps the connections waiting at the door; ``None``:
+        none is closed for sending nothing.
+    :param backlog: the listening socket's backlog, in connections.
     :param reuse_port: ``SO_REUSEPORT`` (``--workers``).
+    :raises RuntimeError: from aiohttp, when ``runner`` is not set up.
     """
 
     def __init__(
