@@ -51,7 +51,8 @@ PREFIX = b"GET /app/"
 #: An app key as the front door takes it: what needs no percent-decoding to
 #: match aiohttp's route ``/app/{key}`` (anything else goes to aiohttp).
 KEY = re.compile(r"[A-Za-z0-9._~-]+")
-#: aiohttp's own limits for a request's head (``web.Server``'s defaults).
+#: aiohttp's own limits for a request's head, in bytes (``web.Server``'s
+#: defaults): the request line, one header field, and the parser's read limit.
 MAX_LINE_SIZE = 8190
 MAX_FIELD_SIZE = 8190
 READ_LIMIT = 2**16
